@@ -1,0 +1,76 @@
+"""`tunewise` — thin entry point: parse the command, compose the config once, call one function.
+
+Logs go to stderr; stdout carries only the command's output (with `format=json`, exactly one JSON
+document).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from advisor.errors import ConfigError
+
+USAGE = """\
+usage: tunewise COMMAND [key=value ...]
+
+Which fine-tuning method (full, LoRA, QLoRA), rank and GPU fits your model, data and budget —
+estimated before you spend, then measured.
+
+commands:
+  advise [overrides]        compare methods/ranks/GPUs: memory, time, cost, fit, budget
+  sweep  [overrides]        run (or resume) the sweep of a matrix in sweep.dir
+  report SWEEP_DIR          rebuild the recommendation report of a finished or running sweep
+  data check|prepare [...]  check a dataset (problems, token statistics) / write a cleaned split
+
+Every command takes Hydra overrides (key=value, group=option), e.g.
+  tunewise advise model=llama-3.1-70b data.rows=20000 budget.usd=100
+  tunewise advise model=qwen2.5-7b gpu=rtx-4090 method=qlora train.seq_len=4096 format=json
+  tunewise sweep matrix=method_rank_size model.path=/models/llama-3.2-1b gpu=a100-80gb data.path=train.jsonl
+Run `tunewise COMMAND --help` for a command's keys.
+"""
+
+
+def _fail(e: ConfigError) -> int:
+    print("tunewise: bad input:", file=sys.stderr)
+    for p in e.problems:
+        print(f"  - {p}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    cmd, rest = argv[0], argv[1:]
+    try:
+        if cmd == "advise":
+            from sweep.commands import advise_cmd
+
+            return advise_cmd(rest)
+        if cmd == "sweep":
+            from sweep.commands import sweep_cmd
+
+            return sweep_cmd(rest)
+        if cmd == "report":
+            from sweep.commands import report_cmd
+
+            return report_cmd(rest)
+        if cmd == "data":
+            from sweep.commands import data_cmd
+
+            return data_cmd(rest)
+    except ConfigError as e:
+        return _fail(e)
+    except KeyboardInterrupt:
+        print("tunewise: interrupted", file=sys.stderr)
+        return 130
+    print(f"tunewise: unknown command {cmd!r} (allowed: advise, sweep, report, data)\n", file=sys.stderr)
+    print(USAGE, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
