@@ -1,0 +1,284 @@
+"""`tunewise advise`: the advise document (design.md) — estimates per method and rank on the requested
+card, the minimum GPU count, the cheapest catalog card, the reverse questions, a budget verdict in
+words and the literature quality prior.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from advisor import search
+from advisor.config import RunConfig
+from advisor.quality import quality_prior
+
+COMPARE_RANKS = (8, 16, 64)  # ranks shown side by side when the user did not set method.r
+LABELS = {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA"}
+
+
+def for_method(cfg: RunConfig, method: str, r: int | None = None) -> RunConfig:
+    """`cfg` with `method` (lora/qlora keep the adapter settings of cfg.method; rank r if given)."""
+    if method == "full":
+        return cfg.replace(method={"name": "full", "r": None, "alpha": None, "dropout": 0.0})
+    return cfg.replace(method={"name": method, "r": r or cfg.method.r or 16})
+
+
+def _merge(row: dict[str, Any], traced: dict[str, Any]) -> dict[str, Any]:
+    """`traced` over `row`, nested dicts (memory, time, cost) merged key by key."""
+    out = dict(row)
+    for k, v in traced.items():
+        out[k] = {**out[k], **v} if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _stats(cfg: RunConfig) -> Any:
+    if not cfg.data.path:
+        return None
+    from advisor.datastats import dataset_stats
+
+    return dataset_stats(cfg)
+
+
+def _calibration(cfg: RunConfig) -> Any:
+    if not cfg.calibration:
+        return None
+    from advisor.calibrate import load_calibration
+
+    return load_calibration(cfg.calibration)
+
+
+def _query(cfg: RunConfig, methods: tuple[str, ...], ranks: list[int], stats: Any, notes: list[str]) -> dict:
+    t = cfg.train
+    data: dict[str, Any] = {"path": cfg.data.path, "rows": cfg.data.rows}
+    if stats is None:
+        data["avg_tokens"] = cfg.data.avg_tokens
+    else:
+        data["stats"] = dataclasses.asdict(stats) if dataclasses.is_dataclass(stats) else dict(vars(stats))
+    m = cfg.model
+    return {
+        "model": {
+            "name": m.name,
+            "architecture": m.architecture,
+            "hidden_size": m.hidden_size,
+            "num_hidden_layers": m.num_hidden_layers,
+            "vocab_size": m.vocab_size,
+            "max_position_embeddings": m.max_position_embeddings,
+        },
+        "gpu": {
+            "name": cfg.gpu.name,
+            "display_name": cfg.gpu.display_name,
+            "count": cfg.gpu.count,
+            "usable_gib": round(cfg.gpu.usable_gib, 2),
+            "bf16_supported": cfg.gpu.bf16_supported,
+            "bnb_supported": cfg.gpu.bnb_supported,
+        },
+        "parallel": cfg.parallel,
+        "methods": list(methods),
+        "ranks": ranks,
+        "data": data,
+        "train": {
+            "micro_batch_size": t.micro_batch_size,
+            "grad_accum": t.grad_accum,
+            "global_batch": t.micro_batch_size * t.grad_accum * cfg.gpu.count,
+            "seq_len": t.seq_len,
+            "epochs": t.epochs,
+            "max_steps": t.max_steps,
+            "gradient_checkpointing": t.gradient_checkpointing,
+            "optimizer": t.optimizer,
+            "precision": cfg.precision,
+            "attention": t.attention,
+            "packing": t.packing,
+            "chunked_loss": t.chunked_loss,
+        },
+        "budget": {"usd": cfg.budget_usd, "hours": cfg.budget_hours, "scope": "per run"},
+        "price": dataclasses.asdict(cfg.price),
+        "mode": cfg.advisor_mode,
+        "notes": notes,
+    }
+
+
+def advise(
+    cfg: RunConfig,
+    methods: tuple[str, ...],
+    given: set[str],
+    tracer: Callable[[RunConfig], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The advise document for `cfg` comparing `methods`; `given` = keys the user set (e.g. method.r)."""
+    notes = list(cfg.notes)
+    adapter_r = cfg.method.r or 16
+    ranks = [adapter_r] if "method.r" in given else sorted({*COMPARE_RANKS, adapter_r})
+    if "qlora" in methods and not cfg.gpu.bnb_supported:
+        notes.append(
+            f"QLoRA needs bitsandbytes, which does not run on {cfg.gpu.display_name}: no QLoRA rows "
+            "for this card (min_gpus/reverse skip it; cheapest searches the cards where it runs)."
+        )
+    if tracer is not None:
+        notes.append(
+            "Rows on the requested card are traced (advisor.mode=trace); min_gpus, cheapest and "
+            "reverse search with the analytic estimator."
+        )
+    stats = _stats(cfg)
+    est = search.Estimates(stats=stats, calibration=_calibration(cfg))
+
+    rows = []
+    for m in methods:
+        if m == "qlora" and not cfg.gpu.bnb_supported:
+            continue
+        for r in [None] if m == "full" else ranks:
+            c = for_method(cfg, m, r)
+            row = est.row(c)
+            rows.append(_merge(row, tracer(c)) if tracer is not None else row)
+
+    min_gpus: dict[str, Any] = {}
+    cheapest: dict[str, Any] = {}
+    reverse: dict[str, Any] = {}
+    for m in methods:
+        c = for_method(cfg, m, adapter_r)
+        cheapest[m] = _cheapest(est, c)
+        if m == "qlora" and not cfg.gpu.bnb_supported:
+            min_gpus[m] = {"count": None, "reason": f"bitsandbytes does not run on {cfg.gpu.display_name}"}
+            reverse[m] = None
+            continue
+        min_gpus[m] = search.min_gpus(est, c)
+        reverse[m] = _reverse(est, c, min_gpus[m])
+
+    doc = {
+        "query": _query(cfg, methods, ranks, stats, notes),
+        "estimates": rows,
+        "min_gpus": min_gpus,
+        "cheapest": cheapest,
+        "reverse": reverse,
+        "verdict": "",
+        "quality_prior": quality_prior(methods),
+    }
+    doc["verdict"] = verdict(doc, cfg)
+    return doc
+
+
+def _reverse(est: search.Estimates, c: RunConfig, mg: dict[str, Any]) -> dict[str, Any]:
+    """The reverse answers on the requested card and count; when nothing fits there even at micro-batch
+    1 and the shortest seq_len, on the smallest count that fits the configured run (said in `note`)."""
+    here = search.reverse(est, c)
+    if here["max_seq_len_micro_batch_1"]["seq_len"] is not None or not mg["count"]:
+        return {**here, "note": None}
+    at = search.at_count(c, mg["count"], mg["parallel"])
+    note = (
+        f"nothing fits {c.gpu.count}× {c.gpu.display_name}; answered for {mg['count']}× "
+        f"({mg['parallel']}), the smallest count that fits the configured run"
+    )
+    return {**search.reverse(est, at), "note": note}
+
+
+def _cheapest(est: search.Estimates, c: RunConfig) -> dict[str, Any]:
+    """The cheapest fitting (card, count) as a full row, with the cheapest within budget and the
+    cheapest single card beside it."""
+    found, skipped = search.candidates(est, c)
+    best = search.cheapest(found)
+    if best is None:
+        return {
+            "method": c.method.name,
+            "r": c.method.r,
+            "fits": False,
+            "skipped": skipped,
+            "reason": f"fits no catalog GPU at up to {search.MAX_CHEAPEST_GPUS} cards",
+        }
+    within = search.cheapest(found, within_budget=True)
+    single = search.cheapest(found, single_card=True)
+    return {
+        **est.row(best[1]),
+        "parallel": best[0]["parallel"],
+        "cheapest_within_budget": within[0] if within else None,
+        "cheapest_single_card": single[0] if single else None,
+        "skipped": skipped,
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# The verdict in words.
+
+
+def usd_text(usd: float) -> str:
+    return f"${usd:,.0f}" if usd >= 100 else f"${usd:,.2f}"
+
+
+def hours_text(hours: float) -> str:
+    return f"{hours:,.1f} h" if hours >= 1 else f"{hours * 60:.0f} min"
+
+
+def _where(s: dict[str, Any], names: dict[str, str]) -> str:
+    return f"{s['gpu_count']}× {names.get(s['gpu'], s['gpu'])}"
+
+
+def _cost(s: dict[str, Any]) -> str:
+    return f"{usd_text(s['usd'])}, {hours_text(s['hours'])}"
+
+
+def _label(doc: dict[str, Any], m: str) -> str:
+    return LABELS[m] + (
+        f" r={doc['cheapest'][m]['r']}" if m != "full" and doc["cheapest"][m].get("r") else ""
+    )
+
+
+def verdict(doc: dict[str, Any], cfg: RunConfig) -> str:
+    """One or two sentences: the cheapest configuration that fits (within the budget, if any), then
+    per method whether it fits at all, its minimum GPU count and what it costs."""
+    from advisor import catalog
+
+    names = {k: v.get("display_name", k) for k, v in catalog.gpus().items()}
+    budget = " and ".join(
+        t
+        for t in (
+            cfg.budget_usd is not None and usd_text(cfg.budget_usd),
+            cfg.budget_hours is not None and hours_text(cfg.budget_hours),
+        )
+        if t
+    )
+    methods = doc["query"]["methods"]
+    fitting = {m: doc["cheapest"][m] for m in methods if doc["cheapest"][m]["fits"]}
+    key = "cheapest_within_budget" if budget else None
+    pool = {m: (c[key] if key else search.summary(c, c["parallel"])) for m, c in fitting.items()}
+    pool = {m: s for m, s in pool.items() if s is not None}
+    if pool:
+        m = min(pool, key=lambda m: (pool[m]["usd"], pool[m]["hours"]))
+        first = (
+            f"{'Within ' + budget if budget else 'Cheapest'}: {_label(doc, m)} on "
+            f"{_where(pool[m], names)} ({_cost(pool[m])}) is the cheapest configuration that fits."
+        )
+    elif fitting:
+        m = min(fitting, key=lambda m: fitting[m]["cost"]["usd"])
+        s = search.summary(fitting[m], fitting[m]["parallel"])
+        first = (
+            f"Nothing fits within {budget}: the cheapest configuration that fits is {_label(doc, m)} "
+            f"on {_where(s, names)} ({_cost(s)})."
+        )
+    else:
+        first = f"No method fits any catalog GPU (up to {search.MAX_CHEAPEST_GPUS} cards) at these settings."
+    parts = [_method_clause(doc, m, names, budget) for m in methods]
+    rest = "; ".join(parts)
+    return first + " " + rest[:1].upper() + rest[1:] + "."
+
+
+def _method_clause(doc: dict[str, Any], m: str, names: dict[str, str], budget: str) -> str:
+    label, ch, mg = _label(doc, m), doc["cheapest"][m], doc["min_gpus"][m]
+    q = doc["query"]["gpu"]
+    if mg["count"]:
+        par = f" with {mg['parallel']}" if mg["count"] > 1 else ""
+        here = f"needs {mg['count']}× {q['display_name']}{par}, {_cost(mg)}"
+    else:
+        here = mg["reason"]
+    if not ch["fits"]:
+        return f"{label} fits no catalog GPU ({here})"
+    best = search.summary(ch, ch["parallel"])
+    single = ch["cheapest_single_card"]
+    one = (
+        f"single card: {names.get(single['gpu'], single['gpu'])} ({_cost(single)})"
+        if single
+        else "no single card fits"
+    )
+    if budget:
+        within = ch["cheapest_within_budget"]
+        if within is None:
+            return f"{label} is not possible within {budget} ({here}; cheapest {_where(best, names)}, {_cost(best)})"
+        return f"{label} is possible within {budget} ({here}; cheapest {_where(within, names)}, {_cost(within)}; {one})"
+    return f"{label} {here}; cheapest {_where(best, names)} ({_cost(best)}); {one}"

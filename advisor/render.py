@@ -1,0 +1,210 @@
+"""The advise document as rich tables on stdout (fits ~100 columns): memory, fit, time and cost per
+method and rank, then the minimum GPU count, the cheapest card, the reverse answers, the verdict and
+the quality prior — labelled as a prior.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from advisor import catalog
+from advisor.advise import LABELS, hours_text, usd_text
+
+BREAKDOWN = (  # (memory key, header) for breakdown=true
+    ("weights_gib", "weights\n(GiB)"),
+    ("gradients_gib", "grads\n(GiB)"),
+    ("optimizer_gib", "optimizer\n(GiB)"),
+    ("activations_gib", "activations\n(GiB)"),
+    ("logits_gib", "logits\n(GiB)"),
+    ("overhead_gib", "overhead\n(GiB)"),
+)
+
+
+def count_text(n: int | float | None) -> str:
+    """A parameter or token count as 1.2K / 3.4M / 5.6B."""
+    if n is None:
+        return "–"
+    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= div:
+            return f"{n / div:.1f}{unit}"
+    return str(int(n))
+
+
+def _gib(x: float | None) -> str:
+    return "–" if x is None else f"{x:,.1f}"
+
+
+def _yes_no(v: bool | None, yes: str = "yes", no: str = "no") -> str:
+    if v is None:
+        return "–"
+    return f"[green]{yes}[/]" if v else f"[bold red]{no}[/]"
+
+
+def _label(m: str, r: Any) -> str:
+    return LABELS[m] + (f" r={r}" if r else "")
+
+
+def _names() -> dict[str, str]:
+    return {k: v.get("display_name", k) for k, v in catalog.gpus().items()}
+
+
+def _summary_text(s: dict[str, Any], names: dict[str, str]) -> str:
+    par = f" ({s['parallel']})" if s["gpu_count"] > 1 else ""
+    return (
+        f"{s['gpu_count']}× {names.get(s['gpu'], s['gpu'])}{par}: {usd_text(s['usd'])}, "
+        f"{hours_text(s['hours'])} [dim]({s['price_source']}, {s['price_as_of'] or 'no date'})[/]"
+    )
+
+
+SHORT = {"full": "full", "lora": "LoRA", "qlora": "QLoRA"}
+
+
+def _table(title: str | None = None) -> Table:
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    t.add_column("method")
+    t.add_column("r", justify="right")
+    return t
+
+
+def estimates_table(doc: dict[str, Any]) -> Table:
+    q = doc["query"]
+    g = q["gpu"]
+    table = _table(
+        f"{q['model']['name']} on {g['count']}× {g['display_name']} ({g['usable_gib']:.1f} GiB usable)"
+    )
+    table.add_column("trained\nparams", justify="right")
+    for header in ("alloc.\n(GiB)", "resv.\n(GiB)", "device\n(GiB)"):
+        table.add_column(header, justify="right")
+    table.add_column("fits", justify="center")
+    table.add_column("time\n(h)", justify="right")
+    table.add_column("cost\n(USD)", justify="right")
+    table.add_column("within\nbudget", justify="center")
+    for row in doc["estimates"]:
+        mem = row["memory"]
+        table.add_row(
+            SHORT[row["method"]],
+            str(row["r"] or "–"),
+            count_text(row["trainable_params"]),
+            _gib(mem["allocated_gib"]),
+            _gib(mem["reserved_gib"]),
+            _gib(mem["device_gib"]),
+            _yes_no(row["fits"]),
+            f"{row['time']['hours']:,.1f}",
+            f"{row['cost']['usd']:,.2f}" if row["fits"] else f"[dim]{row['cost']['usd']:,.2f}[/]",
+            _yes_no(row["within_budget"]) if row["fits"] else "[dim]n/a[/]",
+        )
+    return table
+
+
+def breakdown_table(doc: dict[str, Any]) -> Table:
+    table = _table("memory breakdown per GPU")
+    for _, header in BREAKDOWN:
+        table.add_column(header, justify="right")
+    for row in doc["estimates"]:
+        table.add_row(
+            SHORT[row["method"]], str(row["r"] or "–"), *(_gib(row["memory"].get(k)) for k, _ in BREAKDOWN)
+        )
+    return table
+
+
+def _price_line(doc: dict[str, Any]) -> str:
+    seen = {
+        (r["cost"]["price_source"], r["cost"]["price_as_of"], r["cost"]["usd_per_gpu_hour"])
+        for r in doc["estimates"]
+    }
+    parts = [f"{src} as of {as_of or 'no date'}, ${usd:.2f}/GPU-hour" for src, as_of, usd in sorted(seen)]
+    return "Prices: " + "; ".join(parts) if parts else ""
+
+
+def _reverse_text(rv: dict[str, Any]) -> str:
+    s1, s = rv["max_seq_len_micro_batch_1"], rv["max_seq_len"]
+    mb, fb = rv["max_micro_batch_size"], rv["fit_batch"]
+
+    def seq(a: dict[str, Any]) -> str:
+        if a["seq_len"] is None:
+            return f"nothing at micro-batch {a['micro_batch_size']}"
+        cap = " (model context)" if a["limited_by"] == "context" else ""
+        return f"{a['seq_len']:,}{cap} at micro-batch {a['micro_batch_size']}"
+
+    parts = [f"max seq_len {seq(s1)}, {seq(s)}"]
+    if mb["micro_batch_size"] is not None:
+        parts.append(f"max micro-batch {mb['micro_batch_size']} at seq_len {mb['seq_len']:,}")
+    if fb is not None:
+        parts.append(
+            f"fits as micro-batch {fb['micro_batch_size']} × grad_accum {fb['grad_accum']} "
+            f"(global batch {fb['global_batch']})"
+        )
+    else:
+        parts.append("no micro-batch/grad_accum pair keeps the global batch and fits")
+    return "; ".join(parts)
+
+
+def render_advise(doc: dict[str, Any], breakdown: bool = False, console: Console | None = None) -> None:
+    """Print the advise document; breakdown=True adds the memory components (weights … overhead)."""
+    con = console or Console()
+    names = _names()
+    q = doc["query"]
+    for note in q["notes"]:
+        con.print(f"[yellow]note:[/] {note}")
+    con.print(estimates_table(doc))
+    if breakdown:
+        con.print(breakdown_table(doc))
+    con.print(_price_line(doc), style="dim")
+    budget = q["budget"]
+    if budget["usd"] is not None or budget["hours"] is not None:
+        con.print(
+            f"Budget per run: {usd_text(budget['usd']) if budget['usd'] is not None else 'no $ limit'}, "
+            f"{hours_text(budget['hours']) if budget['hours'] is not None else 'no time limit'}",
+            style="dim",
+        )
+
+    con.print(f"\n[bold]Minimum GPUs[/] (count of {q['gpu']['display_name']} that fits)")
+    for m, mg in doc["min_gpus"].items():
+        text = _summary_text(mg, names) if mg["count"] else f"[red]{mg['reason']}[/]"
+        con.print(f"  {LABELS[m]}: {text}")
+        if mg["count"] and mg.get("reason"):
+            con.print(f"    [dim]{mg['reason']}[/]")
+
+    con.print("\n[bold]Cheapest catalog GPU that fits[/]")
+    for m, ch in doc["cheapest"].items():
+        if not ch["fits"]:
+            con.print(f"  {_label(m, ch['r'])}: [red]{ch['reason']}[/]")
+            continue
+        best = {
+            **ch["time"],
+            **ch["cost"],
+            "gpu": ch["gpu"],
+            "gpu_count": ch["gpu_count"],
+            "parallel": ch["parallel"],
+        }
+        con.print(f"  {_label(m, ch['r'])}: {_summary_text(best, names)}")
+        for key, what in (
+            ("cheapest_within_budget", "within budget"),
+            ("cheapest_single_card", "single card"),
+        ):
+            s = ch.get(key)
+            if s is not None and (s["gpu"], s["gpu_count"]) != (ch["gpu"], ch["gpu_count"]):
+                con.print(f"    {what}: {_summary_text(s, names)}")
+
+    con.print("\n[bold]Reverse[/] (what fits the requested card)")
+    for m, rv in doc["reverse"].items():
+        if rv is None:
+            continue
+        con.print(f"  {LABELS[m]}: {_reverse_text(rv)}")
+        if rv.get("note"):
+            con.print(f"    [dim]{rv['note']}[/]")
+
+    con.print(f"\n[bold]Verdict:[/] {doc['verdict']}")
+    qp = doc["quality_prior"]
+    ranges = ", ".join(
+        f"{LABELS[m]} {v['low_pct']:.0f}–{v['high_pct']:.0f} %"
+        for m, v in qp["methods"].items()
+        if m != qp["relative_to"]
+    )
+    if ranges:
+        con.print(f"\n[bold]Quality prior[/] — {qp['kind']}: {ranges} of full fine-tuning quality.")
+        con.print(f"  [dim]{qp['source']}[/]")
