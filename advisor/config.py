@@ -108,6 +108,7 @@ class DataConfig:
     val_path: str | None = None
     val_fraction: float = 0.1
     val_rows_max: int = 1000
+    out_dir: str | None = None  # `data prepare` output folder; None = outputs/data/<input stem>
     rows: int = 10000
     avg_tokens: float = 512
     format: str = "auto"
