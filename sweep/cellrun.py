@@ -1,0 +1,118 @@
+"""One runner subprocess: `python -m runners.cell CONFIG_JSON OUT_DIR [--baseline] [--control]`.
+
+The runner prints protocol lines `@@tunewise {json}` on stdout (start, heartbeat, eval, end); with
+`--control` it waits after every eval for one line on stdin, `continue` or `prune`. Its stderr goes to
+OUT_DIR/runner.log. The result is OUT_DIR/result.json (written atomically by the runner).
+
+On Linux the child gets SIGKILL when this process dies (PR_SET_PDEATHSIG), so a `kill -9` of the
+sweep leaves no orphan training on the card; the rerun resumes the cell from OUT_DIR/checkpoint. The
+CPU seconds the child used come from `os.wait4`'s resource usage (what bench/bench_sweep.py sums).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from advisor.config import RunConfig
+from sweep.records import read_json, write_json
+
+log = logging.getLogger("tunewise.sweep")
+PREFIX = "@@tunewise "
+
+
+@dataclass
+class Outcome:
+    result: dict[str, Any]  # result.json, or a `failed` result naming why none was written
+    cpu_s: float  # user + system CPU seconds of the runner process
+    returncode: int
+    events: list[dict[str, Any]]
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+
+
+def _log_tail(path: Path, lines: int = 8) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in text[-lines:])
+
+
+def run_runner(
+    cfg: RunConfig,
+    out_dir: Path,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+    control: Callable[[dict[str, Any]], bool] | None = None,
+    baseline: bool = False,
+    env: dict[str, str] | None = None,
+) -> Outcome:
+    """Run one cell (or the baseline) to its end; `control(eval_event) -> False` prunes it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config_path = out_dir / "config.json"
+    write_json(config_path, cfg.to_dict())
+    cmd = [sys.executable, "-m", "runners.cell", str(config_path), str(out_dir)]
+    if baseline:
+        cmd.append("--baseline")
+    if control is not None:
+        cmd.append("--control")
+    events: list[dict[str, Any]] = []
+    with open(out_dir / "runner.log", "a") as err:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            bufsize=1,
+            env={**os.environ, **(env or {})},
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+        assert proc.stdout is not None and proc.stdin is not None
+        for line in proc.stdout:
+            if not line.startswith(PREFIX):
+                continue
+            try:
+                ev = json.loads(line[len(PREFIX) :])
+            except ValueError:
+                log.warning("unreadable protocol line from the runner: %s", line.strip()[:200])
+                continue
+            events.append(ev)
+            if on_event is not None:
+                on_event(ev)
+            if ev.get("type") == "eval" and control is not None:
+                answer = "continue" if control(ev) else "prune"
+                try:
+                    proc.stdin.write(answer + "\n")
+                    proc.stdin.flush()
+                except (BrokenPipeError, OSError):
+                    pass
+        with contextlib.suppress(BrokenPipeError, OSError):
+            proc.stdin.close()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    cpu_s = usage.ru_utime + usage.ru_stime
+    result = read_json(out_dir / "result.json")
+    if result is None:
+        tail = _log_tail(out_dir / "runner.log")
+        result = {
+            "status": "failed",
+            "reason": f"runner exited with code {proc.returncode} without writing result.json"
+            + (f": {tail}" if tail else ""),
+            "measured": None,
+            "provenance": None,
+        }
+    return Outcome(result, cpu_s, proc.returncode, events)

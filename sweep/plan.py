@@ -1,0 +1,159 @@
+"""The plan: every cell resolved, priced by the advisor and checked against the card and the budget.
+
+The cheap check runs before the expensive one. For each cell: compose base config + the user's
+overrides + the cell's overrides with Hydra, build the RunConfig, let `advisor.estimate.fit_batch`
+pick the micro-batch / grad-accum that fits (global batch unchanged) and price it with
+`advisor.estimate.estimate`. A cell nothing fits is `infeasible`; when the runnable cells together
+would pass `budget.usd` (dollars, summed) or `budget.hours` (wall clock = summed hours / workers), the
+most expensive are dropped first as `over_budget`. Neither kind ever starts a process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from advisor.config import RunConfig
+from advisor.errors import ConfigError
+from sweep.compose import compose, given_keys
+from sweep.matrix import Cell
+
+
+@dataclass
+class PlannedCell:
+    cell: Cell
+    cfg: RunConfig | None  # the batch-fitted config the runner gets (None when it cannot be built)
+    estimate: dict[str, Any] | None  # the advise row of `cfg`
+    status: str  # run | infeasible | over_budget | failed
+    reason: str | None = None
+    lr_trials: int = 1
+
+    @property
+    def usd(self) -> float:
+        return float(((self.estimate or {}).get("cost") or {}).get("usd") or 0.0) * self.lr_trials
+
+    @property
+    def hours(self) -> float:
+        return float(((self.estimate or {}).get("time") or {}).get("hours") or 0.0) * self.lr_trials
+
+
+@dataclass
+class Plan:
+    cells: list[PlannedCell]
+    base_cfg: RunConfig
+    workers: int = 1
+    notes: list[str] = field(default_factory=list)
+
+    def runnable(self) -> list[PlannedCell]:
+        return [c for c in self.cells if c.status == "run"]
+
+    def by_id(self) -> dict[str, PlannedCell]:
+        return {c.cell.cell_id: c for c in self.cells}
+
+    def totals(self) -> tuple[float, float]:
+        """(dollars, wall-clock hours) of the cells that will run."""
+        run = self.runnable()
+        return sum(c.usd for c in run), sum(c.hours for c in run) / max(1, self.workers)
+
+
+def cell_overrides(user: list[str], cell: Cell) -> list[str]:
+    """The user's overrides minus any key the cell sets (the axis wins), then the cell's."""
+    keys = {k for k, _ in cell.assignment}
+    return [o for o in user if o.lstrip("+~").partition("=")[0] not in keys] + cell.overrides
+
+
+def _estimator():
+    try:
+        from advisor.estimate import estimate, fit_batch
+    except ImportError as e:  # pragma: no cover - only while the advisor's estimator is missing
+        raise ConfigError(f"advisor.estimate is not available ({e}); cannot price the sweep") from None
+    return estimate, fit_batch
+
+
+def price_cell(cell: Cell, cfg: RunConfig, lr_trials: int) -> PlannedCell:
+    estimate, fit_batch = _estimator()
+    fitted = fit_batch(cfg)
+    if fitted is None:
+        global_batch = cfg.train.micro_batch_size * cfg.train.grad_accum
+        one = cfg.replace(train={"micro_batch_size": 1, "grad_accum": global_batch})
+        row = estimate(one)
+        mem = row.get("memory") or {}
+        reason = (
+            f"does not fit on {cfg.gpu.display_name}: needs {mem.get('device_gib', float('nan')):.2f} GiB "
+            f"at micro-batch 1 (global batch {global_batch}), usable {cfg.gpu.usable_gib:.2f} GiB"
+        )
+        return PlannedCell(cell, one, row, "infeasible", reason, lr_trials)
+    return PlannedCell(cell, fitted, estimate(fitted), "run", None, lr_trials)
+
+
+def apply_budget(plan: Plan, budget_usd: float | None, budget_hours: float | None) -> None:
+    """Mark the most expensive runnable cells over_budget until the rest fit both budgets."""
+    while True:
+        usd, hours = plan.totals()
+        over_usd = budget_usd is not None and usd > budget_usd
+        over_h = budget_hours is not None and hours > budget_hours
+        if not (over_usd or over_h):
+            return
+        run = plan.runnable()
+        worst = max(run, key=(lambda c: c.usd) if over_usd else (lambda c: c.hours))
+        worst.status = "over_budget"
+        if over_usd:
+            worst.reason = (
+                f"estimated ${worst.usd:.4f}; the sweep's runnable cells total ${usd:.4f} > "
+                f"budget.usd={budget_usd} (most expensive dropped first)"
+            )
+        else:
+            worst.reason = (
+                f"estimated {worst.hours:.3f} h; the sweep totals {hours:.3f} h wall clock "
+                f"over {plan.workers} worker(s) > budget.hours={budget_hours} (most expensive dropped first)"
+            )
+
+
+def build_plan(
+    user_overrides: list[str], cells: list[Cell], base_cfg: RunConfig, workers: int, lr_trials: int
+) -> Plan:
+    plan = Plan([], base_cfg, workers)
+    for cell in cells:
+        try:
+            cfg = RunConfig.from_dict(compose("config", cell_overrides(user_overrides, cell)))
+        except ConfigError as e:
+            plan.cells.append(
+                PlannedCell(cell, None, None, "failed", "bad config: " + "; ".join(e.problems), lr_trials)
+            )
+            continue
+        plan.cells.append(price_cell(cell, cfg, lr_trials))
+    apply_budget(plan, base_cfg.budget_usd, base_cfg.budget_hours)
+    if "train.lr" in given_keys(user_overrides) and lr_trials > 1:
+        plan.notes.append("train.lr is set and sweep.lr_trials > 1: the LR search ignores train.lr")
+    return plan
+
+
+def format_plan(plan: Plan) -> str:
+    lines = [f"{'cell':<11} {'status':<12} {'est $':>9} {'est h':>8} {'batch':>7}  overrides / reason"]
+    for pc in plan.cells:
+        batch = f"{pc.cfg.train.micro_batch_size}x{pc.cfg.train.grad_accum}" if pc.cfg else "-"
+        lines.append(
+            f"{pc.cell.cell_id:<11} {pc.status:<12} {pc.usd:>9.4f} {pc.hours:>8.3f} {batch:>7}  "
+            f"{pc.cell.label()}"
+        )
+        if pc.reason:
+            lines.append(f"{'':<11} {'':<12} {'':>9} {'':>8} {'':>7}  ↳ {pc.reason}")
+    usd, hours = plan.totals()
+    n_run = len(plan.runnable())
+    skipped = len(plan.cells) - n_run
+    b = plan.base_cfg
+    budget = ", ".join(
+        x
+        for x in (
+            f"budget.usd={b.budget_usd}" if b.budget_usd is not None else "",
+            f"budget.hours={b.budget_hours}" if b.budget_hours is not None else "",
+        )
+        if x
+    )
+    lines.append(
+        f"{n_run} cell(s) to run, {skipped} skipped; estimated ${usd:.4f} and {hours:.3f} h wall clock "
+        f"with {plan.workers} worker(s) on {b.gpu.display_name} at ${b.price.usd_per_gpu_hour:.4f}/h"
+        + (f" ({budget})" if budget else "")
+    )
+    lines.extend(f"note: {n}" for n in plan.notes)
+    return "\n".join(lines)

@@ -1,0 +1,82 @@
+"""sweep.json: what was swept, with what, where the study lives (password removed) and by which code."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from importlib import metadata
+from typing import Any
+
+from advisor import catalog
+from advisor.config import RunConfig
+from sweep.records import now_iso, redact_url
+from sweep.settings import SweepSettings
+
+PACKAGES = (
+    "tunewise",
+    "torch",
+    "transformers",
+    "peft",
+    "bitsandbytes",
+    "accelerate",
+    "optuna",
+    "hydra-core",
+    "sqlalchemy",
+)
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for p in PACKAGES:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            out[p] = None
+    return out
+
+
+def git_revision() -> str | None:
+    """HEAD of the repository tunewise runs from, with `+dirty` when there are uncommitted changes."""
+    root = catalog.repo_root()
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        return rev.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def sweep_doc(
+    settings: SweepSettings,
+    cfg_dict: dict[str, Any],
+    overrides: list[str],
+    base: RunConfig,
+    axes: dict[str, list[Any]],
+    created: str | None,
+) -> dict[str, Any]:
+    matrix = dict(cfg_dict.get("matrix") or {})
+    s = settings.to_dict()
+    s["storage"] = redact_url(settings.storage)
+    return {
+        "matrix": {"name": settings.matrix_name, "axes": axes, "exclude": matrix.get("exclude") or []},
+        "overrides": [redact_url(o) for o in overrides],
+        "base_config": base.to_dict(),
+        "storage": redact_url(settings.storage),
+        "study_name": settings.study_name,
+        "settings": s,
+        "budget": {"usd": base.budget_usd, "hours": base.budget_hours},
+        "created": created or now_iso(),
+        "updated": now_iso(),
+        "git_revision": git_revision(),
+        "versions": versions(),
+    }

@@ -1,0 +1,154 @@
+"""`tunewise sweep`: plan, confirm, run the workers, write results.csv and the report.
+
+Thin on purpose; the pieces live in matrix (cells), plan (prices and skips), claims (who runs what),
+worker/attempts (running cells), records (files) and progress (the view).
+
+Scale-out:
+- `sweep.workers=N` starts N local worker processes (`python -m sweep.worker SWEEP_DIR`) on the same
+  storage, one GPU each via CUDA_VISIBLE_DEVICES when `nvidia-smi` lists CUDA GPUs.
+- The same `tunewise sweep …` started on several machines with one `sweep.storage` (e.g.
+  postgresql://user:pw@db/tunewise) and a shared sweep.dir attaches to the same study: each machine
+  plans identically and claims cells atomically through the storage.
+- SLURM: see sweep/slurm.py (hydra-submitit-launcher, optional extra `slurm`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from advisor.config import RunConfig
+from advisor.errors import ConfigError
+from sweep import records
+from sweep.baseline import BASELINE, measure_baseline
+from sweep.cellrun import _die_with_parent
+from sweep.claims import Claims
+from sweep.matrix import expand, validate_matrix
+from sweep.plan import build_plan, format_plan
+from sweep.planfile import STORAGE_ENV, load_plan, write_plan
+from sweep.progress import View
+from sweep.provenance import sweep_doc
+from sweep.settings import settings_from
+from sweep.skipped import skip_planned
+from sweep.study import make_pruner, open_study
+from sweep.worker import Worker
+
+log = logging.getLogger("tunewise.sweep")
+
+
+def _ensure_demo_assets(cfg: RunConfig) -> None:
+    """Build the demo base model / demo data on first use when the config points at them."""
+    model_path, data_path = cfg.model.path, cfg.data.path
+    under = [p for p in (model_path, data_path) if p and Path(p).as_posix().startswith("outputs/demo")]
+    if any(not Path(p).exists() for p in under):
+        from runners.demo import ensure_assets
+
+        ensure_assets(model_path, data_path)
+
+
+def _confirm(n_run: int) -> bool:
+    if not sys.stdin.isatty():
+        return True
+    answer = input(f"Run {n_run} cell(s)? [y/N] ").strip().lower()
+    return answer in ("y", "yes")
+
+
+def _cuda_gpus() -> int:
+    if not shutil.which("nvidia-smi"):
+        return 0
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+
+
+def _spawn_workers(sweep_dir: Path, n: int, storage: str) -> list[subprocess.Popen]:
+    gpus = _cuda_gpus()
+    procs = []
+    (sweep_dir / "logs").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        env = {**os.environ, STORAGE_ENV: storage}
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
+        err = open(sweep_dir / "logs" / f"worker-{i}.log", "a") if sys.stderr.isatty() else None  # noqa: SIM115
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "sweep.worker", str(sweep_dir)],
+                env=env,
+                stderr=err,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            )
+        )
+    return procs
+
+
+def _finish(sweep_dir: Path) -> None:
+    path = records.write_results_csv(sweep_dir)
+    print(f"results: {path}")
+    try:
+        from reports.build import build_report
+    except ImportError as e:  # pragma: no cover - reports package incomplete
+        log.warning("no report built (%s)", e)
+        return
+    for p in build_report(sweep_dir):
+        print(f"report: {p}")
+
+
+def run_sweep(cfg_dict: dict[str, Any], overrides: list[str]) -> int:
+    settings = settings_from(cfg_dict)
+    base = RunConfig.from_dict(cfg_dict)
+    axes, _ = validate_matrix(cfg_dict.get("matrix") or {})
+    seeds = list(range(base.seed, base.seed + settings.seeds))
+    cells = expand(cfg_dict.get("matrix") or {}, base.method.name, settings.seeds, base.seed)
+    if not cells:
+        raise ConfigError(f"matrix={settings.matrix_name!r}: every cell is excluded")
+    _ensure_demo_assets(base)
+    plan = build_plan(overrides, cells, base, settings.workers, settings.lr_trials)
+    print(format_plan(plan))
+    print(f"sweep.dir: {settings.dir}")
+    if settings.dry_run:
+        return 0
+    if not plan.runnable() and all(pc.status != "run" for pc in plan.cells):
+        log.warning("no cell can run: every cell is infeasible, over budget or misconfigured")
+    if not settings.yes and not _confirm(len(plan.runnable())):
+        print("not started (answer y, or pass sweep.yes=true)")
+        return 1
+    settings.dir.mkdir(parents=True, exist_ok=True)
+    old = records.read_json(settings.dir / "sweep.json")
+    records.write_json(
+        settings.dir / "sweep.json",
+        sweep_doc(settings, cfg_dict, overrides, base, axes, old.get("created") if old else None),
+    )
+    write_plan(settings, plan, axes, seeds)
+    loaded = load_plan(settings.dir, settings.storage)
+    claims = Claims(settings.storage, settings.study_name)
+    claims.ensure([pc.cell_id for pc in loaded.cells] + [BASELINE])
+    study = open_study(settings.storage, settings.study_name, make_pruner(settings.pruner, len(loaded.cells)))
+    skip_planned(loaded, claims, study)
+    t0 = time.time()
+    with View(loaded):
+        measure_baseline(loaded, claims)
+        if settings.workers == 1:
+            Worker(loaded).run()
+        else:
+            procs = _spawn_workers(settings.dir, settings.workers, settings.storage)
+            codes = [p.wait() for p in procs]
+            if any(codes):
+                log.warning("worker exit codes: %s", codes)
+    claims.dispose()
+    _finish(settings.dir)
+    final = {r["cell_id"]: r["status"] for r in records.all_records(settings.dir)}
+    counts: dict[str, int] = {}
+    for st in final.values():
+        counts[st] = counts.get(st, 0) + 1
+    print(
+        f"sweep done in {time.time() - t0:.0f} s: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    )
+    return 0

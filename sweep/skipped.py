@@ -1,0 +1,48 @@
+"""Cells that never start a process: infeasible, over budget, or a config that does not build.
+
+Each is claimed (so exactly one worker anywhere tells Optuna), told to Optuna as PRUNED with the
+reason as a user attr, and given its record — no cells/<id>/ folder, no runner.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import optuna
+
+from sweep import records
+from sweep.claims import Claims
+from sweep.planfile import LoadedCell, LoadedPlan
+from sweep.study import tell_skipped
+
+log = logging.getLogger("tunewise.sweep")
+
+
+def record_skipped(
+    plan: LoadedPlan, study: optuna.Study, pc: LoadedCell, status: str, reason: str | None
+) -> None:
+    """Tell Optuna and write the record (the caller has already won the claim)."""
+    number = tell_skipped(study, pc.cell, plan.axes, plan.seeds, status, reason)
+    rec = records.load_record(plan.dir, pc.cell_id) or pc.new_record()
+    now = records.now_iso()
+    rec.update(status=status, reason=reason)
+    rec["attempts"] = [
+        *rec.get("attempts", []),
+        {"trial_number": number, "started": None, "ended": now, "status": status, "reason": reason},
+    ]
+    records.save_record(plan.dir, rec)
+
+
+def skip_planned(plan: LoadedPlan, claims: Claims, study: optuna.Study) -> int:
+    """Settle every cell the plan skips; returns how many this process settled."""
+    n = 0
+    rows = claims.rows()
+    for pc in plan.cells:
+        row = rows.get(pc.cell_id)
+        if pc.status == "run" or row is None or row.status != "pending":
+            continue
+        if claims.cas(row, status=pc.status, usd=0.0, wall_s=0.0):
+            record_skipped(plan, study, pc, pc.status, pc.reason)
+            log.info("cell %s %s: %s", pc.cell_id, pc.status, pc.reason)
+            n += 1
+    return n

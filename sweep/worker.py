@@ -1,0 +1,176 @@
+"""A sweep worker: claim a cell, run it, record it, repeat until every cell has a terminal status.
+
+Several workers (local processes, other machines) share one storage: `sweep.claims` decides who runs
+what. A cell whose owner died (heartbeat older than sweep.heartbeat_timeout_s and, on this host, its
+pid gone) is retried once as a new Optuna trial, resuming from its checkpoint; a second death marks
+it `failed`. Before starting a cell the worker checks what the whole sweep has spent (measured) plus
+what is running (estimated) against the budget, and marks the cell `over_budget` if it would not fit.
+
+`python -m sweep.worker SWEEP_DIR` runs one worker from SWEEP_DIR/plan.json (what `tunewise sweep
+sweep.workers=N` starts N times).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sweep import records
+from sweep.cellrun import run_runner
+from sweep.claims import Claims, Row, is_dead, maybe_dead, me
+from sweep.planfile import LoadedPlan, load_plan
+from sweep.study import make_pruner, open_study, tell_end
+
+log = logging.getLogger("tunewise.sweep")
+
+
+@dataclass
+class Worker:
+    plan: LoadedPlan
+    env: dict[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        s = self.plan.settings
+        self.claims = Claims(s.storage, s.study_name)
+        self.study = open_study(s.storage, s.study_name, make_pruner(s.pruner, len(self.plan.cells)))
+        self.host, self.pid = me()
+
+    # ------------------------------------------------------------------------------------------
+    def run(self) -> None:
+        """Work until no cell is left to claim; wait only for cells whose owner on this host died."""
+        s = self.plan.settings
+        while True:
+            rows = self.claims.rows()
+            did_something, waiting = False, False
+            for pc in self.plan.cells:
+                row = rows.get(pc.cell_id)
+                if pc.status != "run" or row is None or row.terminal:
+                    continue
+                if row.status == "pending":
+                    did_something |= self._try_start(pc, row, rows)
+                elif is_dead(row, s.heartbeat_timeout_s):
+                    did_something |= self._retry_dead(pc, row, rows)
+                elif maybe_dead(row):
+                    waiting = True
+                if did_something:
+                    break  # re-read the table: the budget and other workers moved on
+            if not did_something:
+                if not waiting:
+                    return
+                time.sleep(s.poll_s)
+
+    # ------------------------------------------------------------------------------------------
+    def _budget_problem(self, pc, rows: dict[str, Row]) -> str | None:
+        """Why starting this cell now would break the budget (measured spend + running estimates)."""
+        b = self.plan.base
+        spent_usd = sum(r.usd or 0.0 for r in rows.values() if r.terminal or r.status == "running")
+        spent_h = sum(r.wall_s or 0.0 for r in rows.values() if r.terminal or r.status == "running") / 3600
+        spent_h /= max(1, self.plan.settings.workers)
+        if b.budget_usd is not None and spent_usd + pc.usd > b.budget_usd:
+            return (
+                f"not started: spent ${spent_usd:.4f} (measured, plus estimates of running cells) + this "
+                f"cell's estimate ${pc.usd:.4f} > budget.usd={b.budget_usd}"
+            )
+        if (
+            b.budget_hours is not None
+            and spent_h + pc.hours / max(1, self.plan.settings.workers) > b.budget_hours
+        ):
+            return (
+                f"not started: {spent_h:.3f} h spent + this cell's estimate {pc.hours:.3f} h > "
+                f"budget.hours={b.budget_hours}"
+            )
+        return None
+
+    def _try_start(self, pc, row: Row, rows: dict[str, Row]) -> bool:
+        problem = self._budget_problem(pc, rows)
+        if problem:
+            if self.claims.cas(row, status="over_budget"):
+                from sweep.skipped import record_skipped
+
+                record_skipped(self.plan, self.study, pc, "over_budget", problem)
+                log.info("cell %s over budget: %s", pc.cell_id, problem)
+            return True
+        if not self.claims.cas(
+            row,
+            status="running",
+            host=self.host,
+            pid=self.pid,
+            heartbeat=time.time(),
+            attempts=row.attempts + 1,
+            usd=pc.usd,
+            wall_s=pc.hours * 3600,
+        ):
+            return False
+        self._run_cell(pc)
+        return True
+
+    def _retry_dead(self, pc, row: Row, rows: dict[str, Row]) -> bool:
+        reason = (
+            f"worker {row.host}:{row.pid} stopped (no heartbeat for "
+            f"{time.time() - (row.heartbeat or 0):.0f} s)"
+        )
+        if row.deaths + 1 >= 2:
+            if not self.claims.cas(row, status="failed", deaths=row.deaths + 1):
+                return False
+            self._mark_died(pc, row, reason)
+            rec = records.load_record(self.plan.dir, pc.cell_id) or pc.new_record()
+            rec.update(status="failed", reason=f"died twice; last: {reason}")
+            records.save_record(self.plan.dir, rec)
+            records.write_results_csv(self.plan.dir)
+            log.info("cell %s failed: %s", pc.cell_id, rec["reason"])
+            return True
+        if not self.claims.cas(
+            row,
+            status="running",
+            host=self.host,
+            pid=self.pid,
+            heartbeat=time.time(),
+            attempts=row.attempts + 1,
+            deaths=row.deaths + 1,
+        ):
+            return False
+        self._mark_died(pc, row, reason)
+        log.info("cell %s: retrying once, resuming from its checkpoint (%s)", pc.cell_id, reason)
+        self._run_cell(pc)
+        return True
+
+    def _mark_died(self, pc, row: Row, reason: str) -> None:
+        rec = records.load_record(self.plan.dir, pc.cell_id)
+        if row.trial_number is not None:
+            tell_end(self.study, row.trial_number, "failed", None, reason)
+        if rec and rec.get("attempts") and rec["attempts"][-1].get("status") == "running":
+            rec["attempts"][-1].update(status="died", reason=reason, ended=records.now_iso())
+            records.save_record(self.plan.dir, rec)
+
+    # ------------------------------------------------------------------------------------------
+    def _run_cell(self, pc) -> None:
+        from sweep.attempts import run_attempts
+
+        final: dict[str, Any] = run_attempts(self, pc)
+        rows = self.claims.rows()
+        row = rows[pc.cell_id]
+        self.claims.cas(row, status=final["status"], usd=final["usd"], wall_s=final["wall_s"])
+        records.write_results_csv(self.plan.dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    if len(argv) != 1:
+        print("usage: python -m sweep.worker SWEEP_DIR", file=sys.stderr)
+        return 2
+    Worker(load_plan(Path(argv[0]))).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["Worker", "main", "run_runner"]
