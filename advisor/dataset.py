@@ -13,6 +13,7 @@ any subsampling, from one seeded order; training rows are a prefix of that order
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import random
@@ -30,6 +31,22 @@ MAX_LISTED = 20  # problems listed per error before "... and N more"
 
 class DataError(ConfigError):
     """Bad data: every problem as 'FILE:LINE: what is wrong'."""
+
+
+PROBLEM_KINDS = ("malformed", "schema", "missing", "empty", "unknown_role")
+
+
+class Problem(str):
+    """A problem with one row: the message (a plain str, as before) tagged with its `kind`, one of
+    PROBLEM_KINDS — malformed (unparseable line/row), schema (wrong shape or type), missing (field
+    absent), empty (field empty or whitespace-only), unknown_role (a chat role outside ROLES)."""
+
+    kind: str
+
+    def __new__(cls, message: str, kind: str) -> Problem:
+        obj = super().__new__(cls, message)
+        obj.kind = kind
+        return obj
 
 
 @dataclass(frozen=True)
@@ -51,7 +68,7 @@ class Example:
         return self.messages[-1][1]
 
 
-def _raw_rows(path: Path) -> Iterator[tuple[int, Any, str | None]]:
+def raw_rows(path: Path) -> Iterator[tuple[int, Any, str | None]]:
     """(line_or_row, parsed_object_or_None, parse_error) for every row of a file, streaming."""
     suffix = path.suffix.lower()
     if path.is_dir():
@@ -64,7 +81,9 @@ def _raw_rows(path: Path) -> Iterator[tuple[int, Any, str | None]]:
                 try:
                     yield i, json.loads(line), None
                 except json.JSONDecodeError as e:
-                    yield i, None, f"malformed JSON ({e.msg} at column {e.colno})"
+                    yield i, None, f"malformed JSON ({e.msg} at column {e.pos + 1})"
+                except RecursionError:
+                    yield i, None, "malformed JSON (nested too deeply)"
     elif suffix == ".json":
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -74,18 +93,28 @@ def _raw_rows(path: Path) -> Iterator[tuple[int, Any, str | None]]:
         if isinstance(data, dict) and isinstance(data.get("data"), list):
             data = data["data"]
         if not isinstance(data, list):
-            yield 1, None, "a .json dataset must be a list of rows (or {\"data\": [...]})"
+            yield 1, None, 'a .json dataset must be a list of rows (or {"data": [...]})'
             return
         for i, row in enumerate(data, 1):
             yield i, row, None
     elif suffix == ".csv":
         with open(path, encoding="utf-8", newline="") as f:
-            for i, row in enumerate(csv.DictReader(f), 2):  # line 1 is the header
-                yield i, row, None
+            reader = csv.DictReader(f)
+            start = 2  # line 1 is the header; a quoted field may span several lines
+            for row in reader:
+                if None in row:
+                    yield start, None, f"{len(row[None])} more value(s) than header columns"
+                else:
+                    yield start, row, None
+                start = reader.line_num + 1
     elif suffix == ".parquet":
         yield from _parquet_rows(path)
     else:
-        yield 0, None, f"unknown file type {suffix!r} (allowed: .jsonl, .json, .csv, .parquet, a datasets folder)"
+        yield (
+            0,
+            None,
+            f"unknown file type {suffix!r} (allowed: .jsonl, .json, .csv, .parquet, a datasets folder)",
+        )
 
 
 def _parquet_rows(path: Path) -> Iterator[tuple[int, Any, str | None]]:
@@ -98,11 +127,23 @@ def _parquet_rows(path: Path) -> Iterator[tuple[int, Any, str | None]]:
             yield i, row, None
 
 
+def hf_shards(path: Path) -> list[Path]:
+    """Arrow shards of a save_to_disk folder in row order: state.json's `_data_files` order when present;
+    a DatasetDict folder (dataset_dict.json) reads its `train` split."""
+    if (path / "dataset_dict.json").exists():
+        path = path / "train"
+    state = path / "state.json"
+    if state.exists():
+        files = json.loads(state.read_text()).get("_data_files") or []
+        return [path / f["filename"] for f in files if (path / f["filename"]).exists()]
+    return sorted(path.glob("*.arrow"))
+
+
 def _hf_folder_rows(path: Path) -> Iterator[tuple[int, Any, str | None]]:
     """A `datasets` folder saved with save_to_disk: read its Arrow shards directly (no `datasets` import)."""
     import pyarrow as pa
 
-    shards = sorted(path.glob("*.arrow")) or sorted(path.glob("train/*.arrow"))
+    shards = hf_shards(path)
     if not shards:
         yield 0, None, "folder holds no .arrow shards (expected a datasets.save_to_disk folder)"
         return
@@ -113,7 +154,11 @@ def _hf_folder_rows(path: Path) -> Iterator[tuple[int, Any, str | None]]:
                 reader = pa.ipc.open_stream(source)
             except pa.ArrowInvalid:
                 reader = pa.ipc.open_file(source)
-            batches = reader if hasattr(reader, "__iter__") else (reader.get_batch(k) for k in range(reader.num_record_batches))
+            batches = (
+                reader
+                if hasattr(reader, "__iter__")
+                else (reader.get_batch(k) for k in range(reader.num_record_batches))
+            )
             for batch in batches:
                 for row in batch.to_pylist():
                     i += 1
@@ -131,57 +176,74 @@ def detect_format(obj: Any, cfg: DataConfig) -> str | None:
 
 
 def parse_row(obj: Any, line: int, cfg: DataConfig, fmt: str) -> tuple[Example | None, list[str]]:
-    """One row → Example, or the list of problems with it (without the file prefix)."""
+    """One row → Example, or the list of problems with it (without the file prefix); each problem is a
+    `Problem` (a str tagged with its kind)."""
     if not isinstance(obj, dict):
-        return None, [f"row is {type(obj).__name__}, expected an object"]
+        return None, [Problem(f"row is {type(obj).__name__}, expected an object", "malformed")]
     kind = fmt if fmt != "auto" else detect_format(obj, cfg)
     if kind is None:
         f = cfg.field_name
-        return None, [f"no `{f('messages')}` and no `{f('instruction')}`/`{f('output')}` field (found: {', '.join(map(str, obj)) or 'none'})"]
-    problems: list[str] = []
+        found = ", ".join(map(str, obj)) or "none"
+        return None, [
+            Problem(
+                f"no `{f('messages')}` and no `{f('instruction')}`/`{f('output')}` field (found: {found})",
+                "schema",
+            )
+        ]
     if kind == "chat":
-        key = cfg.field_name("messages")
-        msgs = obj.get(key)
-        if isinstance(msgs, str):
-            try:
-                msgs = json.loads(msgs)
-            except json.JSONDecodeError:
-                pass
-        if not isinstance(msgs, list) or not msgs:
-            return None, [f"`{key}` must be a non-empty list of {{role, content}}"]
-        out = []
-        for j, m in enumerate(msgs):
-            if not isinstance(m, dict):
-                problems.append(f"`{key}[{j}]` is not an object")
-                continue
-            role, content = m.get("role"), m.get("content")
-            if role not in ROLES:
-                problems.append(f"`{key}[{j}].role`={role!r}: unknown role (allowed: {', '.join(ROLES)})")
-            if not isinstance(content, str):
-                problems.append(f"`{key}[{j}].content` is missing or not text")
-            elif not content.strip() and role == "assistant":
-                problems.append(f"`{key}[{j}].content` is empty (assistant turn)")
-            out.append((str(role), content if isinstance(content, str) else ""))
-        if not problems and (not out or out[-1][0] != "assistant"):
-            problems.append(f"`{key}` must end with an assistant turn (the response to learn)")
-        if problems:
-            return None, problems
-        return Example(line, "chat", tuple(out)), []
+        return _parse_chat(obj, line, cfg)
+    problems: list[str] = []
     fi, fin, fo = cfg.field_name("instruction"), cfg.field_name("input"), cfg.field_name("output")
     instr, inp, outp = obj.get(fi), obj.get(fin), obj.get(fo)
     for name, v in ((fi, instr), (fo, outp)):
         if v is None:
-            problems.append(f"missing field `{name}`")
+            problems.append(Problem(f"missing field `{name}`", "missing"))
         elif not isinstance(v, str):
-            problems.append(f"field `{name}` is {type(v).__name__}, expected text")
+            problems.append(Problem(f"field `{name}` is {type(v).__name__}, expected text", "schema"))
         elif not v.strip():
-            problems.append(f"field `{name}` is empty")
+            problems.append(Problem(f"field `{name}` is empty", "empty"))
     if inp is not None and not isinstance(inp, str):
-        problems.append(f"field `{fin}` is {type(inp).__name__}, expected text")
+        problems.append(Problem(f"field `{fin}` is {type(inp).__name__}, expected text", "schema"))
     if problems:
         return None, problems
     prompt = instr if not inp or not inp.strip() else f"{instr}\n\n{inp}"
     return Example(line, "instruction", (("user", prompt), ("assistant", outp))), []
+
+
+def _parse_chat(obj: dict, line: int, cfg: DataConfig) -> tuple[Example | None, list[str]]:
+    key = cfg.field_name("messages")
+    msgs = obj.get(key)
+    if isinstance(msgs, str):
+        with contextlib.suppress(json.JSONDecodeError):
+            msgs = json.loads(msgs)
+    if not isinstance(msgs, list) or not msgs:
+        return None, [Problem(f"`{key}` must be a non-empty list of {{role, content}}", "schema")]
+    problems: list[str] = []
+    out = []
+    for j, m in enumerate(msgs):
+        if not isinstance(m, dict):
+            problems.append(Problem(f"`{key}[{j}]` is not an object", "schema"))
+            continue
+        role, content = m.get("role"), m.get("content")
+        if role not in ROLES:
+            allowed = ", ".join(ROLES)
+            problems.append(
+                Problem(f"`{key}[{j}].role`={role!r}: unknown role (allowed: {allowed})", "unknown_role")
+            )
+        if content is None:
+            problems.append(Problem(f"`{key}[{j}].content` is missing", "missing"))
+        elif not isinstance(content, str):
+            problems.append(
+                Problem(f"`{key}[{j}].content` is {type(content).__name__}, expected text", "schema")
+            )
+        elif not content.strip() and role in ("user", "assistant"):
+            problems.append(Problem(f"`{key}[{j}].content` is empty ({role} turn)", "empty"))
+        out.append((str(role), content if isinstance(content, str) else ""))
+    if not problems and out[-1][0] != "assistant":
+        problems.append(Problem(f"`{key}` must end with an assistant turn (the response to learn)", "schema"))
+    if problems:
+        return None, problems
+    return Example(line, "chat", tuple(out)), []
 
 
 def iter_examples(path: str | Path, cfg: DataConfig) -> Iterator[tuple[int, Example | None, list[str]]]:
@@ -189,9 +251,9 @@ def iter_examples(path: str | Path, cfg: DataConfig) -> Iterator[tuple[int, Exam
     path = Path(path)
     if not path.exists():
         raise DataError(f"data.path={str(path)!r}: file not found")
-    for line, obj, err in _raw_rows(path):
+    for line, obj, err in raw_rows(path):
         if err:
-            yield line, None, [err]
+            yield line, None, [Problem(err, "malformed")]
             continue
         ex, problems = parse_row(obj, line, cfg, cfg.format)
         yield line, ex, problems
@@ -235,20 +297,30 @@ class Split:
     train_pool: int  # training rows available before the data.rows cap
 
 
+def carve(n: int, cfg: DataConfig, seed: int) -> tuple[list[int], list[int]]:
+    """(validation indices, training indices) of n rows in one seeded order: the first
+    max(1, min(val_rows_max, round(n × val_fraction))) indices of the order are the validation rows.
+    `split` and `tunewise data prepare` both carve with this, so they agree for the same seed."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    n_val = max(1, min(cfg.val_rows_max, round(n * cfg.val_fraction)))
+    if n - n_val < 1:
+        raise DataError(f"data.path={cfg.path!r}: {n} rows is too few to carve a validation split")
+    return order[:n_val], order[n_val:]
+
+
 def split(cfg: DataConfig, seed: int) -> Split:
     """Seeded split: validation carved once (val_path, or val_fraction capped at val_rows_max),
     before any subsampling; training rows = prefix of one fixed shuffled order, capped at data.rows."""
     assert cfg.path
     rows = read_examples(cfg.path, cfg)
-    order = list(range(len(rows)))
-    random.Random(seed).shuffle(order)
     if cfg.val_path:
+        order = list(range(len(rows)))
+        random.Random(seed).shuffle(order)
         val = read_examples(cfg.val_path, cfg)
         pool = [rows[i] for i in order]
     else:
-        n_val = max(1, min(cfg.val_rows_max, round(len(rows) * cfg.val_fraction)))
-        if len(rows) - n_val < 1:
-            raise DataError(f"data.path={cfg.path!r}: {len(rows)} rows is too few to carve a validation split")
-        val = [rows[i] for i in order[:n_val]]
-        pool = [rows[i] for i in order[n_val:]]
+        val_idx, train_idx = carve(len(rows), cfg, seed)
+        val = [rows[i] for i in val_idx]
+        pool = [rows[i] for i in train_idx]
     return Split(train=pool[: cfg.rows], val=val, train_pool=len(pool))
