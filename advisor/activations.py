@@ -1,0 +1,191 @@
+"""Activation memory: the tensors autograd saves for backward, per token, derived op by op.
+
+Each decoder layer is walked as transformers 5 runs it; every tensor an op saves for its backward is
+put in a dict under a name, so a tensor saved by several ops (the norm output feeding q, k and v) is
+counted once. Rules used throughout (PyTorch autograd formulas):
+- `F.linear(x, W)` saves x only when W needs a gradient (full fine-tuning); a frozen Linear saves
+  nothing but its weight. bitsandbytes' 4-bit matmul (>= 0.43.2) saves no input when frozen.
+- `a * b` saves a when b needs a gradient and b when a does; multiplying by a Python scalar saves
+  nothing; add, view, transpose, `.to()` save nothing.
+- RMSNorm (HF LlamaRMSNorm): `x.to(fp32)` → pow/mul save the fp32 copy (the input itself when it
+  already is fp32) and rsqrt (1 value per token); `weight * normed` saves normed when the weight trains.
+- SiLU/GELU(tanh) save their input; `act(gate) * up` saves act(gate) and up.
+- SDPA / flash (memory-efficient and flash kernels) save q, k, v, the output and an fp32 log-sum-exp per
+  head. With a padding or packing mask transformers' `sdpa_attention_forward` expands k/v to all heads
+  (`repeat_kv`) before the call, so the saved k/v are query-sized; flash-attention handles GQA natively.
+- Eager attention saves the fp32 softmax output and its 16-bit copy (heads × s per token) on top.
+- PEFT LoRA (`lora.Linear.forward`): x is cast to the adapter dtype (fp32 by default; a new tensor
+  unless x already has it), dropout saves a 1-byte mask and lora_A saves the dropped input; without
+  dropout lora_A saves the cast input; lora_B saves lora_A's output (r values).
+Verified against `torch.autograd.graph.saved_tensors_hooks` on tiny models (tests/advisor/test_memory_real.py).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from advisor.arch import dims, traits
+from advisor.config import ModelConfig
+from advisor.params import targeted
+
+
+@dataclass(frozen=True)
+class Regime:
+    """Dtypes and switches that decide what autograd saves (element sizes in bytes)."""
+
+    full: bool  # base weights train (full fine-tuning)
+    res: int  # residual stream / norm outputs (2 = bf16/fp16, 4 = fp32 master or kbit-upcast)
+    cmp: int  # Linear outputs and MLP/attention intermediates
+    amp: bool  # autocast: Linear inputs are cast to 16-bit per call (a new copy when they are fp32)
+    adapter: int  # LoRA matrices' element size (0 = no adapters)
+    dropout: bool  # LoRA dropout > 0
+    attention: str  # sdpa | flash | eager
+    gqa_expand: bool  # k/v expanded to all query heads before attention
+
+
+class Saved(dict):
+    """name → bytes per token; `put` keeps the first size for a name (shared tensors count once)."""
+
+    def put(self, name: str, nbytes: float) -> str:
+        self.setdefault(name, nbytes)
+        return name
+
+
+def _norm(s: Saved, tag: str, x: str, width: int, t, g: Regime, trainable: bool) -> str:
+    """One norm on tensor `x` (dtype g.res); returns the name of its output (dtype g.res)."""
+    if t.layernorm:  # native_layer_norm saves its input, mean and rstd (fp32 per token)
+        s.put(x, g.res * width)
+        s.put(f"{tag}.stats", 8)
+    else:  # RMSNorm: fp32 copy (or x itself), rsqrt
+        s.put(x if g.res == 4 else f"{tag}.x32", 4 * width)
+        s.put(f"{tag}.rsqrt", 4)
+    out = f"{tag}.out"
+    if trainable:  # weight * normed saves normed (Gemma: fp32 before type_as)
+        s.put(out if not t.gemma_norm else f"{tag}.out32", (4 if t.gemma_norm else g.res) * width)
+    return out
+
+
+def _linear(s: Saved, g: Regime, x: str, x_bytes: int, name: str, in_f: int, r: int, lora: bool) -> None:
+    """Saved inputs of one Linear (+ its LoRA adapter) reading tensor `x` of `x_bytes` per element."""
+    if g.full:
+        if g.amp and x_bytes != 2:  # autocast casts the fp32 input per call: a new 16-bit copy
+            s.put(f"{name}.in16", 2 * in_f)
+        else:
+            s.put(x, x_bytes * in_f)
+    if lora:
+        a = g.adapter
+        if g.dropout:
+            s.put(f"{name}.lora_mask", in_f)
+            s.put(f"{name}.lora_in", a * in_f)
+        else:
+            s.put(x if a == x_bytes else f"{name}.lora_in", a * in_f)
+        s.put(f"{name}.lora_mid", a * r)
+
+
+@functools.lru_cache(maxsize=4096)
+def layer_bytes_per_token(model: ModelConfig, g: Regime, targets: str | tuple[str, ...], r: int) -> Saved:
+    """Saved bytes per token of one decoder layer (attention scores of eager attention excluded)."""
+    t, d = traits(model), dims(model)
+    hit = (
+        {lin.name + ("@mlp" if lin.part == "mlp" else "") for lin in targeted(model, targets)}
+        if g.adapter
+        else set()
+    )
+    s = Saved()
+    c, res = g.cmp, g.res
+    ln = _norm(s, "norm1", "x0", d.h, t, g, g.full)
+    # attention projections read the norm output
+    if t.fused_qkv:
+        _linear(
+            s,
+            g,
+            ln,
+            res,
+            "qkv_proj" if not t.conv1d else "c_attn",
+            d.h,
+            r,
+            bool(hit & {"qkv_proj", "c_attn"}),
+        )
+    else:
+        for name in ("q_proj", "k_proj", "v_proj"):
+            _linear(s, g, ln, res, name, d.h, r, name in hit)
+    q, k, v = "q", "k", "v"
+    if t.qk_norm:  # RMSNorm over head_dim on q and k (outputs feed RoPE)
+        s.put("q.x32" if c == 2 else "q.raw", 4 * d.q)
+        s.put("k.x32" if c == 2 else "k.raw", 4 * d.kv)
+        if g.full:
+            s.put("q.normed", c * d.q)
+            s.put("k.normed", c * d.kv)
+    if not t.learned_positions:  # RoPE: q*cos + rotate_half(q)*sin → new q, k (cos/sin shared by layers)
+        q, k = "q_rot", "k_rot"
+    s.put(q, c * d.q)
+    if g.gqa_expand and d.kv < d.q:
+        s.put("k_rep", c * d.q)
+        s.put("v_rep", c * d.q)
+    else:
+        s.put(k, c * d.kv)
+        s.put(v, c * d.kv)
+    s.put("attn_out", c * d.q)  # SDPA/flash save their output; eager: probs @ v saves probs and v
+    if g.attention != "eager":
+        s.put("lse", 4 * d.heads)
+    # o_proj reads a contiguous (b, s, heads·head_dim) copy of the attention output
+    _linear(s, g, "o_in", c, "o_proj" if not t.conv1d else "c_proj", d.q, r, bool(hit & {"o_proj", "c_proj"}))
+    if t.conv1d:
+        s.put("resid_drop1", d.h)  # GPT-2 resid dropout masks (1 byte)
+    if t.norms_per_layer == 4:  # Gemma: post-attention norm on the attention output, before the add
+        _norm(s, "norm_pa", "o_out", d.h, t, g, g.full)
+    ln2 = _norm(s, "norm2", "x1", d.h, t, g, g.full)
+    _mlp(s, g, t, d, ln2, hit, r)
+    if t.norms_per_layer == 4:
+        _norm(s, "norm_pf", "mlp_out", d.h, t, g, g.full)
+    return s
+
+
+def _mlp(s: Saved, g: Regime, t, d, x: str, hit: set[str], r: int) -> None:
+    c, res = g.cmp, g.res
+    if t.moe:  # router (fp32 softmax + top-k: small) and the routed tokens' expert MLPs
+        _linear(s, g, x, res, "gate", d.h, r, "gate" in hit)
+        s.put("router", 8 * d.experts)
+        k = d.active_experts
+        lora_exp = bool(hit & {"gate_up_proj", "down_proj"})
+        s.put("exp.gate_up", c * 2 * d.i * k)  # SiLU saves the gate half: a view of the gate_up output
+        s.put("exp.act", c * d.i * k)
+        s.put("exp.down_out", c * d.h * k)  # × routing weight saves it
+        if g.full or lora_exp:  # expert weights need a gradient: their inputs are saved
+            s.put("exp.in", c * d.h * k)
+            s.put("exp.prod", c * d.i * k)
+        return
+    if not t.gated_mlp:  # GPT-2: c_fc → gelu_new (python tanh formula) → c_proj
+        _linear(s, g, x, res, "c_fc", d.h, r, "c_fc@mlp" in hit)
+        s.put("fc_out", c * d.i)
+        for name in ("gelu.tanh", "gelu.half_x", "gelu.one_plus"):
+            s.put(name, c * d.i)
+        _linear(s, g, "act", c, "c_proj@mlp", d.i, r, "c_proj@mlp" in hit)
+        s.put("resid_drop2", d.h)
+        return
+    if t.fused_gate_up:
+        _linear(s, g, x, res, "gate_up_proj", d.h, r, "gate_up_proj@mlp" in hit)
+    else:
+        for name in ("gate_proj", "up_proj"):
+            _linear(s, g, x, res, name, d.h, r, f"{name}@mlp" in hit)
+    s.put("gate", c * d.i)  # activation input
+    s.put("up", c * d.i)  # saved by act(gate) * up
+    s.put("act", c * d.i)
+    _linear(s, g, "prod", c, "down_proj", d.i, r, "down_proj@mlp" in hit)
+
+
+def eager_bytes_per_token_per_pos(model: ModelConfig, g: Regime) -> float:
+    """Eager attention: fp32 softmax output + its 16-bit copy (heads per token per key position)."""
+    return dims(model).heads * (4 + (g.cmp if g.cmp != 4 else 0))
+
+
+def head_bytes_per_token(model: ModelConfig, g: Regime, lm_head_trains: bool) -> float:
+    """Final norm + lm_head input + embedding indices, per token (logits are counted separately)."""
+    t, d = traits(model), dims(model)
+    s = Saved()
+    ln = _norm(s, "norm_f", "xL", d.h, t, g, g.full)
+    if lm_head_trains:
+        s.put(ln, g.res * d.h)
+    s.put("input_ids", 8)
+    return float(sum(s.values()))

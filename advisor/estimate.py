@@ -1,0 +1,109 @@
+"""One advise row (design.md): parameters, memory, fit, time, cost and budget for one RunConfig.
+
+`estimate` is pure arithmetic on cached per-model quantities: ≥ 10,000 rows per second
+(bench/bench_advisor.py). `fit_batch` finds the largest micro-batch that fits the card.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from advisor.config import RunConfig
+from advisor.memory import GIB, Stack, memory
+from advisor.params import total_params, trainable_params
+from advisor.timing import Lengths, lengths, run_time, train_rows
+
+DEFAULT_STACK = Stack()
+
+
+def _notes(cfg: RunConfig, ln: Lengths, stats: Any) -> list[str]:
+    notes = list(cfg.notes)
+    if ln.assumed:
+        notes.append(
+            f"example lengths assumed log-normal around data.avg_tokens={cfg.data.avg_tokens:g} "
+            f"(σ={ln.sigma:g}); give data.path for measured lengths"
+        )
+    if cfg.train.optimizer == "sgd":
+        notes.append("sgd: plain SGD without momentum (no optimizer state)")
+    if cfg.method.name == "qlora":
+        notes.append("qlora: prepare_model_for_kbit_training upcasts non-4-bit parameters to fp32")
+    if cfg.model.num_local_experts and cfg.method.name == "qlora":
+        notes.append("MoE: fused expert weights counted as 4-bit (not checked against bitsandbytes)")
+    return notes
+
+
+def estimate(
+    cfg: RunConfig, stats: Any = None, calibration: Any = None, stack: Stack = DEFAULT_STACK
+) -> dict:
+    """The advise row for `cfg`. `stats` (advisor.datastats.DataStats) gives measured lengths."""
+    ln = lengths(cfg, stats)
+    mem = memory(cfg, ln.longest, stack)
+    rows = train_rows(cfg, stats)
+    state_bytes = trainable_params(cfg.model, cfg.method) * 4.0 + mem.optimizer
+    rt = run_time(cfg, ln, rows, mem.weights, state_bytes)
+    gpu, price = cfg.gpu, cfg.price
+    hours = rt.hours
+    usd = hours * price.usd_per_gpu_hour * gpu.count
+    within = None
+    if cfg.budget_usd is not None or cfg.budget_hours is not None:
+        within = (cfg.budget_usd is None or usd <= cfg.budget_usd) and (
+            cfg.budget_hours is None or hours <= cfg.budget_hours
+        )
+    mem_gib = mem.gib()
+    t = cfg.train
+    return {
+        "method": cfg.method.name,
+        "r": cfg.method.r if cfg.method.is_adapter else None,
+        "gpu": gpu.name,
+        "gpu_count": gpu.count,
+        "total_params": total_params(cfg.model),
+        "trainable_params": trainable_params(cfg.model, cfg.method),
+        "memory": mem_gib,
+        "fits": mem.device <= gpu.usable_mib * 2**20,
+        "time": {
+            "tokens": round(rt.tokens),
+            "flops": rt.flops,
+            "hours": round(hours, 4),
+            "train_tokens": round(rt.train_tokens),
+            "padding_fraction": round(1 - rt.train_tokens / rt.tokens, 4) if rt.tokens else 0.0,
+            "tokens_per_s": round(rt.tokens_per_s, 1),
+            "steps": rt.steps,
+            "wall_s": {k: round(v, 1) for k, v in rt.wall_s.items()},
+            "throughput_source": rt.peak_tflops_source,
+        },
+        "cost": {
+            "usd": round(usd, 2),
+            "usd_per_gpu_hour": price.usd_per_gpu_hour,
+            "price_source": price.provider + (f" ({price.source})" if price.source else ""),
+            "price_as_of": price.as_of,
+        },
+        "within_budget": within,
+        "calibrated": [],
+        "precision": cfg.precision,
+        "optimizer": t.optimizer,
+        "seq_len": t.seq_len,
+        "peak_seq_len": ln.longest,
+        "micro_batch_size": t.micro_batch_size,
+        "grad_accum": t.grad_accum,
+        "gradient_checkpointing": t.gradient_checkpointing,
+        "peak_phase": mem.peak_phase,
+        "paged_gib": round(mem.paged / GIB, 3),
+        "notes": _notes(cfg, ln, stats),
+    }
+
+
+def _divisors_desc(n: int) -> list[int]:
+    return [k for k in range(n, 0, -1) if n % k == 0]
+
+
+def fit_batch(cfg: RunConfig, stats: Any = None, stack: Stack = DEFAULT_STACK) -> RunConfig | None:
+    """The largest micro-batch (a divisor of micro × accum, accum adjusted) whose estimate fits the
+    card; None when micro-batch 1 does not fit."""
+    ln = lengths(cfg, stats)
+    limit = cfg.gpu.usable_mib * 2**20
+    global_batch = cfg.train.micro_batch_size * cfg.train.grad_accum
+    for micro in _divisors_desc(global_batch):
+        c = cfg.replace(train={"micro_batch_size": micro, "grad_accum": global_batch // micro})
+        if memory(c, ln.longest, stack).device <= limit:
+            return c
+    return None
