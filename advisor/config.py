@@ -474,6 +474,7 @@ def choose_price(gpu: GpuConfig, provider: str | None, p: Problems | None = None
         return Price(float(gpu.usd_per_hour), "user override (gpu.usd_per_hour)", "override", "", "")
     rows = list(gpu.prices)
     if provider:
+        provider = provider.split(" × ")[0]  # to_dict() writes per-core rows as "<provider> × N cores"
         match = [r for r in rows if provider.lower() in r.provider.lower()]
         if not match and p is not None:
             p.add("price.provider", provider, f"no price row for gpu={gpu.name}", [r.provider for r in rows] or ["none"])
