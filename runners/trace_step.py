@@ -1,0 +1,169 @@
+"""Run one training step on fake tensors and count exact bytes by category, and FLOPs.
+
+`LiveBytes` is a TorchDispatchMode that sees every tensor an op returns, keeps the storages alive in
+a table (a weakref finaliser removes them when freed) and tags each with a category:
+
+    weights      parameters, buffers and 4-bit quantization state of the loaded model
+    optimizer    optimizer state (initialised before the traced step, as in every step but the first)
+    gradients    .grad tensors (tagged when accumulated; present from the start when grad_accum > 1)
+    activations  allocated in the decoder's forward and still alive when the forward ends
+    logits       allocated by the output layer and the loss, alive when the forward ends
+    temporaries  everything else (freed forward intermediates, backward and optimizer workspaces)
+
+The peak of live bytes over the step is what torch.cuda.max_memory_allocated reports for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from advisor.config import RunConfig
+
+CATEGORIES = ("weights", "gradients", "optimizer", "activations", "logits", "temporaries")
+PHASES = ("forward", "backward", "optimizer")
+
+
+class LiveBytes(TorchDispatchMode):
+    """Live tensor bytes by category, with the peak per phase (see module docstring)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[int, list] = {}  # id(storage) -> [nbytes, category]
+        self.by_cat = dict.fromkeys(CATEGORIES, 0)
+        self.total = 0
+        self.untracked = 0  # bytes excluded from the peak (bitsandbytes paged optimizer state)
+        self.phase = "forward"
+        self.default = "activations"
+        self.peak: dict[str, int] = dict.fromkeys(PHASES, 0)
+        self.peak_cat: dict[str, dict[str, int]] = {ph: dict(self.by_cat) for ph in PHASES}
+
+    def _free(self, key: int) -> None:
+        nbytes, cat = self.live.pop(key)
+        self.by_cat[cat] -= nbytes
+        self.total -= nbytes
+
+    def add(self, t: torch.Tensor, category: str | None = None) -> None:
+        """Track t's storage (re-tag it if already tracked)."""
+        st = t.untyped_storage()
+        key = id(st)
+        cat = category or self.default
+        if key in self.live:
+            if category is not None and self.live[key][1] != category:
+                nbytes, old = self.live[key]
+                self.by_cat[old] -= nbytes
+                self.by_cat[category] += nbytes
+                self.live[key][1] = category
+            return
+        nbytes = st.nbytes()
+        self.live[key] = [nbytes, cat]
+        self.by_cat[cat] += nbytes
+        self.total += nbytes
+        weakref.finalize(st, self._free, key)
+        if self.total > self.peak[self.phase]:
+            self.peak[self.phase] = self.total
+            self.peak_cat[self.phase] = dict(self.by_cat)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self.add(t)
+        return out
+
+    @contextlib.contextmanager
+    def region(self, phase: str, default: str) -> Iterator[None]:
+        self.phase, self.default = phase, default
+        if self.total > self.peak[phase]:
+            self.peak[phase], self.peak_cat[phase] = self.total, dict(self.by_cat)
+        yield
+
+
+def _optimizer(cfg: RunConfig, params: list[nn.Parameter]) -> tuple[torch.optim.Optimizer, bool]:
+    """The configured optimizer and whether its state is paged (invisible to torch's allocator)."""
+    name, lr = cfg.train.optimizer, cfg.lr
+    if name == "adamw":  # CUDA's default implementation is foreach (one param-size of temporaries)
+        return torch.optim.AdamW(params, lr=lr, foreach=not cfg.gpu.is_cpu), False
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, foreach=not cfg.gpu.is_cpu), False
+    import bitsandbytes as bnb
+
+    if name in ("adamw_8bit", "paged_adamw_8bit"):  # paged = same state, in cudaMallocManaged memory
+        return bnb.optim.AdamW8bit(params, lr=lr), name.startswith("paged")
+    return bnb.optim.AdamW32bit(params, lr=lr), True  # paged_adamw_32bit
+
+
+def _state_tensors(opt: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [v for st in opt.state.values() for v in st.values() if isinstance(v, torch.Tensor)]
+
+
+def run_step(cfg: RunConfig, model: nn.Module, static: list[torch.Tensor]) -> dict[str, Any]:
+    """One micro-batch forward/backward and one optimizer step under a LiveBytes tracker (call under
+    the FakeTensorMode the model was built in). Returns byte counts, per-phase peaks and FLOPs."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt, paged = _optimizer(cfg, params)
+    for p in params:  # initialise the state: the traced step is a steady-state step
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    b, s = cfg.train.micro_batch_size, cfg.train.seq_len
+    ids = torch.zeros((b, s), dtype=torch.long)
+    amp = cfg.precision.startswith("amp_")
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16 if cfg.precision == "amp_bf16" else torch.float16)
+
+    def forward() -> torch.Tensor:
+        with autocast if amp else contextlib.nullcontext():
+            return model(input_ids=ids, labels=ids).loss
+
+    # FLOPs in a pass of their own: FlopCounterMode's module tracking keeps backward tensors alive.
+    flops = FlopCounterMode(display=False)
+    with flops:
+        forward().backward()
+    opt.zero_grad(set_to_none=cfg.train.grad_accum == 1)  # with accumulation, grads stay alive
+
+    tracker = LiveBytes()
+    for t in static:
+        tracker.add(t, "weights")
+    for t in _state_tensors(opt):
+        if paged:
+            tracker.untracked += t.untyped_storage().nbytes()
+        else:
+            tracker.add(t, "optimizer")
+    for p in params:
+        if p.grad is not None:
+            tracker.add(p.grad, "gradients")
+        p.register_post_accumulate_grad_hook(lambda p: tracker.add(p.grad, "gradients"))
+    head = model.get_output_embeddings()
+    hook = head.register_forward_pre_hook(lambda *_: setattr(tracker, "default", "logits"))
+    with tracker:
+        with tracker.region("forward", "activations"):
+            loss = forward()
+        end_forward = dict(tracker.by_cat)
+        with tracker.region("backward", "temporaries"):
+            loss.backward()
+        del loss
+        grads = tracker.by_cat["gradients"]
+        with tracker.region("optimizer", "temporaries"):
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    hook.remove()
+    return {
+        "weights": end_forward["weights"],
+        "gradients": grads,
+        "optimizer": end_forward["optimizer"] + tracker.untracked,
+        "optimizer_paged": paged,
+        "activations": end_forward["activations"],
+        "logits": end_forward["logits"],
+        "peak": dict(tracker.peak),
+        "peak_cat": {ph: dict(c) for ph, c in tracker.peak_cat.items()},
+        "flops": int(flops.get_total_flops()),
+        "trainable_params": sum(p.numel() for p in params),
+    }
