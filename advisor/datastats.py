@@ -68,14 +68,19 @@ class TokenCounter:
             from tokenizers import Tokenizer
 
             self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-            self.template, self.variables = _chat_template(folder / "tokenizer_config.json")
+            self.template, self.variables = _chat_template(folder)
             self.name = str(folder)
 
     def render(self, example: Example) -> str:
         if self.template is None:
             return plain_text(example)
+        from jinja2 import TemplateError
+
         messages = [{"role": r, "content": c} for r, c in example.messages]
-        return self.template.render(messages=messages, add_generation_prompt=False, **self.variables)
+        try:
+            return self.template.render(messages=messages, add_generation_prompt=False, **self.variables)
+        except TemplateError as e:
+            raise DataError(f"line {example.line}: the chat template of {self.name} failed: {e}") from None
 
     def count(self, examples: list[Example]) -> list[int]:
         """Tokens of each example, rendered."""
@@ -86,12 +91,17 @@ class TokenCounter:
         return [len(enc.ids) for enc in self.tokenizer.encode_batch(texts, add_special_tokens=special)]
 
 
-def _chat_template(config_path: Path):
-    """The chat template of a tokenizer_config.json as a sandboxed Jinja template (None if absent)."""
-    if not config_path.is_file():
-        return None, {}
-    conf = json.loads(config_path.read_text(encoding="utf-8"))
+def _chat_template(folder: Path):
+    """The folder's chat template as a sandboxed Jinja template, and the special-token variables it
+    may use. Looked up where transformers keeps it: chat_template.jinja (transformers ≥ 4.50 writes
+    it), chat_template.json, then tokenizer_config.json's `chat_template`. (None, {}) when absent."""
+    config_path = folder / "tokenizer_config.json"
+    conf = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
     source = conf.get("chat_template")
+    if (folder / "chat_template.json").is_file():
+        source = json.loads((folder / "chat_template.json").read_text(encoding="utf-8")).get("chat_template")
+    if (folder / "chat_template.jinja").is_file():
+        source = (folder / "chat_template.jinja").read_text(encoding="utf-8")
     if isinstance(source, list):  # named templates: use the default one
         source = next((t.get("template") for t in source if t.get("name") == "default"), None)
     if not isinstance(source, str):
@@ -99,7 +109,7 @@ def _chat_template(config_path: Path):
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     def raise_exception(message: str) -> None:
-        raise DataError(f"{config_path}: the chat template refused a row: {message}")
+        raise DataError(f"{folder}: the chat template refused a row: {message}")
 
     env = ImmutableSandboxedEnvironment(
         trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
