@@ -119,4 +119,4 @@ def print_rich_summary(ctx: Context, file=None) -> None:
             style=style,
         )
     console.print(t)
-    console.print(f"report: {scrub(str(ctx.sweep.dir / 'report.html'))}")
+    console.print(f"report: {ctx.sweep.dir / 'report.html'}", soft_wrap=True)

@@ -38,12 +38,12 @@ def usd(x: float | None) -> str:
     if x >= 100:
         return f"${x:,.0f}"
     if x >= 10:
-        return f"${x:.1f}"
+        return f"${x:.0f}" if abs(x - round(x)) < 0.05 else f"${x:.1f}"
     if x >= 0.995:
         return f"${x:.2f}"
     if x == 0:
         return "$0"
-    return f"${x:.2g}" if x >= 0.01 else f"${x:.1e}"
+    return f"${x:.2g}" if x >= 0.0001 else "<$0.0001"
 
 
 def gib(x: float | None) -> str:

@@ -44,7 +44,9 @@ def console_errors(log: str) -> list[str]:
     return out
 
 
-def screenshot(html: Path, png: Path, width: int = 1280, height: int = 4000, timeout_s: float = 90) -> list[str]:
+def screenshot(
+    html: Path, png: Path, width: int = 1280, height: int = 4000, timeout_s: float = 90
+) -> list[str]:
     """Write `png`; return the console errors (empty = clean). Raises FileNotFoundError without Chromium."""
     exe = chromium()
     if exe is None:
