@@ -1,0 +1,163 @@
+"""Load the tokenizer and the model from `model.path`, and wrap it for the method.
+
+Precision (`cfg.precision`, after the card's bf16 → fp16 fallback):
+- `bf16` / `fp16` / `fp32`: weights loaded in that dtype and trained in it (pure; no master copy);
+- `amp_bf16` / `amp_fp16`: fp32 weights (the master copy) with `torch.autocast` to bf16/fp16.
+LoRA: peft `LoraConfig(r, lora_alpha, lora_dropout, target_modules, task_type=CAUSAL_LM)` on the frozen
+base; peft keeps the adapter weights in fp32 (its `autocast_adapter_dtype` default).
+QLoRA: `BitsAndBytesConfig(load_in_4bit, quant_type, double_quant, compute dtype bf16/fp16/fp32 per
+precision)`, then `prepare_model_for_kbit_training` (which casts the non-quantized parameters to fp32),
+then LoRA. Gradient checkpointing is HF's per-layer, non-reentrant.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from advisor.config import RunConfig
+from advisor.errors import ConfigError
+
+ATTN_IMPL = {"sdpa": "sdpa", "eager": "eager", "flash": "flash_attention_2"}
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def weight_dtype(cfg: RunConfig) -> torch.dtype:
+    """dtype the weights are loaded in (fp32 for the amp regimes: the master copy)."""
+    return DTYPES.get(cfg.precision, torch.float32)
+
+
+def autocast_dtype(cfg: RunConfig) -> torch.dtype | None:
+    return {"amp_bf16": torch.bfloat16, "amp_fp16": torch.float16}.get(cfg.precision)
+
+
+def compute_dtype(cfg: RunConfig) -> torch.dtype:
+    """QLoRA's bnb_4bit_compute_dtype: the 16-bit type of the precision (fp32 when precision=fp32)."""
+    return autocast_dtype(cfg) or weight_dtype(cfg)
+
+
+def check(cfg: RunConfig) -> None:
+    """Problems only visible on this machine (device, attention kernel), raised before loading."""
+    problems = []
+    if not cfg.model.path:
+        problems.append(
+            f"model.path=None: a real run needs weights (a local folder or a Hub id) for model={cfg.model.name}"
+        )
+    elif Path(cfg.model.path).expanduser().exists() is False and Path(cfg.model.path).is_absolute():
+        problems.append(f"model.path={cfg.model.path!r}: folder not found")
+    if cfg.train.attention == "flash" and device().type != "cuda":
+        problems.append(
+            "train.attention='flash': flash attention needs a CUDA device (allowed here: sdpa, eager)"
+        )
+    if problems:
+        raise ConfigError(problems)
+
+
+def load_tokenizer(cfg: RunConfig):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
+    if not getattr(tok, "is_fast", False):
+        raise ConfigError(f"model.path={cfg.model.path!r}: needs a fast (Rust) tokenizer")
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    return tok
+
+
+def load_model(cfg: RunConfig):
+    """The model on the run's device, wrapped for the method, in training mode."""
+    from transformers import AutoModelForCausalLM
+
+    dev = device()
+    kw: dict = {
+        "trust_remote_code": cfg.model.trust_remote_code,
+        "attn_implementation": ATTN_IMPL[cfg.train.attention],
+    }
+    if cfg.method.name == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        kw["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=cfg.method.quant_type,
+            bnb_4bit_use_double_quant=cfg.method.double_quant,
+            bnb_4bit_compute_dtype=compute_dtype(cfg),
+        )
+        kw["dtype"] = compute_dtype(cfg)
+        if dev.type == "cuda":
+            kw["device_map"] = {"": 0}
+    else:
+        kw["dtype"] = weight_dtype(cfg)
+    model = AutoModelForCausalLM.from_pretrained(cfg.model.path, **kw)
+    if cfg.method.name != "qlora":
+        model.to(dev)
+    model.config.use_cache = False
+    gc_kwargs = {"use_reentrant": False}
+    if cfg.method.name == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=cfg.train.gradient_checkpointing,
+            gradient_checkpointing_kwargs=gc_kwargs,
+        )
+    elif cfg.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
+    if cfg.method.is_adapter:
+        from peft import LoraConfig, get_peft_model
+
+        tm = cfg.method.target_modules
+        lora = LoraConfig(
+            r=cfg.method.r,
+            lora_alpha=cfg.method.alpha_eff,
+            lora_dropout=cfg.method.dropout,
+            target_modules=tm if isinstance(tm, str) else list(tm),
+            task_type="CAUSAL_LM",
+        )
+        try:
+            model = get_peft_model(model, lora)
+        except ValueError as e:
+            raise ConfigError(f"method.target_modules={tm!r}: {e}") from None
+    model.train()
+    return model
+
+
+def trainable_params(model) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def dir_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def save_adapter(model, folder: Path) -> int | None:
+    """PEFT adapter (loadable with PeftModel.from_pretrained); bytes on disk. None for full fine-tuning."""
+    if not hasattr(model, "peft_config"):
+        return None
+    tmp = folder.with_name(folder.name + ".tmp")
+    model.save_pretrained(tmp)
+    _replace_dir(tmp, folder)
+    return dir_bytes(folder)
+
+
+def save_merged(model, tok, folder: Path) -> None:
+    """Merged weights (base + adapter; for full fine-tuning the trained weights) with the tokenizer."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+    merged.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    _replace_dir(tmp, folder)
+
+
+def _replace_dir(tmp: Path, folder: Path) -> None:
+    import shutil
+
+    old = folder.with_name(folder.name + ".old")
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)

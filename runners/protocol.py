@@ -1,0 +1,121 @@
+"""The subprocess side of docs/internals.md's runner protocol.
+
+`python -m runners.cell CONFIG_JSON OUT_DIR [--baseline] [--control]`
+- stdout carries only `@@tunewise {json}` lines: start, heartbeat (every HEARTBEAT_S while running),
+  eval, end. File descriptor 1 is pointed at stderr for everything else (libraries, progress bars).
+- With `--control`, after each eval event one line is read from stdin: `continue` or `prune`
+  (EOF or CONTROL_TIMEOUT_S without an answer = continue).
+- Exit code 0 whenever OUT_DIR/result.json was written; 2 when it could not be.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import sys
+import threading
+import time
+from pathlib import Path
+
+PREFIX = "@@tunewise "
+HEARTBEAT_S = 5.0  # heartbeat period (the contract asks for at most 10 s)
+CONTROL_TIMEOUT_S = 120.0
+
+
+class Channel:
+    """Protocol lines on the real stdout; everything else that writes to fd 1 lands on stderr."""
+
+    def __init__(self) -> None:
+        sys.stdout.flush()
+        self._out = os.fdopen(os.dup(1), "w", buffering=1)
+        os.dup2(2, 1)
+        sys.stdout = sys.stderr
+        self._lock = threading.Lock()
+        self.state = {"step": 0, "loss": None}
+        self._stop = threading.Event()
+
+    def send(self, event: dict) -> None:
+        with self._lock:
+            self._out.write(PREFIX + json.dumps(event) + "\n")
+            self._out.flush()
+
+    def emit(self, event: dict) -> None:
+        if event.get("type") == "eval":
+            self.state["step"] = event["step"]
+        self.send(event)
+
+    def heartbeat_forever(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            self.send(
+                {
+                    "type": "heartbeat",
+                    "step": self.state["step"],
+                    "loss": self.state["loss"],
+                    "t": time.time(),
+                }
+            )
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def read_answer(timeout_s: float = CONTROL_TIMEOUT_S) -> bool:
+    """True = continue, False = prune. EOF or no answer within timeout_s = continue."""
+    ready, _, _ = select.select([sys.stdin], [], [], timeout_s)
+    if not ready:
+        return True
+    line = sys.stdin.readline()
+    return line.strip().lower() != "prune"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m runners.cell", description="Run one tunewise cell.")
+    ap.add_argument("config_json", type=Path, help="file holding RunConfig.to_dict()")
+    ap.add_argument(
+        "out_dir", type=Path, help="the cell's output folder (result.json, checkpoint/, adapter/)"
+    )
+    ap.add_argument("--baseline", action="store_true", help="evaluate the untrained base model only")
+    ap.add_argument("--control", action="store_true", help="read continue/prune from stdin after each eval")
+    args = ap.parse_args(argv)
+    chan = Channel()
+    beat = threading.Thread(target=chan.heartbeat_forever, daemon=True)
+    beat.start()
+    from advisor.config import RunConfig
+    from advisor.errors import ConfigError
+    from runners.cell import run_cell, write_json
+
+    out = args.out_dir
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            cfg = RunConfig.from_dict(json.loads(args.config_json.read_text()))
+        except (OSError, ValueError) as e:  # ConfigError is a ValueError
+            reason = "; ".join(e.problems) if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}"
+            print(f"tunewise cell failed: {reason}", file=sys.stderr)
+            write_json(
+                out / "result.json", {"status": "failed", "reason": reason, "measured": {}, "provenance": {}}
+            )
+            chan.send({"type": "end", "status": "failed", "reason": reason})
+            return 0
+
+        def on_step(progress) -> None:
+            chan.state.update(step=progress.step, loss=progress.loss)
+
+        run_cell(
+            cfg,
+            out,
+            control=(lambda _event: read_answer()) if args.control else None,
+            baseline=args.baseline,
+            emit=chan.emit,
+            on_step=on_step,
+        )
+    except Exception as e:  # noqa: BLE001 - result.json could not be written
+        print(
+            f"tunewise cell: could not write {out / 'result.json'}: {type(e).__name__}: {e}", file=sys.stderr
+        )
+        return 2
+    finally:
+        chan.stop()
+    return 0 if (out / "result.json").exists() else 2

@@ -1,0 +1,184 @@
+"""The training loop: our own, not transformers' Trainer.
+
+Why our own loop: it is one readable page that owns what the measurements need — which steps are
+timed (warm-up excluded), where the memory counters are reset, exactly when evals happen and how the
+sweep's pruning answer stops the run, the deterministic data position a checkpoint resumes from — and
+it runs the packed batches transformers understands without a custom collator/Trainer subclass
+(bench/bench_runner_vs_trainer.py compares its speed with Trainer side by side).
+
+One optimizer step = `grad_accum` micro-batches; the loss is the mean over the step's target tokens
+(HF loss with `num_items_in_batch`), gradients clipped to norm MAX_GRAD_NORM, then optimizer and
+scheduler step. Evals (loss on the validation split, token-weighted) run at the planned eval steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from runners import checkpoint, measure
+from runners.data import Row, Stream, collate, real_tokens
+
+MAX_GRAD_NORM = 1.0
+WARMUP_STEPS_UNTIMED = 2  # first optimizer steps of a process excluded from tokens/s (allocator, kernels)
+
+
+def eval_schedule(steps: int, eval_every_steps: int | None, eval_points: int) -> list[int]:
+    """Optimizer steps after which eval runs: every N steps, or eval_points evenly spaced; always the last."""
+    if eval_every_steps:
+        at = set(range(eval_every_steps, steps + 1, eval_every_steps))
+    else:
+        at = {max(1, round(k * steps / eval_points)) for k in range(1, eval_points + 1)}
+    at.add(steps)
+    return sorted(at)
+
+
+@dataclass
+class Progress:
+    """What a run has measured so far (kept in checkpoints, read after oom/failure too)."""
+
+    step: int = 0
+    loss: float | None = None
+    eval_curve: list[list[float]] = field(default_factory=list)
+    train_tokens: int = 0
+    batch_tokens: int = 0  # real + padding tokens of every trained micro-batch
+    timed_tokens: int = 0
+    timed_s: float = 0.0
+    wall_s: dict[str, float] = field(default_factory=lambda: {"load": 0.0, "train": 0.0, "eval": 0.0})
+    static_bytes: dict[str, int] | None = None
+
+    def to_state(self) -> dict:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_state(cls, d: dict) -> Progress:
+        return cls(**d)
+
+
+@dataclass
+class Loop:
+    """Everything one training run needs; `run()` trains from `progress.step` to `steps`."""
+
+    model: object
+    optimizer: object
+    scheduler: object
+    stream: Stream
+    val_rows: list[Row]
+    steps: int
+    grad_accum: int
+    micro_batch_size: int
+    pad_id: int
+    packed: bool
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    scaler: object | None
+    eval_steps: list[int]
+    checkpoint_every: int
+    checkpoint_dir: object
+    config_key: str
+    progress: Progress
+    emit: object  # emit(event: dict) -> bool (False = prune)
+    on_step: object = None  # on_step(progress) after each optimizer step (heartbeats)
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _batch(self, rows: list[Row]) -> dict:
+        return {k: v.to(self.device) for k, v in collate(rows, self.pad_id, self.packed).items()}
+
+    def evaluate(self) -> float:
+        """Token-weighted mean loss on the validation rows (padded batches, no dropout)."""
+        self.model.eval()
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for i in range(0, len(self.val_rows), self.micro_batch_size):
+                batch = self._batch(self.val_rows[i : i + self.micro_batch_size])
+                n = int((batch["labels"][:, 1:] != -100).sum())
+                if not n:
+                    continue
+                with self._autocast():
+                    out = self.model(**batch, use_cache=False, num_items_in_batch=1)
+                total += float(out.loss)
+                count += n
+        self.model.train()
+        return total / max(1, count)
+
+    def _step(self, step: int) -> None:
+        micro = [self.stream.micro_batch(step * self.grad_accum + k) for k in range(self.grad_accum)]
+        batches = [self._batch(rows) for rows in micro]
+        targets = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
+        loss_sum = 0.0
+        for b in batches:
+            with self._autocast():
+                out = self.model(**b, use_cache=False, num_items_in_batch=max(1, targets))
+            loss = out.loss
+            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            loss_sum += float(loss.detach())
+            del out, loss
+        trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        if self.progress.static_bytes is None:
+            self.progress.static_bytes = measure.static_bytes(self.model, self.optimizer)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        p = self.progress
+        p.loss = loss_sum
+        p.train_tokens += sum(real_tokens(r) for r in micro)
+        p.batch_tokens += sum(int(b["input_ids"].numel()) for b in batches)
+
+    def run(self) -> str:
+        """Train to the end ('complete') or until the control prunes ('pruned')."""
+        p = self.progress
+        first = p.step
+        while p.step < self.steps:
+            t0 = time.perf_counter()
+            tokens0 = p.train_tokens
+            self._step(p.step)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            dt = time.perf_counter() - t0
+            p.step += 1
+            p.wall_s["train"] += dt
+            if p.step - first > WARMUP_STEPS_UNTIMED or self.steps - first <= WARMUP_STEPS_UNTIMED:
+                p.timed_tokens += p.train_tokens - tokens0
+                p.timed_s += dt
+            if self.on_step is not None:
+                self.on_step(p)
+            if p.step in self.eval_steps:
+                t1 = time.perf_counter()
+                loss = self.evaluate()
+                p.wall_s["eval"] += time.perf_counter() - t1
+                frac = p.step / self.steps
+                p.eval_curve.append([p.step, frac, loss])
+                index = self.eval_steps.index(p.step)
+                keep = self.emit(
+                    {"type": "eval", "step": p.step, "fraction": frac, "eval_loss": loss, "index": index}
+                )
+                if keep is False and p.step < self.steps:
+                    return "pruned"
+            if p.step % self.checkpoint_every == 0 and p.step < self.steps:
+                t2 = time.perf_counter()
+                checkpoint.save(
+                    self.checkpoint_dir,
+                    key=self.config_key,
+                    model=self.model,
+                    optimizer=self.optimizer,
+                    scheduler=self.scheduler,
+                    scaler=self.scaler,
+                    step=p.step,
+                    state=p.to_state(),
+                )
+                p.wall_s["train"] += time.perf_counter() - t2
+        return "complete"
