@@ -19,7 +19,7 @@ import numpy as np
 from advisor import neardup
 from advisor.config import RunConfig
 from advisor.dataset import PROBLEM_KINDS, Example, iter_examples
-from advisor.datastats import DataStats, TokenCounter, plain_text, stats_from_counts
+from advisor.datastats import DataStats, TokenCounter, stats_from_counts
 
 BYTES_PER_ROW = 8 + 1 + 1 + 1 + 3 * 8 + 4 + neardup.SIGNATURE_BYTES
 BATCH_ROWS = 512  # rows digested per batch (tokenizer and MinHash work in batches)
@@ -38,6 +38,17 @@ TEMPLATES = {
     "vicuna": r"^(?:USER|ASSISTANT): ",
 }
 STYLES = ("none", *TEMPLATES)
+_MARKERS = (
+    "##",
+    "<|",
+    "[INST]",
+    "<<SYS>>",
+    "<start_of_turn>",
+    "Human: ",
+    "Assistant: ",
+    "USER: ",
+    "ASSISTANT: ",
+)
 _TEMPLATE = re.compile("|".join(f"(?P<{k}>{v})" for k, v in TEMPLATES.items()), re.MULTILINE)
 
 
@@ -81,6 +92,8 @@ def _hash(text: str) -> int:
 def template_style(example: Example) -> int:
     """Index in STYLES of the first prompt template written into the example's text (0 = none)."""
     for _, content in example.messages:
+        if not any(marker in content for marker in _MARKERS):
+            continue
         m = _TEMPLATE.search(content)
         if m:
             return STYLES.index(m.lastgroup)
@@ -102,16 +115,20 @@ class _Columns:
 
 
 def _digest(batch: list[Example], counter: TokenCounter, cols: _Columns) -> None:
+    msg_words = [[neardup.words(c) for _, c in e.messages] for e in batch]  # normalised once per message
     cols.add("lines", [e.line for e in batch], np.int64)
     cols.add("shapes", [SHAPES.index(e.kind) for e in batch], np.uint8)
     cols.add("styles", [template_style(e) for e in batch], np.uint8)
     cols.add("stray_ws", [any(c != c.strip() for _, c in e.messages) for e in batch], bool)
     cols.add("exact", [_hash(json.dumps(e.messages, ensure_ascii=False)) for e in batch], np.uint64)
-    prompts = ["\n".join(f"{r}: {neardup.normalised(c)}" for r, c in e.prompt_messages) for e in batch]
+    prompts = [
+        "\n".join(f"{r}: {' '.join(w)}" for (r, _), w in zip(e.prompt_messages, ws[:-1], strict=True))
+        for e, ws in zip(batch, msg_words, strict=True)
+    ]
     cols.add("prompt", [_hash(p) for p in prompts], np.uint64)
-    cols.add("response", [_hash(neardup.normalised(e.response)) for e in batch], np.uint64)
+    cols.add("response", [_hash(" ".join(ws[-1])) for ws in msg_words], np.uint64)
     cols.add("tokens", counter.count(batch), np.uint32)
-    cols.add("sig", neardup.signatures([plain_text(e) for e in batch]), np.uint8)
+    cols.add("sig", neardup.signatures([[w for m in ws for w in m] for ws in msg_words]), np.uint8)
 
 
 def scan(path: str, cfg: RunConfig, counter: TokenCounter | None = None) -> Scan:

@@ -8,10 +8,11 @@ probability J + (1 - J)/256, where J is the Jaccard similarity of their bigram s
 signature estimates J (standard deviation ≈ 0.04 at J = 0.7).
 
 Candidates come from LSH banding: 32 bands of 4 bytes; two rows are compared when one band is equal
-(probability 1 - (1 - J⁴)³², 0.9996 at J = 0.7, 0.87 at J = 0.5, 0.001 at J = 0.1). A candidate
-pair is a near-duplicate when its estimated J ≥ THRESHOLD = 0.7. For an example of n words with k
-words changed (spread out), J ≈ (n - 1 - 2k) / (n - 1 + 2k): 40 words with up to 4 changed words
-are found; "What is 2+3? 5" and "What is 2+4? 6" (J = 0.33) are not.
+(probability 1 - (1 - J⁴)³²: 0.9998 at J = 0.7, 0.988 at J = 0.6, 0.003 at J = 0.1). A candidate pair
+is a near-duplicate when its estimated J ≥ THRESHOLD = 0.6. For an example of n words with k words
+changed (spread out), J ≈ (n - 1 - 2k) / (n - 1 + 2k), at least 0.6 while k ≤ (n - 1) / 8: in a
+40-word example 3 changed words (J ≈ 0.73) are found with probability > 99.9 %, 4 most of the time;
+"What is 2+3? 5" and "What is 2+4? 6" (J = 0.33) are different examples and are not flagged.
 """
 
 from __future__ import annotations
@@ -25,14 +26,14 @@ import numpy as np
 SHINGLE_WORDS = 2  # words per shingle
 MINHASHES = 128  # min-hashes per row (one stored byte each)
 BANDS, ROWS_PER_BAND = 32, 4  # LSH banding: BANDS × ROWS_PER_BAND = MINHASHES
-THRESHOLD = 0.7  # estimated Jaccard similarity at or above which two rows are near-duplicates
+THRESHOLD = 0.6  # estimated Jaccard similarity at or above which two rows are near-duplicates
 MAX_LEADERS = 8  # rows of one LSH bucket each later row is compared against (bounds the work)
 SIGNATURE_BYTES = MINHASHES  # stored per row
 
 _WORD = re.compile(r"\w+")
 _rng = np.random.default_rng(20240607)  # fixed: signatures are reproducible across runs and machines
-_A = _rng.integers(1, 2**63, MINHASHES, dtype=np.uint64) | np.uint64(1)  # odd multipliers
-_B = _rng.integers(0, 2**63, MINHASHES, dtype=np.uint64)
+_A = _rng.integers(1, 2**32, MINHASHES, dtype=np.uint64).astype(np.uint32) | np.uint32(1)  # odd multipliers
+_B = _rng.integers(0, 2**32, MINHASHES, dtype=np.uint64).astype(np.uint32)
 _MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 
 
@@ -55,27 +56,45 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-def _shingles(text: str) -> np.ndarray:
-    """64-bit hashes of the word bigrams of `text` (one shingle for texts of fewer words)."""
-    ws = words(text)
-    h = np.fromiter((zlib.crc32(w.encode()) for w in ws), dtype=np.uint64, count=len(ws))
-    if len(h) < SHINGLE_WORDS:
-        return _mix(np.array([h.sum() if len(h) else 0], dtype=np.uint64))
-    combined = _mix(h[:-1]) * np.uint64(31) + h[1:]
-    return _mix(combined)
+def _shingles(word_lists: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
+    """32-bit hashes of every row's word bigrams, flat, and each row's offset into them. A row of
+    fewer than two words has one shingle (its word, or the empty text)."""
+    n = len(word_lists)
+    lens = np.fromiter(map(len, word_lists), dtype=np.int64, count=n)
+    flat = [w for ws in word_lists for w in ws]
+    h = np.fromiter(map(zlib.crc32, map(str.encode, flat)), dtype=np.uint64, count=len(flat))
+    starts = np.concatenate(([0], np.cumsum(lens)[:-1]))
+    bigrams = _mix(_mix(h[:-1]) * np.uint64(31) + h[1:])  # bigram i = words i, i+1
+    within = np.ones(len(bigrams), dtype=bool)
+    ends = starts[1:][(starts[1:] > 0) & (starts[1:] <= len(bigrams))] - 1
+    within[ends] = False  # bigrams that would cross into the next row
+    short = lens < SHINGLE_WORDS
+    counts = np.where(short, 1, lens - 1)
+    offsets = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    out = np.empty(int(counts.sum()), dtype=np.uint64)
+    is_short = np.zeros(len(out), dtype=bool)
+    is_short[offsets[short]] = True
+    out[~is_short] = bigrams[within] if len(bigrams) else bigrams
+    first = h[np.minimum(starts[short], max(len(h) - 1, 0))] if len(h) else np.zeros(short.sum(), np.uint64)
+    out[is_short] = _mix(np.where(lens[short] == 1, first, np.uint64(0)))
+    return (out >> np.uint64(32)).astype(np.uint32), offsets
 
 
-def signatures(texts: list[str]) -> np.ndarray:
-    """(len(texts), MINHASHES) uint8 b-bit MinHash signatures, computed as one batch."""
-    if not texts:
+def signatures(word_lists: list[list[str]]) -> np.ndarray:
+    """(rows, MINHASHES) uint8 b-bit MinHash signatures of rows given as word lists (see `words`),
+    computed as one batch: min over each row's shingles of (a·h + b) mod 2³², bits 8-15 kept."""
+    if not word_lists:
         return np.zeros((0, MINHASHES), dtype=np.uint8)
-    parts = [_shingles(t) for t in texts]
-    sizes = np.fromiter((len(p) for p in parts), dtype=np.int64, count=len(parts))
-    offsets = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-    flat = np.concatenate(parts)
-    values = flat[:, None] * _A[None, :] + _B[None, :]  # (shingles, MINHASHES), wraps mod 2**64
-    mins = np.minimum.reduceat(values, offsets, axis=0)
-    return ((mins >> np.uint64(32)) & np.uint64(0xFF)).astype(np.uint8)
+    shingles, offsets = _shingles(word_lists)
+    values = _A[:, None] * shingles[None, :]  # (MINHASHES, shingles), wraps mod 2**32
+    values += _B[:, None]
+    mins = np.minimum.reduceat(values, offsets, axis=1)  # (MINHASHES, rows)
+    return np.ascontiguousarray(((mins >> np.uint32(8)) & np.uint32(0xFF)).astype(np.uint8).T)
+
+
+def text_signatures(texts: list[str]) -> np.ndarray:
+    """`signatures` of plain texts."""
+    return signatures([words(t) for t in texts])
 
 
 def similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
