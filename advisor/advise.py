@@ -24,11 +24,21 @@ def for_method(cfg: RunConfig, method: str, r: int | None = None) -> RunConfig:
     return cfg.replace(method={"name": method, "r": r or cfg.method.r or 16})
 
 
-def _merge(row: dict[str, Any], traced: dict[str, Any]) -> dict[str, Any]:
-    """`traced` over `row`, nested dicts (memory, time, cost) merged key by key."""
+def _merge(row: dict[str, Any], traced: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
+    """`traced` over the analytic `row`, nested dicts (memory, time) merged key by key.
+
+    A trace counts torch's live tensors (allocated) only; what it cannot see — the allocator's slack
+    (reserved − allocated) and memory outside torch (device − reserved) — stays the analytic model's,
+    added on top of the traced peak, and `fits` is judged again on the resulting device_gib."""
     out = dict(row)
     for k, v in traced.items():
         out[k] = {**out[k], **v} if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    alloc = traced.get("memory", {}).get("allocated_gib")
+    if alloc is not None:
+        mem, delta = out["memory"], alloc - row["memory"]["allocated_gib"]
+        mem["reserved_gib"] = row["memory"]["reserved_gib"] + delta
+        mem["device_gib"] = row["memory"]["device_gib"] + delta
+        out["fits"] = mem["device_gib"] <= cfg.gpu.usable_mib / 1024
     return out
 
 
@@ -40,21 +50,13 @@ def _stats(cfg: RunConfig) -> Any:
     return dataset_stats(cfg)
 
 
-def _calibration(cfg: RunConfig) -> Any:
-    if not cfg.calibration:
-        return None
-    from advisor.calibrate import load_calibration
-
-    return load_calibration(cfg.calibration)
-
-
 def _query(cfg: RunConfig, methods: tuple[str, ...], ranks: list[int], stats: Any, notes: list[str]) -> dict:
     t = cfg.train
     data: dict[str, Any] = {"path": cfg.data.path, "rows": cfg.data.rows}
     if stats is None:
         data["avg_tokens"] = cfg.data.avg_tokens
     else:
-        data["stats"] = dataclasses.asdict(stats) if dataclasses.is_dataclass(stats) else dict(vars(stats))
+        data["stats"] = stats.to_dict()
     m = cfg.model
     return {
         "model": {
@@ -119,7 +121,7 @@ def advise(
             "reverse search with the analytic estimator."
         )
     stats = _stats(cfg)
-    est = search.Estimates(stats=stats, calibration=_calibration(cfg))
+    est = search.Estimates(stats=stats, calibration=cfg.calibration)
 
     rows = []
     for m in methods:
@@ -128,7 +130,7 @@ def advise(
         for r in [None] if m == "full" else ranks:
             c = for_method(cfg, m, r)
             row = est.row(c)
-            rows.append(_merge(row, tracer(c)) if tracer is not None else row)
+            rows.append(_merge(row, tracer(c), c) if tracer is not None else row)
 
     min_gpus: dict[str, Any] = {}
     cheapest: dict[str, Any] = {}

@@ -64,7 +64,7 @@ SHORT = {"full": "full", "lora": "LoRA", "qlora": "QLoRA"}
 
 
 def _table(title: str | None = None) -> Table:
-    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     t.add_column("method")
     t.add_column("r", justify="right")
     return t
@@ -125,10 +125,16 @@ def _reverse_text(rv: dict[str, Any]) -> str:
     mb, fb = rv["max_micro_batch_size"], rv["fit_batch"]
 
     def seq(a: dict[str, Any]) -> str:
+        mb = a["micro_batch_size"]
         if a["seq_len"] is None:
-            return f"nothing at micro-batch {a['micro_batch_size']}"
+            return f"nothing at micro-batch {mb}"
+        if a["limited_by"] == "data":
+            return (
+                f"any up to {a['seq_len']:,} at micro-batch {mb} (the estimate stops growing at "
+                f"{a['longest_sequence_tokens']:,} tokens)"
+            )
         cap = " (model context)" if a["limited_by"] == "context" else ""
-        return f"{a['seq_len']:,}{cap} at micro-batch {a['micro_batch_size']}"
+        return f"{a['seq_len']:,}{cap} at micro-batch {mb}"
 
     parts = [f"max seq_len {seq(s1)}, {seq(s)}"]
     if mb["micro_batch_size"] is not None:

@@ -76,9 +76,9 @@ def at_count(cfg: RunConfig, count: int, parallel: str) -> RunConfig:
 def on_gpu(cfg: RunConfig, name: str) -> RunConfig:
     """`cfg` on catalog card `name` at its cheapest default price (the requested card keeps the
     user's own card fields and price choice). Raises ConfigError when the method cannot run there."""
-    if name == cfg.gpu.name:
-        return cfg
     d = cfg.to_dict()
+    if name == cfg.gpu.name:
+        return build(d)  # round-trips; validates the method on this card (qlora needs bitsandbytes)
     d["gpu"] = catalog.load_option("gpu", name)
     d["price"] = {"provider": None}
     return build(d)
@@ -160,34 +160,38 @@ def cheapest(
 
 
 def reverse(est: Estimates, cfg: RunConfig) -> dict[str, Any]:
-    """Largest seq_len (micro-batch 1 and configured), largest micro-batch, and fit_batch's pair."""
+    """Largest seq_len (micro-batch 1 and configured), largest micro-batch, and fit_batch's pair.
+
+    The seq_len answers assume every sequence is filled to seq_len (train.packing=true): "can I train
+    on sequences this long". The micro-batch answers keep the configured data and seq_len."""
     from advisor.estimate import fit_batch
 
     context = cfg.model.max_position_embeddings
     top = max(1, context // SEQ_LEN_STEP)
 
     def max_seq_len(micro: int) -> dict[str, Any]:
-        k = largest_true(
-            lambda k: est.fits(cfg.replace(train={"seq_len": k * SEQ_LEN_STEP, "micro_batch_size": micro})),
-            1,
-            top,
-        )
-        if k is None:
-            return {
-                "seq_len": None,
-                "micro_batch_size": micro,
-                "limited_by": "memory",
-                "reason": f"does not fit even at {SEQ_LEN_STEP} tokens",
-            }
-        return {
-            "seq_len": k * SEQ_LEN_STEP,
+        base = cfg.replace(train={"micro_batch_size": micro, "packing": True})
+
+        def at(k: int) -> RunConfig:
+            return base.replace(train={"seq_len": k * SEQ_LEN_STEP})
+
+        k = largest_true(lambda k: est.fits(at(k)), 1, top)
+        out: dict[str, Any] = {
+            "seq_len": None,
             "micro_batch_size": micro,
             "step": SEQ_LEN_STEP,
-            "limited_by": "context" if k == top else "memory",
+            "packing": True,
         }
+        if k is None:
+            return {**out, "limited_by": "memory", "reason": f"does not fit even at {SEQ_LEN_STEP} tokens"}
+        out.update(seq_len=k * SEQ_LEN_STEP, limited_by="context" if k == top else "memory")
+        longest = est.row(at(k)).get("peak_seq_len")
+        if longest is not None and longest < k * SEQ_LEN_STEP:  # the estimate stopped growing with seq_len
+            out.update(limited_by="data", longest_sequence_tokens=longest)
+        return out
 
     micro = largest_true(lambda m: est.fits(cfg.replace(train={"micro_batch_size": m})), 1, MAX_MICRO_BATCH)
-    fb = fit_batch(cfg)
+    fb = fit_batch(cfg, est.stats)
     return {
         "gpu": cfg.gpu.name,
         "gpu_count": cfg.gpu.count,

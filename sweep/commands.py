@@ -69,7 +69,10 @@ def advise_cmd(args: list[str]) -> int:
     methods = (cfg.method.name,) if "method" in given else ("full", "lora", "qlora")
     from advisor.advise import advise
 
-    doc = advise(cfg, methods=methods, given=given)
+    tracer = None
+    if cfg.advisor_mode == "trace":  # runners (torch) only when asked for: `import advisor` stays torch-free
+        from runners.trace import trace_row as tracer
+    doc = advise(cfg, methods=methods, given=given, tracer=tracer)
     if fmt == "json":
         print(json.dumps(doc, indent=2))
     else:
