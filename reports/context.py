@@ -82,6 +82,8 @@ def cell_result(cell: Cell, is_cpu: bool, small: dict[str, Any] | None = None) -
         extra=_extra(cell),
         small_card_fits=(small or {}).get("fits"),
         small_card_usd=num(dig(small, "cost", "usd")),
+        small_card_gib=num(dig(small, "memory", "device_gib")),
+        small_card_batch=(small or {}).get("batch_note", ""),
     )
 
 
@@ -91,10 +93,9 @@ def small_card_rows(sweep: Sweep, capacity_gib: float | None) -> dict[int, dict[
     if capacity_gib is not None and capacity_gib <= 24.5 and sweep.config.get("gpu", {}).get("name") != "cpu":
         return {}
     try:
-        from advisor.estimate import estimate
-
         from advisor import catalog
         from advisor.config import build
+        from advisor.estimate import estimate, fit_batch
     except ImportError:
         return {}
     out: dict[int, dict[str, Any]] = {}
@@ -105,7 +106,17 @@ def small_card_rows(sweep: Sweep, capacity_gib: float | None) -> dict[int, dict[
         d["gpu"] = catalog.load_option("gpu", SMALL_CARD)
         d["price"] = {"provider": None}
         try:
-            out[i] = estimate(build(d))
+            cfg = build(d)
+            row = estimate(cfg)
+            if not row.get("fits"):  # the same global batch in smaller micro-batches, if that fits
+                smaller = fit_batch(cfg)
+                if smaller is not None:
+                    row = estimate(smaller)
+                    t = smaller.train
+                    row["batch_note"] = (
+                        f"micro-batch {t.micro_batch_size} × {t.grad_accum} accumulation steps"
+                    )
+            out[i] = row
         except Exception as e:  # the estimator is optional here: the report must still be written
             log.warning("no %s estimate for %s: %s", SMALL_CARD, label(cell.method, cell.r, cell.rows), e)
     return out

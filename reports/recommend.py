@@ -46,6 +46,8 @@ class CellResult:
     extra: str = ""  # other coordinates, for the label
     small_card_fits: bool | None = None  # the advisor says it fits the small card (e.g. 24 GB)
     small_card_usd: float | None = None  # the advisor's per-run cost on that card
+    small_card_gib: float | None = None  # the advisor's device memory on that card
+    small_card_batch: str = ""  # how it fits there when the sweep's micro-batch does not
 
     @property
     def loss(self) -> float | None:
@@ -188,10 +190,12 @@ def _sentences(
     what = f"Use {_name(pick)} with {rows_phrase(pick.rows, max_rows)}"
     frac = gain_fraction(pick, ref, baseline)
     ref_name = "full fine-tuning's" if rec.reference_is_full else "the best cell's"
-    if pick is ref or frac is None:
-        quality = f"eval loss {pick.loss:.3f}" + (
-            f" vs {ref.loss:.3f} for {ref.label}" if pick is not ref else ""
+    if pick is ref:
+        quality = f"the lowest eval loss measured, {pick.loss:.3f}" + (
+            f" (untrained base {baseline:.3f})" if baseline is not None else ""
         )
+    elif frac is None:
+        quality = f"eval loss {pick.loss:.3f} vs {ref.loss:.3f} for {ref.label}"
     else:
         quality = f"{pct(frac, 0)} of {ref_name} gain"
     cost = ""
@@ -205,11 +209,6 @@ def _sentences(
         out.append(
             f"It differs from the lowest loss ({best.label}, {best.loss:.3f}) by less than {noise_what}, "
             f"so the cheaper one is recommended."
-        )
-    elif pick is not best:
-        out.append(
-            f"Its eval loss, {pick.loss:.3f}, is within tolerance of the best cell's ({best.label}, "
-            f"{best.loss:.3f}, {usd(best.usd)} per run)."
         )
     if best is not min(done, key=lambda c: c.loss or 0.0):
         top = min(done, key=lambda c: c.loss or 0.0)
@@ -238,20 +237,42 @@ def _sentences(
             }
         )
         out.append(
-            f"{names} did not fit on {gpu_name} ({' / '.join(how)}){relative if 'full' in blocked else ''}."
+            f"{names} did not fit on {gpu_name} ({' / '.join(how)})"
+            + (", so gains are relative to the best cell" if relative and "full" in blocked else "")
+            + "."
         )
         relative = "" if "full" in blocked else relative
     if relative:
         why = "did not finish" if any(c.method == "full" for c in cells) else "is not in this sweep"
         out.append(f"Full fine-tuning {why}, so gains are relative to the best cell.")
-    small = [c for c in done if c.small_card_fits]
-    if small_card and small and pick.small_card_fits is False:
-        s = min(small, key=lambda c: c.loss or 0.0)
-        f = gain_fraction(s, ref, baseline)
-        reach = f"reaches {pct(f, 0)}" if f is not None else f"reaches eval loss {s.loss:.3f}"
-        price = f" for an estimated {usd(s.small_card_usd)}" if s.small_card_usd is not None else ""
-        out.append(f"On a {small_card}, {_name(s)} {reach}{price} (fit and price from the advisor).")
+    if small_card and pick.small_card_fits:
+        how = f" with {pick.small_card_batch}" if pick.small_card_batch else ""
+        price = (
+            f" for an estimated {usd(pick.small_card_usd)} per run" if pick.small_card_usd is not None else ""
+        )
+        out.append(f"On a {small_card}, the same {_name(pick)} fits{how}{price} (advisor estimate).")
+    elif small_card and pick.small_card_fits is False:
+        out.append(_small_card(small_card, done, ref, baseline))
     return out
+
+
+def _small_card(card: str, done: list[CellResult], ref: CellResult, baseline: float | None) -> str:
+    small = [c for c in done if c.small_card_fits]
+    if not small:
+        sized = [c for c in done if c.small_card_gib is not None]
+        if not sized:
+            return f"The advisor found no measured configuration that fits a {card}."
+        s = min(sized, key=lambda c: c.small_card_gib or 0.0)
+        return (
+            f"No measured configuration fits a {card}, even at micro-batch 1: the advisor puts the "
+            f"smallest, {_name(s)}, at {s.small_card_gib:.1f} GiB."
+        )
+    s = min(small, key=lambda c: c.loss or 0.0)
+    f = gain_fraction(s, ref, baseline)
+    reach = f"reaches {pct(f, 0)}" if f is not None else f"reaches eval loss {s.loss:.3f}"
+    price = f" for an estimated {usd(s.small_card_usd)}" if s.small_card_usd is not None else ""
+    how = f" with {s.small_card_batch}" if s.small_card_batch else ""
+    return f"On a {card}, {_name(s)}{how} {reach}{price} (fit and price from the advisor, same global batch)."
 
 
 def _method_name(m: str) -> str:

@@ -196,3 +196,21 @@ def test_unreadable_record_is_skipped(tmp_path):
     (d / "trials" / "broken.json").write_text('{"cell_id": "broken", "status": "comp')
     build_report(d)
     assert "LoRA r=4 · 100 rows" in (d / "report.md").read_text()
+
+
+def test_small_card_sentence_uses_the_real_advisor(built):
+    """The 24 GB sentence comes from advisor.estimate (fit_batch when micro-batch 4 does not fit)."""
+    pytest.importorskip("advisor.estimate")
+    from reports.context import small_card_rows
+    from reports.records import load
+
+    d, _, md, _ = built
+    sweep = load(d)
+    rows = small_card_rows(sweep, 40.0)
+    pick = next(i for i, c in enumerate(sweep.cells) if (c.method, c.r, c.rows) == ("lora", 16, 5000))
+    rec = " ".join(md.split("## Recommendation")[1].split("## Quality")[0].split())
+    if rows[pick]["fits"]:
+        assert "On a 24 GB card (GeForce RTX 4090), the same LoRA r=16 fits" in rec
+        assert f"${rows[pick]['cost']['usd']:.2f} per run (advisor estimate)" in rec
+    else:
+        assert "On a 24 GB card (GeForce RTX 4090)" in rec or "fits a 24 GB card" in rec
