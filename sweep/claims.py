@@ -80,7 +80,19 @@ def pid_alive(pid: int | None) -> bool:
     return True
 
 
+def driver_url(url: str) -> str:
+    """`postgresql://` with the driver that is installed (SQLAlchemy 2.1 defaults to psycopg 3; the
+    `postgres` extra installs psycopg2-binary)."""
+    if url.startswith(("postgresql://", "postgres://")):
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+            return "postgresql+psycopg2://" + url.split("://", 1)[1]
+    return url
+
+
 def make_engine(url: str) -> sa.Engine:
+    url = driver_url(url)
     if url.startswith("sqlite"):
         return sa.create_engine(url, connect_args={"timeout": 60})
     return sa.create_engine(url, pool_pre_ping=True)

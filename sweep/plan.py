@@ -62,28 +62,52 @@ def cell_overrides(user: list[str], cell: Cell) -> list[str]:
     return [o for o in user if o.lstrip("+~").partition("=")[0] not in keys] + cell.overrides
 
 
-def _estimator():
-    try:
+class Pricer:
+    """`advisor.estimate` with the dataset's token statistics (cached per file, model and seq_len) and
+    the calibration named by advisor.calibration, as `tunewise advise` uses them."""
+
+    def __init__(self) -> None:
         from advisor.estimate import estimate, fit_batch
-    except ImportError as e:  # pragma: no cover - only while the advisor's estimator is missing
-        raise ConfigError(f"advisor.estimate is not available ({e}); cannot price the sweep") from None
-    return estimate, fit_batch
 
+        self._estimate, self._fit_batch = estimate, fit_batch
+        self._stats: dict[tuple, Any] = {}
+        self._calibration: dict[str, Any] = {}
 
-def price_cell(cell: Cell, cfg: RunConfig, lr_trials: int) -> PlannedCell:
-    estimate, fit_batch = _estimator()
-    fitted = fit_batch(cfg)
-    if fitted is None:
-        global_batch = cfg.train.micro_batch_size * cfg.train.grad_accum
-        one = cfg.replace(train={"micro_batch_size": 1, "grad_accum": global_batch})
-        row = estimate(one)
-        mem = row.get("memory") or {}
-        reason = (
-            f"does not fit on {cfg.gpu.display_name}: needs {mem.get('device_gib', float('nan')):.2f} GiB "
-            f"at micro-batch 1 (global batch {global_batch}), usable {cfg.gpu.usable_gib:.2f} GiB"
+    def stats(self, cfg: RunConfig) -> Any:
+        if not cfg.data.path:
+            return None
+        key = (cfg.data.path, cfg.data.format, cfg.data.fields, cfg.model.path, cfg.train.seq_len)
+        if key not in self._stats:
+            from advisor.datastats import dataset_stats
+
+            self._stats[key] = dataset_stats(cfg)
+        return self._stats[key]
+
+    def calibration(self, cfg: RunConfig) -> Any:
+        if not cfg.calibration:
+            return None
+        if cfg.calibration not in self._calibration:
+            from advisor.calibrate import load_calibration
+
+            self._calibration[cfg.calibration] = load_calibration(cfg.calibration)
+        return self._calibration[cfg.calibration]
+
+    def price(self, cell: Cell, cfg: RunConfig, lr_trials: int) -> PlannedCell:
+        stats, cal = self.stats(cfg), self.calibration(cfg)
+        fitted = self._fit_batch(cfg, stats=stats)
+        if fitted is None:
+            global_batch = cfg.train.micro_batch_size * cfg.train.grad_accum
+            one = cfg.replace(train={"micro_batch_size": 1, "grad_accum": global_batch})
+            row = self._estimate(one, stats=stats, calibration=cal)
+            mem = row.get("memory") or {}
+            reason = (
+                f"does not fit on {cfg.gpu.display_name}: needs {mem.get('device_gib', float('nan')):.2f} GiB "
+                f"at micro-batch 1 (global batch {global_batch}), usable {cfg.gpu.usable_gib:.2f} GiB"
+            )
+            return PlannedCell(cell, one, row, "infeasible", reason, lr_trials)
+        return PlannedCell(
+            cell, fitted, self._estimate(fitted, stats=stats, calibration=cal), "run", None, lr_trials
         )
-        return PlannedCell(cell, one, row, "infeasible", reason, lr_trials)
-    return PlannedCell(cell, fitted, estimate(fitted), "run", None, lr_trials)
 
 
 def apply_budget(plan: Plan, budget_usd: float | None, budget_hours: float | None) -> None:
@@ -113,31 +137,35 @@ def build_plan(
     user_overrides: list[str], cells: list[Cell], base_cfg: RunConfig, workers: int, lr_trials: int
 ) -> Plan:
     plan = Plan([], base_cfg, workers)
+    pricer = Pricer()
     for cell in cells:
         try:
             cfg = RunConfig.from_dict(compose("config", cell_overrides(user_overrides, cell)))
-        except ConfigError as e:
-            plan.cells.append(
-                PlannedCell(cell, None, None, "failed", "bad config: " + "; ".join(e.problems), lr_trials)
-            )
-            continue
-        plan.cells.append(price_cell(cell, cfg, lr_trials))
+            plan.cells.append(pricer.price(cell, cfg, lr_trials))
+        except ConfigError as e:  # DataError included: a bad data file fails before any process starts
+            reason = "bad config: " + "; ".join(e.problems)
+            plan.cells.append(PlannedCell(cell, None, None, "failed", reason, lr_trials))
     apply_budget(plan, base_cfg.budget_usd, base_cfg.budget_hours)
     if "train.lr" in given_keys(user_overrides) and lr_trials > 1:
         plan.notes.append("train.lr is set and sweep.lr_trials > 1: the LR search ignores train.lr")
     return plan
 
 
+def fmt_hours(h: float) -> str:
+    s = h * 3600
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{h:.1f} h"
+
+
 def format_plan(plan: Plan) -> str:
-    lines = [f"{'cell':<11} {'status':<12} {'est $':>9} {'est h':>8} {'batch':>7}  overrides / reason"]
+    lines = [f"{'cell':<11} {'status':<12} {'est $':>10} {'est time':>9} {'batch':>7}  overrides / reason"]
     for pc in plan.cells:
         batch = f"{pc.cfg.train.micro_batch_size}x{pc.cfg.train.grad_accum}" if pc.cfg else "-"
         lines.append(
-            f"{pc.cell.cell_id:<11} {pc.status:<12} {pc.usd:>9.4f} {pc.hours:>8.3f} {batch:>7}  "
+            f"{pc.cell.cell_id:<11} {pc.status:<12} {pc.usd:>10.4g} {fmt_hours(pc.hours):>9} {batch:>7}  "
             f"{pc.cell.label()}"
         )
         if pc.reason:
-            lines.append(f"{'':<11} {'':<12} {'':>9} {'':>8} {'':>7}  ↳ {pc.reason}")
+            lines.append(f"{'':<11} {'':<12} {'':>10} {'':>9} {'':>7}  ↳ {pc.reason}")
     usd, hours = plan.totals()
     n_run = len(plan.runnable())
     skipped = len(plan.cells) - n_run
@@ -151,8 +179,8 @@ def format_plan(plan: Plan) -> str:
         if x
     )
     lines.append(
-        f"{n_run} cell(s) to run, {skipped} skipped; estimated ${usd:.4f} and {hours:.3f} h wall clock "
-        f"with {plan.workers} worker(s) on {b.gpu.display_name} at ${b.price.usd_per_gpu_hour:.4f}/h"
+        f"{n_run} cell(s) to run, {skipped} skipped; estimated ${usd:.4g} and {fmt_hours(hours)} wall clock "
+        f"with {plan.workers} worker(s) on {b.gpu.display_name} at ${b.price.usd_per_gpu_hour:.4g}/h"
         + (f" ({budget})" if budget else "")
     )
     lines.extend(f"note: {n}" for n in plan.notes)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from typing import Any
 
 import optuna
@@ -19,6 +20,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from advisor.errors import ConfigError
+from sweep.claims import driver_url
 from sweep.matrix import Cell, format_value
 
 PRUNERS = ("median", "successive_halving", "none")
@@ -26,6 +28,7 @@ PRUNERS = ("median", "successive_halving", "none")
 LR_RANGES = {"full": (5e-6, 1e-4), "lora": (5e-5, 1e-3), "qlora": (5e-5, 1e-3)}
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 log = logging.getLogger("tunewise.sweep")
 
 
@@ -45,7 +48,7 @@ def make_storage(url: str) -> optuna.storages.RDBStorage:
     kwargs: dict[str, Any] = (
         {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     )
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    return optuna.storages.RDBStorage(driver_url(url), engine_kwargs=kwargs)
 
 
 def open_study(url: str, name: str, pruner: optuna.pruners.BasePruner) -> optuna.Study:

@@ -28,14 +28,20 @@ def test_single_matrix_is_one_cell_of_the_base_config():
 
 
 def test_exclusions_and_quant_axis_collapse_for_lora():
-    m = {"axes": {"method": ["lora", "qlora"], "method.quant_type": ["nf4", "fp4"], "data.rows": [10, 20]},
-         "exclude": [{"method": "qlora", "data.rows": 20}]}
+    m = {
+        "axes": {"method": ["lora", "qlora"], "method.quant_type": ["nf4", "fp4"], "data.rows": [10, 20]},
+        "exclude": [{"method": "qlora", "data.rows": 20}],
+    }
     cells = expand(m, "lora")
     labels = sorted(c.label() for c in cells)
-    assert labels == sorted([
-        "method=lora data.rows=10", "method=lora data.rows=20",
-        "method=qlora method.quant_type=nf4 data.rows=10", "method=qlora method.quant_type=fp4 data.rows=10",
-    ])
+    assert labels == sorted(
+        [
+            "method=lora data.rows=10",
+            "method=lora data.rows=20",
+            "method=qlora method.quant_type=nf4 data.rows=10",
+            "method=qlora method.quant_type=fp4 data.rows=10",
+        ]
+    )
 
 
 def test_seeds_repeat_cells_with_distinct_stable_ids():
