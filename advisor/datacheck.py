@@ -114,7 +114,10 @@ def analyse(s: Scan, file: str, seq_len: int, estimated: bool, val: Scan | None 
     mark(2, conflict, s.lines[pfirst[conflict]])
 
     roots = neardup.cluster_roots(n, neardup.near_pairs(s.sig))
-    near = np.flatnonzero((roots != np.arange(n)) & (first == np.arange(n)))
+    # each row under its most specific check: identical rows and conflicting answers are not repeated here
+    near = np.flatnonzero(
+        (roots != np.arange(n)) & (first == np.arange(n)) & ~np.isin(np.arange(n), conflict)
+    )
     checks.append(_check("near_duplicate", file, s.lines[near], s.lines[roots[near]]))
     mark(3, near, s.lines[roots[near]])
 

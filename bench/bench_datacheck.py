@@ -1,0 +1,169 @@
+"""Benchmark `tunewise data check` on a generated dataset: wall time, peak memory, recall of planted problems.
+
+Side by side in one run, each in a fresh process (so ru_maxrss is that process's own peak):
+- check:    advisor.datacheck.check — streaming, a fixed-size digest per row;
+- baseline: what holding the rows costs — advisor.dataset.read_examples (every Example in memory) and
+            an exact-duplicate count with a set of the rows' content (no near-duplicates, conflicts
+            or token statistics).
+Each runs at rows/10 and at rows, so the per-row memory slope (Δ peak RSS / Δ rows) shows directly.
+
+The file: instruction/response rows of 20-40 + 8-20 pseudo-words from a 50,000-word vocabulary,
+with planted problems at known rows: 1 % exact duplicates, 1 % near-duplicates (3 words changed),
+0.2 % conflicting answers, 0.1 % malformed lines. It is generated once per (rows, seed) under --out.
+
+    .venv/bin/python bench/bench_datacheck.py                 # 1,000,000 rows (several minutes)
+    .venv/bin/python bench/bench_datacheck.py --rows 100000   # quick
+Results: printed, and written to <out>/results-<rows>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PLANTED = {"exact_duplicate": 0.01, "near_duplicate": 0.01, "conflicting_answer": 0.002, "malformed": 0.001}
+
+
+def generate(path: Path, rows: int, seed: int) -> dict:
+    """Write the benchmark file; return the planted counts."""
+    rng = random.Random(seed)
+    vocab = [
+        "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 10)))
+        for _ in range(50000)
+    ]
+    planted = dict.fromkeys(PLANTED, 0)
+    kept: list[dict] = []  # a sample of earlier rows to duplicate
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for _ in range(rows):
+            u = rng.random()
+            if kept and u < PLANTED["exact_duplicate"]:
+                row, kind = rng.choice(kept), "exact_duplicate"
+            elif kept and u < 0.02:
+                src = rng.choice(kept)
+                w = src["instruction"].split()
+                for j in rng.sample(range(len(w)), 3):
+                    w[j] = rng.choice(vocab) + "x"
+                row, kind = {"instruction": " ".join(w), "output": src["output"]}, "near_duplicate"
+            elif kept and u < 0.022:
+                src = rng.choice(kept)
+                row, kind = (
+                    {"instruction": src["instruction"], "output": " ".join(rng.choices(vocab, k=15))},
+                    "conflicting_answer",
+                )
+            elif u < 0.023:
+                f.write('{"instruction": "cut off", "output": \n')
+                planted["malformed"] += 1
+                continue
+            else:
+                row = {"instruction": " ".join(rng.choices(vocab, k=rng.randint(20, 40))),
+                       "output": " ".join(rng.choices(vocab, k=rng.randint(8, 20)))}  # fmt: skip
+                kind = None
+                if len(kept) < 5000 or rng.random() < 0.01:
+                    kept.append(row) if len(kept) < 5000 else kept.__setitem__(rng.randrange(5000), row)
+            if kind:
+                planted[kind] += 1
+            f.write(json.dumps(row) + "\n")
+    os.replace(tmp, path)
+    return planted
+
+
+def child(mode: str, path: str, rows: int) -> dict:
+    from advisor.config import from_names
+
+    cfg = from_names("llama-3.1-8b", "lora", "a100-80gb", data={"path": path})
+    t0 = time.perf_counter()
+    if mode == "check":
+        from advisor.datacheck import check
+
+        doc, _ = check(cfg)
+        found = {c["name"]: c["count"] for c in doc["checks"] if c["count"]}
+        extra = {"total_tokens": doc["stats"]["total_tokens"], "tokenizer": doc["stats"]["tokenizer"]}
+    else:
+        from advisor.dataset import iter_examples
+
+        examples, seen, dups = [], set(), 0
+        for _, ex, problems in iter_examples(path, cfg.data):
+            if ex is not None and not problems:
+                examples.append(ex)
+                key = json.dumps(ex.messages)
+                dups += key in seen
+                seen.add(key)
+        found, extra = {"exact_duplicate": dups, "rows": len(examples)}, {}
+    wall = time.perf_counter() - t0
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "mode": mode,
+        "rows": rows,
+        "wall_s": round(wall, 1),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),  # whole process, imports included
+        "peak_rss_mib": round(usage.ru_maxrss / 1024),  # ru_maxrss is KiB on Linux
+        "load_avg_1m": round(os.getloadavg()[0], 1),  # other work on the machine while it ran
+        "found": found,
+        **extra,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=1_000_000, help="rows in the large file")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--out", default="outputs/bench/datacheck", help="folder for the generated files and results"
+    )
+    ap.add_argument("--child", nargs=3, metavar=("MODE", "FILE", "ROWS"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child[0], args.child[1], int(args.child[2]))))
+        return
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for rows in (args.rows // 10, args.rows):
+        path = out / f"rows-{rows}-seed-{args.seed}.jsonl"
+        meta = path.with_suffix(".planted.json")
+        if not (path.exists() and meta.exists()):
+            t = time.perf_counter()
+            meta.write_text(json.dumps(generate(path, rows, args.seed)))
+            print(f"generated {path} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+        planted = json.loads(meta.read_text())
+        for mode in ("check", "baseline"):
+            proc = subprocess.run([sys.executable, __file__, "--child", mode, str(path), str(rows)], cwd=ROOT,
+                                  capture_output=True, text=True, check=True)  # fmt: skip
+            r = {
+                **json.loads(proc.stdout.strip().splitlines()[-1]),
+                "planted": planted,
+                "file_mib": round(path.stat().st_size / 2**20),
+            }
+            results.append(r)
+            print(json.dumps(r), file=sys.stderr)
+    print(
+        f"\n{'mode':9} {'rows':>9} {'wall_s':>7} {'cpu_s':>7} {'rows/s':>8} {'peak MiB':>9} {'load':>5}  found (planted)"
+    )
+    for r in results:
+        found = ", ".join(f"{k} {v:,} ({r['planted'].get(k, '-'):,})" if k in r["planted"] else f"{k} {v:,}"
+                          for k, v in r["found"].items())  # fmt: skip
+        print(
+            f"{r['mode']:9} {r['rows']:>9,} {r['wall_s']:>7} {r['cpu_s']:>7} {r['rows'] / r['wall_s']:>8,.0f} "
+            f"{r['peak_rss_mib']:>9,} {r['load_avg_1m']:>5}  {found}"
+        )
+    for mode in ("check", "baseline"):
+        small, large = (r for r in results if r["mode"] == mode)
+        slope = (large["peak_rss_mib"] - small["peak_rss_mib"]) * 2**20 / (large["rows"] - small["rows"])
+        print(f"{mode}: {slope:,.0f} bytes of peak memory per additional row")
+    summary = {"results": results, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+               "platform": platform.platform()}}  # fmt: skip
+    (out / f"results-{args.rows}.json").write_text(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
