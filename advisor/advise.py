@@ -139,7 +139,10 @@ def advise(
         c = for_method(cfg, m, adapter_r)
         cheapest[m] = _cheapest(est, c)
         if m == "qlora" and not cfg.gpu.bnb_supported:
-            min_gpus[m] = {"count": None, "reason": f"bitsandbytes does not run on {cfg.gpu.display_name}"}
+            min_gpus[m] = {
+                "count": None,
+                "reason": f"cannot run on {cfg.gpu.display_name} (bitsandbytes 4-bit does not run there)",
+            }
             reverse[m] = None
             continue
         min_gpus[m] = search.min_gpus(est, c)
@@ -222,65 +225,74 @@ def _label(doc: dict[str, Any], m: str) -> str:
     )
 
 
+def _budget_text(cfg: RunConfig) -> str:
+    parts = []
+    if cfg.budget_usd is not None:
+        parts.append(usd_text(cfg.budget_usd))
+    if cfg.budget_hours is not None:
+        parts.append(f"{cfg.budget_hours:,.4g} h")
+    return " and ".join(parts)
+
+
+def _order(s: dict[str, Any]) -> tuple[float, int, float]:
+    return (round(s["usd"], 2), s["gpu_count"], s["hours"])
+
+
 def verdict(doc: dict[str, Any], cfg: RunConfig) -> str:
-    """One or two sentences: the cheapest configuration that fits (within the budget, if any), then
-    per method whether it fits at all, its minimum GPU count and what it costs."""
+    """Two sentences: the cheapest configuration that fits (within the budget, if one is given), then
+    per method whether it is possible at all, how many requested cards it needs, and the cheapest card."""
     from advisor import catalog
 
     names = {k: v.get("display_name", k) for k, v in catalog.gpus().items()}
-    budget = " and ".join(
-        t
-        for t in (
-            cfg.budget_usd is not None and usd_text(cfg.budget_usd),
-            cfg.budget_hours is not None and hours_text(cfg.budget_hours),
-        )
-        if t
-    )
+    budget = _budget_text(cfg)
     methods = doc["query"]["methods"]
-    fitting = {m: doc["cheapest"][m] for m in methods if doc["cheapest"][m]["fits"]}
-    key = "cheapest_within_budget" if budget else None
-    pool = {m: (c[key] if key else search.summary(c, c["parallel"])) for m, c in fitting.items()}
+    best = {m: search.summary(c, c["parallel"]) for m in methods if (c := doc["cheapest"][m])["fits"]}
+    pool = {m: doc["cheapest"][m]["cheapest_within_budget"] for m in best} if budget else best
     pool = {m: s for m, s in pool.items() if s is not None}
     if pool:
-        m = min(pool, key=lambda m: (pool[m]["usd"], pool[m]["hours"]))
+        m = min(pool, key=lambda m: _order(pool[m]))
         first = (
-            f"{'Within ' + budget if budget else 'Cheapest'}: {_label(doc, m)} on "
-            f"{_where(pool[m], names)} ({_cost(pool[m])}) is the cheapest configuration that fits."
+            f"{'Within ' + budget + ', the' if budget else 'The'} cheapest configuration that fits is "
+            f"{_label(doc, m)} on {_where(pool[m], names)} ({_cost(pool[m])})."
         )
-    elif fitting:
-        m = min(fitting, key=lambda m: fitting[m]["cost"]["usd"])
-        s = search.summary(fitting[m], fitting[m]["parallel"])
+    elif best:
+        m = min(best, key=lambda m: _order(best[m]))
         first = (
             f"Nothing fits within {budget}: the cheapest configuration that fits is {_label(doc, m)} "
-            f"on {_where(s, names)} ({_cost(s)})."
+            f"on {_where(best[m], names)} ({_cost(best[m])})."
         )
     else:
         first = f"No method fits any catalog GPU (up to {search.MAX_CHEAPEST_GPUS} cards) at these settings."
-    parts = [_method_clause(doc, m, names, budget) for m in methods]
-    rest = "; ".join(parts)
-    return first + " " + rest[:1].upper() + rest[1:] + "."
+    rest = "; ".join(_method_clause(doc, m, names, budget) for m in methods)
+    return f"{first} {rest[:1].upper()}{rest[1:]}."
 
 
 def _method_clause(doc: dict[str, Any], m: str, names: dict[str, str], budget: str) -> str:
+    """'LoRA r=16 is possible within $100: needs 3× A100 (…), cheapest 1× MI300X (…)'."""
     label, ch, mg = _label(doc, m), doc["cheapest"][m], doc["min_gpus"][m]
     q = doc["query"]["gpu"]
+    here_key = None
     if mg["count"]:
         par = f" with {mg['parallel']}" if mg["count"] > 1 else ""
-        here = f"needs {mg['count']}× {q['display_name']}{par}, {_cost(mg)}"
+        here = f"needs {mg['count']}× {q['display_name']}{par} ({_cost(mg)})"
+        here_key = (q["name"], mg["count"])
     else:
         here = mg["reason"]
     if not ch["fits"]:
-        return f"{label} fits no catalog GPU ({here})"
-    best = search.summary(ch, ch["parallel"])
-    single = ch["cheapest_single_card"]
-    one = (
-        f"single card: {names.get(single['gpu'], single['gpu'])} ({_cost(single)})"
-        if single
-        else "no single card fits"
-    )
+        return f"{label} fits no catalog GPU: {here}"
+    shown, status = search.summary(ch, ch["parallel"]), ""
     if budget:
         within = ch["cheapest_within_budget"]
-        if within is None:
-            return f"{label} is not possible within {budget} ({here}; cheapest {_where(best, names)}, {_cost(best)})"
-        return f"{label} is possible within {budget} ({here}; cheapest {_where(within, names)}, {_cost(within)}; {one})"
-    return f"{label} {here}; cheapest {_where(best, names)} ({_cost(best)}); {one}"
+        status = f" is {'' if within else 'not '}possible within {budget}"
+        shown = within or shown
+    parts = [here]
+    if (shown["gpu"], shown["gpu_count"]) == here_key:
+        parts[0] += ", the cheapest option"
+    else:
+        parts.append(f"cheapest {_where(shown, names)} ({_cost(shown)})")
+    single = ch["cheapest_single_card"]
+    if single is None:
+        parts.append("no single card fits")
+    elif (single["gpu"], single["gpu_count"]) not in (here_key, (shown["gpu"], shown["gpu_count"])):
+        parts.append(f"cheapest single card {names.get(single['gpu'], single['gpu'])} ({_cost(single)})")
+    return f"{label}{status}: " + ", ".join(parts)

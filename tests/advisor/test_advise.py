@@ -112,7 +112,9 @@ def test_70b_under_100_usd_reads_right(doc_70b, cfg_70b):
         assert label in v, (label, v)
     assert catalog.gpus()[qlora["gpu"]]["display_name"] in v
     full_budget = doc_70b["cheapest"]["full"].get("cheapest_within_budget")
-    if full_budget is None:
+    if not doc_70b["cheapest"]["full"]["fits"]:
+        assert "Full fine-tuning fits no catalog GPU" in v
+    elif full_budget is None:
         assert "Full fine-tuning is not possible within $100" in v
     else:
         assert full_budget["usd"] <= 100
@@ -186,7 +188,7 @@ def test_reverse_answers_are_the_limits(doc_8b):
 
 def test_without_budget_verdict_names_cheapest(doc_8b):
     v = doc_8b["verdict"]
-    assert v.startswith("Cheapest:")
+    assert v.startswith("The cheapest configuration that fits is ")
     assert all(r["within_budget"] is None for r in doc_8b["estimates"])
     for label in ("Full fine-tuning", "LoRA r=16", "QLoRA r=16"):
         assert label in v
