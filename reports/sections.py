@@ -68,7 +68,7 @@ def quality(ctx: Context) -> list:
     headers = (
         ["Cell", "Status", "Eval loss"]
         + ([metric] if metric else [])
-        + ["Gain"]
+        + ["Share of gain"]
         + (["Best lr"] if tuned else [])
     )
     rows = []
@@ -136,7 +136,10 @@ def _trend(ctx: Context, axis: str) -> list:
             items.append(f"{what} has eval loss {lo.loss:.3f} vs {hi.loss:.3f} with {than}.")
     if not items:
         return []
-    mine = "your data" if (ctx.sweep.config.get("data") or {}).get("path") else "the sweep's data"
+    own = (ctx.sweep.config.get("data") or {}).get("path") or any(
+        str(o).lstrip("+~").startswith("data.path=") for o in ctx.sweep.meta.get("overrides") or []
+    )
+    mine = "your data" if own else "the sweep's data"
     return [Para(f"Measured on {mine}:"), Bullets(items)]
 
 

@@ -220,11 +220,27 @@ def deployment(ctx: Context) -> list:
                 [[str(n), size_bytes(total * 2 + n * ab)] for n in SERVE_ADAPTERS],
             )
         )
+        adapter = (
+            f"cells/{pc.chosen[0].cell_id}/adapter" if pc is not None and pc.chosen else "PATH/TO/ADAPTER"
+        )
+        out.append(
+            Para(
+                f"vLLM (--max-lora-rank must be one of {', '.join(map(str, VLLM_RANKS))}) and TGI; "
+                "adapter paths are relative to the sweep folder:"
+            )
+        )
+        if pick.method == "qlora":
+            out.append(
+                Para(
+                    "The adapter was trained against the 4-bit base; serving it on the bf16 base is the usual "
+                    "practice, and evaluating it there once before deploying is advised."
+                )
+            )
         out.append(
             Code(
                 f"vllm serve {shq(model_ref)} --enable-lora --max-loras 8 --max-lora-rank {rank} \\\n"
-                f"    --lora-modules task-a=./adapter-a task-b=./adapter-b\n\n"
-                f"LORA_ADAPTERS=task-a=./adapter-a,task-b=./adapter-b \\\n"
+                f"    --lora-modules recommended={adapter} other-task=PATH/TO/ADAPTER\n\n"
+                f"LORA_ADAPTERS=recommended={adapter},other-task=PATH/TO/ADAPTER \\\n"
                 f"    text-generation-launcher --model-id {shq(model_ref)}",
                 "sh",
             )
