@@ -21,7 +21,7 @@ import numpy as np
 from advisor import neardup
 from advisor.config import RunConfig
 from advisor.datascan import SHAPES, STYLES, Scan, scan
-from advisor.dataset import PROBLEM_KINDS, DataError
+from advisor.dataset import PROBLEM_KINDS, DataError, path_problems
 from advisor.datastats import TokenCounter
 
 MAX_LINES = 10  # line numbers listed per check
@@ -151,8 +151,11 @@ def analyse(s: Scan, file: str, seq_len: int, estimated: bool, val: Scan | None 
 
 def check(cfg: RunConfig) -> tuple[dict, list[FileResult]]:
     """The `data check` JSON document for data.path (and data.val_path), and the per-file results."""
-    if not cfg.data.path:
-        raise DataError("data.path=None: set data.path=FILE (JSONL, JSON, CSV, Parquet or a datasets folder)")
+    problems = path_problems(cfg.data.path, "data.path")
+    if cfg.data.val_path:
+        problems += path_problems(cfg.data.val_path, "data.val_path")
+    if problems:
+        raise DataError(problems)
     counter = TokenCounter(cfg.model.path)
     seq_len = cfg.train.seq_len
     val = scan(cfg.data.val_path, cfg, counter) if cfg.data.val_path else None

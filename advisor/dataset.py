@@ -1,7 +1,7 @@
 """Torch-free dataset reading and validation, shared by `data check`, `advise data.path=…` and the runner.
 
-Rows are read streaming, one at a time, each with its 1-based line (JSONL) or row number (other
-formats). Two shapes are understood:
+Rows are read streaming, one at a time, each with its 1-based line (JSONL, CSV) or row number (JSON,
+Parquet, datasets folders); a .json array is parsed whole (use JSONL for big files). Two shapes:
 - instruction/response (Alpaca-style `instruction`, optional `input`, `output`; names configurable);
 - chat: `messages` = [{"role": system|user|assistant, "content": str}, ...].
 
@@ -246,11 +246,35 @@ def _parse_chat(obj: dict, line: int, cfg: DataConfig) -> tuple[Example | None, 
     return Example(line, "chat", tuple(out)), []
 
 
+SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
+
+
+def path_problems(path: str | Path | None, key: str = "data.path") -> list[str]:
+    """What is wrong with a dataset path before reading it: missing, unknown type, a folder that is
+    not a datasets.save_to_disk folder. Empty when it can be read."""
+    if not path:
+        return [f"{key}=None: set {key}=FILE (JSONL, JSON, CSV, Parquet or a datasets folder)"]
+    p = Path(path)
+    allowed = ", ".join(SUFFIXES) + ", a datasets.save_to_disk folder"
+    if not p.exists():
+        return [f"{key}={str(path)!r}: file not found"]
+    if p.is_dir():
+        return (
+            []
+            if hf_shards(p)
+            else [f"{key}={str(path)!r}: folder holds no .arrow shards (allowed: {allowed})"]
+        )
+    if p.suffix.lower() not in SUFFIXES:
+        return [f"{key}={str(path)!r}: unknown file type {p.suffix!r} (allowed: {allowed})"]
+    return []
+
+
 def iter_examples(path: str | Path, cfg: DataConfig) -> Iterator[tuple[int, Example | None, list[str]]]:
     """Streaming: (line, example or None, problems) for every row."""
     path = Path(path)
     if not path.exists():
-        raise DataError(f"data.path={str(path)!r}: file not found")
+        key = "data.val_path" if cfg.val_path and Path(cfg.val_path) == path else "data.path"
+        raise DataError(f"{key}={str(path)!r}: file not found")
     for line, obj, err in raw_rows(path):
         if err:
             yield line, None, [Problem(err, "malformed")]

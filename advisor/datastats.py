@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from advisor.config import RunConfig
-from advisor.dataset import DataError, Example, iter_examples
+from advisor.dataset import DataError, Example, iter_examples, path_problems
 
 ESTIMATE = "estimate: bytes/4"
 BATCH_ROWS = 512  # examples tokenized per call (tokenizers encodes a batch in parallel)
@@ -159,8 +159,9 @@ def _batches(path: str, cfg: RunConfig, skipped: list[int]) -> Iterable[list[Exa
 def dataset_stats(cfg: RunConfig) -> DataStats:
     """Token statistics of data.path (streaming; 4 bytes kept per row) with the model's tokenizer
     when model.path holds one. `tunewise data check` reports the same numbers for the same file."""
-    if not cfg.data.path:
-        raise DataError("data.path=None: token statistics need a dataset file")
+    problems = path_problems(cfg.data.path, "data.path")
+    if problems:
+        raise DataError(problems)
     counter = TokenCounter(cfg.model.path)
     skipped = [0]
     counts = [np.asarray(counter.count(b), dtype=np.uint32) for b in _batches(cfg.data.path, cfg, skipped)]

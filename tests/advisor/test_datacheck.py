@@ -292,3 +292,14 @@ def test_advise_reports_the_same_token_total_as_data_check(tmp_path):
     doc, _ = check(cfg)
     adv = advise(cfg, methods=("lora",), given={"data.path"})
     assert adv["query"]["data"]["stats"]["total_tokens"] == doc["stats"]["total_tokens"]
+
+
+def test_bad_paths_are_named_with_their_key_all_at_once(tmp_path):
+    (tmp_path / "d.txt").write_text("x")
+    with pytest.raises(DataError) as e:
+        check(cfg_for(tmp_path / "d.txt", val_path=str(tmp_path / "v.jsonl")))
+    assert e.value.problems == [
+        f"data.path='{tmp_path / 'd.txt'}': unknown file type '.txt' (allowed: .jsonl, .ndjson, .json, .csv, "
+        ".parquet, a datasets.save_to_disk folder)",
+        f"data.val_path='{tmp_path / 'v.jsonl'}': file not found",
+    ]
