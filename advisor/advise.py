@@ -52,11 +52,11 @@ def _stats(cfg: RunConfig) -> Any:
 
 def _query(cfg: RunConfig, methods: tuple[str, ...], ranks: list[int], stats: Any, notes: list[str]) -> dict:
     t = cfg.train
-    data: dict[str, Any] = {"path": cfg.data.path, "rows": cfg.data.rows}
+    data: dict[str, Any] = {"path": cfg.data.path}
     if stats is None:
-        data["avg_tokens"] = cfg.data.avg_tokens
-    else:
-        data["stats"] = stats.to_dict()
+        data.update(rows=cfg.data.rows, avg_tokens=cfg.data.avg_tokens)
+    else:  # data.rows caps the training rows taken from the file
+        data.update(rows_cap=cfg.data.rows, stats=stats.to_dict())
     m = cfg.model
     return {
         "model": {
@@ -110,6 +110,8 @@ def advise(
     notes = list(cfg.notes)
     adapter_r = cfg.method.r or 16
     ranks = [adapter_r] if "method.r" in given else sorted({*COMPARE_RANKS, adapter_r})
+    if methods == ("full",):
+        ranks = []
     if "qlora" in methods and not cfg.gpu.bnb_supported:
         notes.append(
             f"QLoRA needs bitsandbytes, which does not run on {cfg.gpu.display_name}: no QLoRA rows "

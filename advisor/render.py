@@ -56,7 +56,7 @@ def _summary_text(s: dict[str, Any], names: dict[str, str]) -> str:
     par = f" ({s['parallel']})" if s["gpu_count"] > 1 else ""
     return (
         f"{s['gpu_count']}× {names.get(s['gpu'], s['gpu'])}{par}: {usd_text(s['usd'])}, "
-        f"{hours_text(s['hours'])} [dim]({s['price_source']}, {s['price_as_of'] or 'no date'})[/]"
+        f"{hours_text(s['hours'])} [dim]({_provider(s['price_source'])}, {s['price_as_of'] or 'no date'})[/]"
     )
 
 
@@ -68,6 +68,11 @@ def _table(title: str | None = None) -> Table:
     t.add_column("method")
     t.add_column("r", justify="right")
     return t
+
+
+def _provider(price_source: str) -> str:
+    """The provider part of a row's price_source ("Lambda (catalog file)" -> "Lambda")."""
+    return price_source.split(" (", 1)[0]
 
 
 def estimates_table(doc: dict[str, Any]) -> Table:
@@ -120,33 +125,42 @@ def _price_line(doc: dict[str, Any]) -> str:
     return "Prices: " + "; ".join(parts) if parts else ""
 
 
-def _reverse_text(rv: dict[str, Any]) -> str:
-    s1, s = rv["max_seq_len_micro_batch_1"], rv["max_seq_len"]
-    mb, fb = rv["max_micro_batch_size"], rv["fit_batch"]
+def _seq_cell(a: dict[str, Any]) -> str:
+    if a["seq_len"] is None:
+        return "[red]none[/]"
+    if a["limited_by"] == "data":  # the estimate stopped growing: longer seq_len changes nothing
+        return f"any (≤ {a['longest_sequence_tokens']:,} used)"
+    if a["limited_by"] == "context":
+        return f"{a['seq_len']:,} (context)"
+    return f"{a['seq_len']:,}"
 
-    def seq(a: dict[str, Any]) -> str:
-        mb = a["micro_batch_size"]
-        if a["seq_len"] is None:
-            return f"nothing at micro-batch {mb}"
-        if a["limited_by"] == "data":
-            return (
-                f"any up to {a['seq_len']:,} at micro-batch {mb} (the estimate stops growing at "
-                f"{a['longest_sequence_tokens']:,} tokens)"
-            )
-        cap = " (model context)" if a["limited_by"] == "context" else ""
-        return f"{a['seq_len']:,}{cap} at micro-batch {mb}"
 
-    parts = [f"max seq_len {seq(s1)}, {seq(s)}"]
-    if mb["micro_batch_size"] is not None:
-        parts.append(f"max micro-batch {mb['micro_batch_size']} at seq_len {mb['seq_len']:,}")
-    if fb is not None:
-        parts.append(
-            f"fits as micro-batch {fb['micro_batch_size']} × grad_accum {fb['grad_accum']} "
-            f"(global batch {fb['global_batch']})"
+def reverse_table(doc: dict[str, Any]) -> Table:
+    """Per method: longest packed sequences that fit (micro-batch 1 and configured), the largest
+    micro-batch at the configured seq_len, and the micro-batch × grad_accum pair that fits."""
+    t = doc["query"]["train"]
+    table = _table(
+        f"What fits {doc['query']['gpu']['display_name']} (seq_len: sequences packed to that length)"
+    )
+    table.add_column("seq_len\nmicro 1", justify="right")
+    table.add_column(f"seq_len\nmicro {t['micro_batch_size']}", justify="right")
+    table.add_column(f"micro-batch\nat {t['seq_len']:,}", justify="right")
+    table.add_column("micro × accum\n(same global)", justify="right")
+    table.add_column("GPUs", justify="right")
+    for m, rv in doc["reverse"].items():
+        if rv is None:
+            continue
+        mb, fb = rv["max_micro_batch_size"]["micro_batch_size"], rv["fit_batch"]
+        table.add_row(
+            SHORT[m],
+            str(doc["cheapest"][m].get("r") or "–") if m != "full" else "–",
+            _seq_cell(rv["max_seq_len_micro_batch_1"]),
+            _seq_cell(rv["max_seq_len"]),
+            "[red]none[/]" if mb is None else f"{mb:,}",
+            "[red]none[/]" if fb is None else f"{fb['micro_batch_size']} × {fb['grad_accum']}",
+            f"{rv['gpu_count']}" + (f" {rv['parallel']}" if rv["gpu_count"] > 1 else ""),
         )
-    else:
-        parts.append("no micro-batch/grad_accum pair keeps the global batch and fits")
-    return "; ".join(parts)
+    return table
 
 
 def render_advise(doc: dict[str, Any], breakdown: bool = False, console: Console | None = None) -> None:
@@ -196,13 +210,11 @@ def render_advise(doc: dict[str, Any], breakdown: bool = False, console: Console
             if s is not None and (s["gpu"], s["gpu_count"]) != (ch["gpu"], ch["gpu_count"]):
                 con.print(f"    {what}: {_summary_text(s, names)}")
 
-    con.print("\n[bold]Reverse[/] (what fits the requested card)")
+    con.print()
+    con.print(reverse_table(doc))
     for m, rv in doc["reverse"].items():
-        if rv is None:
-            continue
-        con.print(f"  {LABELS[m]}: {_reverse_text(rv)}")
-        if rv.get("note"):
-            con.print(f"    [dim]{rv['note']}[/]")
+        if rv is not None and rv.get("note"):
+            con.print(f"  [dim]{SHORT[m]}: {rv['note']}[/]")
 
     con.print(f"\n[bold]Verdict:[/] {doc['verdict']}")
     qp = doc["quality_prior"]

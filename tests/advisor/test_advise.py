@@ -73,7 +73,7 @@ def test_document_shape_and_json(doc_70b):
         "verdict",
         "quality_prior",
     }
-    json.loads(json.dumps(doc_70b))  # plain JSON all the way down
+    json.loads(json.dumps(doc_70b, allow_nan=False))  # plain JSON all the way down, no NaN/inf
     for row in doc_70b["estimates"]:
         _check_row(row)
     for m in METHODS:
