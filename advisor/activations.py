@@ -42,6 +42,8 @@ class Regime:
     dropout: bool  # LoRA dropout > 0
     attention: str  # sdpa | flash | eager
     gqa_expand: bool  # k/v expanded to all query heads before attention
+    masked: bool  # SDPA gets an attention mask (padding or packing)
+    mask: int  # bytes per dropout-mask element: 1 (CUDA fused dropout, bool) or the input's dtype (CPU)
 
 
 class Saved(dict):
@@ -54,16 +56,15 @@ class Saved(dict):
 
 def _norm(s: Saved, tag: str, x: str, width: int, t, g: Regime, trainable: bool) -> str:
     """One norm on tensor `x` (dtype g.res); returns the name of its output (dtype g.res)."""
-    if t.layernorm:  # native_layer_norm saves its input, mean and rstd (fp32 per token)
+    if t.layernorm:  # native_layer_norm saves its input, mean and rstd (its weight grad needs no more)
         s.put(x, g.res * width)
-        s.put(f"{tag}.stats", 8)
-    else:  # RMSNorm: fp32 copy (or x itself), rsqrt
-        s.put(x if g.res == 4 else f"{tag}.x32", 4 * width)
-        s.put(f"{tag}.rsqrt", 4)
-    out = f"{tag}.out"
-    if trainable:  # weight * normed saves normed (Gemma: fp32 before type_as)
-        s.put(out if not t.gemma_norm else f"{tag}.out32", (4 if t.gemma_norm else g.res) * width)
-    return out
+        s.put(f"{tag}.stats", 2 * g.res)
+        return f"{tag}.out"
+    s.put(x if g.res == 4 else f"{tag}.x32", 4 * width)  # RMSNorm: fp32 copy (or x itself), rsqrt
+    s.put(f"{tag}.rsqrt", 4)
+    if trainable:  # weight * normed saves normed (Gemma: fp32, before type_as); the output is new
+        s.put(f"{tag}.normed", (4 if t.gemma_norm else g.res) * width)
+    return f"{tag}.out"
 
 
 def _linear(s: Saved, g: Regime, x: str, x_bytes: int, name: str, in_f: int, r: int, lora: bool) -> None:
@@ -76,7 +77,7 @@ def _linear(s: Saved, g: Regime, x: str, x_bytes: int, name: str, in_f: int, r: 
     if lora:
         a = g.adapter
         if g.dropout:
-            s.put(f"{name}.lora_mask", in_f)
+            s.put(f"{name}.lora_mask", (g.mask if g.mask == 1 else a) * in_f)
             s.put(f"{name}.lora_in", a * in_f)
         else:
             s.put(x if a == x_bytes else f"{name}.lora_in", a * in_f)
@@ -93,7 +94,7 @@ def layer_bytes_per_token(model: ModelConfig, g: Regime, targets: str | tuple[st
         else set()
     )
     s = Saved()
-    c, res = g.cmp, g.res
+    res = g.res
     ln = _norm(s, "norm1", "x0", d.h, t, g, g.full)
     # attention projections read the norm output
     if t.fused_qkv:
@@ -110,29 +111,7 @@ def layer_bytes_per_token(model: ModelConfig, g: Regime, targets: str | tuple[st
     else:
         for name in ("q_proj", "k_proj", "v_proj"):
             _linear(s, g, ln, res, name, d.h, r, name in hit)
-    q, k, v = "q", "k", "v"
-    if t.qk_norm:  # RMSNorm over head_dim on q and k (outputs feed RoPE)
-        s.put("q.x32" if c == 2 else "q.raw", 4 * d.q)
-        s.put("k.x32" if c == 2 else "k.raw", 4 * d.kv)
-        if g.full:
-            s.put("q.normed", c * d.q)
-            s.put("k.normed", c * d.kv)
-    if not t.learned_positions:  # RoPE: q*cos + rotate_half(q)*sin → new q, k (cos/sin shared by layers)
-        q, k = "q_rot", "k_rot"
-    s.put(q, c * d.q)
-    if g.gqa_expand and d.kv < d.q:
-        s.put("k_rep", c * d.q)
-        s.put("v_rep", c * d.q)
-    else:
-        s.put(k, c * d.kv)
-        s.put(v, c * d.kv)
-    s.put("attn_out", c * d.q)  # SDPA/flash save their output; eager: probs @ v saves probs and v
-    if g.attention != "eager":
-        s.put("lse", 4 * d.heads)
-    # o_proj reads a contiguous (b, s, heads·head_dim) copy of the attention output
-    _linear(s, g, "o_in", c, "o_proj" if not t.conv1d else "c_proj", d.q, r, bool(hit & {"o_proj", "c_proj"}))
-    if t.conv1d:
-        s.put("resid_drop1", d.h)  # GPT-2 resid dropout masks (1 byte)
+    _attention(s, g, t, d, r, hit)
     if t.norms_per_layer == 4:  # Gemma: post-attention norm on the attention output, before the add
         _norm(s, "norm_pa", "o_out", d.h, t, g, g.full)
     ln2 = _norm(s, "norm2", "x1", d.h, t, g, g.full)
@@ -140,6 +119,38 @@ def layer_bytes_per_token(model: ModelConfig, g: Regime, targets: str | tuple[st
     if t.norms_per_layer == 4:
         _norm(s, "norm_pf", "mlp_out", d.h, t, g, g.full)
     return s
+
+
+def _attention(s: Saved, g: Regime, t, d, r: int, hit: set[str]) -> None:
+    c = g.cmp
+    if t.conv1d:  # GPT-2 (transformers 5): attention runs with fp32 q/k/v and scores, attn dropout
+        for name in ("q", "k", "v"):
+            s.put(name, 4 * d.q)
+        _linear(s, g, "o_in", c, "c_proj", d.q, r, "c_proj" in hit)
+        s.put("resid_drop1", g.mask * d.h)
+        return
+    if t.qk_norm:  # RMSNorm over head_dim on q and k (outputs feed RoPE, which saves only cos/sin)
+        s.put("q.x32" if c == 2 else "q.raw", 4 * d.q)
+        s.put("k.x32" if c == 2 else "k.raw", 4 * d.kv)
+        s.put("qk.rsqrt", 4 * (d.heads + d.kv_heads))
+        if g.full:
+            s.put("q.normed", c * d.q)
+            s.put("k.normed", c * d.kv)
+    s.put("q_rot", c * d.q)  # RoPE: q*cos + rotate_half(q)*sin → new q, k (cos/sin shared by layers)
+    if g.gqa_expand and d.kv < d.q:
+        s.put("k_rep", c * d.q)
+        s.put("v_rep", c * d.q)
+    else:
+        s.put("k_rot", c * d.kv)
+        s.put("v", c * d.kv)  # fused qkv: SDPA makes the strided v slice contiguous (own copy)
+    if g.attention != "eager":  # SDPA/flash save their output and an fp32 log-sum-exp per head
+        s.put("attn_out", c * d.q)
+        s.put("lse", 4 * d.heads)
+    # o_proj reads the attention output as (b, s, heads·head_dim): SDPA/flash kernels allocate their
+    # output in that layout already (`.transpose(1, 2).contiguous()` is a no-op); eager copies it, and
+    # so does SDPA when it was handed a strided v (fused qkv_proj)
+    o_in = "o_in" if g.attention == "eager" or t.fused_qkv else "attn_out"
+    _linear(s, g, o_in, c, "o_proj", d.q, r, "o_proj" in hit)
 
 
 def _mlp(s: Saved, g: Regime, t, d, x: str, hit: set[str], r: int) -> None:
@@ -162,7 +173,7 @@ def _mlp(s: Saved, g: Regime, t, d, x: str, hit: set[str], r: int) -> None:
         for name in ("gelu.tanh", "gelu.half_x", "gelu.one_plus"):
             s.put(name, c * d.i)
         _linear(s, g, "act", c, "c_proj@mlp", d.i, r, "c_proj@mlp" in hit)
-        s.put("resid_drop2", d.h)
+        s.put("resid_drop2", g.mask * d.h)
         return
     if t.fused_gate_up:
         _linear(s, g, x, res, "gate_up_proj", d.h, r, "gate_up_proj@mlp" in hit)
@@ -175,9 +186,19 @@ def _mlp(s: Saved, g: Regime, t, d, x: str, hit: set[str], r: int) -> None:
     _linear(s, g, "prod", c, "down_proj", d.i, r, "down_proj@mlp" in hit)
 
 
-def eager_bytes_per_token_per_pos(model: ModelConfig, g: Regime) -> float:
-    """Eager attention: fp32 softmax output + its 16-bit copy (heads per token per key position)."""
-    return dims(model).heads * (4 + (g.cmp if g.cmp != 4 else 0))
+def pos_bytes_per_token(model: ModelConfig, g: Regime) -> float:
+    """Saved bytes per token per key position (× padded length) of one layer.
+
+    Eager: the fp32 softmax output and its 16-bit copy (saved by probs @ v); Gemma-2 adds the tanh
+    output of attention-logit soft-capping. SDPA with a mask: the boolean mask is converted to an
+    additive float mask (b, 1, s, s) per call and saved. GPT-2: fp32 softmax, dropout mask and output.
+    """
+    t, d, c = traits(model), dims(model), g.cmp
+    if t.conv1d:
+        return d.heads * (4 + (4 if g.mask != 1 else 1) + 4)
+    if g.attention == "eager":
+        return d.heads * (4 + (c if c != 4 else 0) + (c if t.attn_softcap else 0))
+    return float(c) if g.masked and g.attention == "sdpa" else 0.0
 
 
 def head_bytes_per_token(model: ModelConfig, g: Regime, lm_head_trains: bool) -> float:

@@ -45,6 +45,8 @@ class Traits:
     learned_positions: bool = False  # wpe table of max_position_embeddings × hidden
     conv1d: bool = False  # GPT-2's Conv1D (PEFT treats it as a Linear)
     moe: bool = False
+    attn_softcap: bool = False  # Gemma-2: tanh soft-capping of attention logits (eager only)
+    final_softcap: bool = False  # Gemma-2: tanh soft-capping of the output logits
 
 
 FAMILIES: dict[str, Traits] = {
@@ -52,7 +54,7 @@ FAMILIES: dict[str, Traits] = {
     "mistral": Traits(),
     "qwen2": Traits(qkv_bias=True),
     "qwen3": Traits(qk_norm=True),
-    "gemma2": Traits(norms_per_layer=4, gemma_norm=True),
+    "gemma2": Traits(norms_per_layer=4, gemma_norm=True, attn_softcap=True, final_softcap=True),
     "gemma3_text": Traits(norms_per_layer=4, gemma_norm=True, qk_norm=True),
     "phi3": Traits(fused_qkv=True, fused_gate_up=True),
     "mixtral": Traits(moe=True),

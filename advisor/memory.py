@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 from advisor.activations import (
     Regime,
-    eager_bytes_per_token_per_pos,
     head_bytes_per_token,
     layer_bytes_per_token,
+    pos_bytes_per_token,
 )
-from advisor.arch import dims
+from advisor.arch import dims, traits
 from advisor.config import RunConfig
 from advisor.params import lora_params, param_split, targeted, total_params, trainable_params
 
@@ -96,6 +96,9 @@ def regime(cfg: RunConfig, stack: Stack) -> Regime:
     else:
         res, cmp = (4 if wide else 2), (4 if p == "fp32" else 2)
     mb, packing = cfg.train.micro_batch_size, cfg.train.packing
+    attention = cfg.train.attention
+    if attention == "sdpa" and traits(cfg.model).attn_softcap:
+        attention = "eager"  # transformers refuses SDPA for Gemma-2 (soft-capping): eager runs
     masked = packing or mb > 1  # padding or packing masks make transformers expand k/v for SDPA
     return Regime(
         full=m == "full",
@@ -104,8 +107,10 @@ def regime(cfg: RunConfig, stack: Stack) -> Regime:
         amp=amp,
         adapter=stack.adapter_bytes if cfg.method.is_adapter else 0,
         dropout=cfg.method.is_adapter and cfg.method.dropout > 0,
-        attention=cfg.train.attention,
-        gqa_expand=cfg.train.attention == "eager" or (cfg.train.attention == "sdpa" and masked),
+        attention=attention,
+        gqa_expand=attention == "eager" or (attention == "sdpa" and masked),
+        masked=masked,
+        mask=cmp if cfg.gpu.is_cpu else 1,
     )
 
 
@@ -197,8 +202,7 @@ def memory(cfg: RunConfig, padded_len: int, stack: Stack = Stack()) -> Memory:
     opt, paged = optimizer_bytes(cfg, pbytes)
     # ---- activations (per token) -----------------------------------------------------------------
     layer = sum(layer_bytes_per_token(model, g, method.target_modules, method.r or 0).values())
-    if train.attention == "eager":
-        layer += eager_bytes_per_token_per_pos(model, g) * padded_len
+    layer += pos_bytes_per_token(model, g) * padded_len
     lm_head_trains = g.full
     head = head_bytes_per_token(model, g, lm_head_trains)
     amp_cache = 2.0 * param_split(model).linear_weights if g.amp else 0.0  # 16-bit weight copies
