@@ -57,7 +57,7 @@ def test_table_reads_right():
         "activations",
         "Minimum GPUs",
         "Cheapest catalog GPU",
-        "Reverse",
+        "What fits",
         "Verdict:",
         "prior (literature), not a measurement",
         "Prices:",
