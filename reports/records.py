@@ -241,6 +241,11 @@ class Sweep:
         return sum(c.finished for c in self.cells)
 
     @property
+    def settings(self) -> dict[str, Any]:
+        """sweep.* settings as sweep.json records them (seeds, lr_trials, dir, …), when it does."""
+        return dict(self.meta.get("settings") or {})
+
+    @property
     def baseline_loss(self) -> float | None:
         return num(dig(self.baseline, "measured", "eval_loss")) if self.baseline else None
 
@@ -250,8 +255,9 @@ class Sweep:
 
     @property
     def config(self) -> dict[str, Any]:
-        if self.meta.get("config"):
-            return dict(self.meta["config"])
+        base = self.meta.get("config") or self.meta.get("base_config")  # sweep.json names it either way
+        if isinstance(base, dict) and base:
+            return dict(base)
         return self.cells[0].first.config if self.cells else {}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from reports import plots
 from reports.context import Context
 from reports.doc import Bullets, Figure, Heading, Para, Table
-from reports.fmt import DASH, duration, gib, label, pct, rate, usd
+from reports.fmt import DASH, duration, gib, label, pct, rate, scrub, usd
 from reports.fmt import loss as fmt_loss
 from reports.recommend import CellResult, gain_fraction
 
@@ -58,12 +58,15 @@ def quality(ctx: Context) -> list:
                 Para(f"Gain = (base − cell) / (base − reference): the share of {whose} improvement.{why}")
             )
     else:
-        out.append(
-            Para(
-                "No baseline record (trials/baseline.json): gains cannot be computed; cells are compared on eval loss.",
-                note=True,
-            )
-        )
+        b = sw.baseline or {}
+        if not b:
+            what = "No baseline record (trials/baseline.json)"
+        elif b.get("status") in ("running", "pending"):
+            what = "The untrained base is still being measured"
+        else:
+            why = f" ({scrub(str(b['reason']))})" if b.get("reason") else ""
+            what = f"The baseline measurement of the untrained base ended {b.get('status') or 'without a loss'}{why}"
+        out.append(Para(f"{what}: gains cannot be computed; cells are compared on eval loss.", note=True))
     tuned = any(c.lr_tuned for c in sw.cells)
     headers = (
         ["Cell", "Status", "Eval loss"]

@@ -273,7 +273,7 @@ def reproducibility(ctx: Context) -> list:
         | ({str(meta["git_revision"])} if meta.get("git_revision") else set())
     )
     items = [
-        f"Sweep folder: {scrub(str(meta.get('dir') or sw.dir.name))}",
+        f"Sweep folder: {scrub(str(meta.get('dir') or sw.settings.get('dir') or sw.dir.name))}",
         f"Created: {meta.get('created') or DASH}",
         f"Storage: {strip_password(scrub(str(meta.get('storage') or ''))) or DASH}",
         "Budget (whole sweep): " + _budget(meta),

@@ -214,3 +214,21 @@ def test_small_card_sentence_uses_the_real_advisor(built):
         assert f"${rows[pick]['cost']['usd']:.2f} per run (advisor estimate)" in rec
     else:
         assert "On a 24 GB card (GeForce RTX 4090)" in rec or "fits a 24 GB card" in rec
+
+
+def test_sweep_json_as_the_sweep_writes_it_and_a_failed_baseline(tmp_path):
+    """sweep.json with base_config/settings (sweep.provenance) and a baseline that failed."""
+    rec = cpu_record("lora", 4, 100, loss=1.3, overrides_as_list=True)
+    meta = {"matrix": {"name": "demo", "axes": {"method": ["lora"], "method.r": [4], "data.rows": [100]}, "exclude": []},
+            "overrides": ["sweep.storage=postgresql://u:***@h/db"], "base_config": rec["config"],
+            "settings": {"dir": "outputs/sweeps/demo-x-cpu", "seeds": 1}, "storage": "postgresql://u:***@h/db",
+            "budget": {"usd": None, "hours": None}}  # fmt: skip
+    d = write_sweep(tmp_path / "s", [rec], baseline=None, meta=meta)
+    (d / "trials" / "baseline.json").write_text(
+        '{"cell_id": "baseline", "status": "failed", "reason": "runner exited 1", "measured": null}'
+    )
+    build_report(d)
+    flat = " ".join((d / "report.md").read_text().split())
+    assert "The baseline measurement of the untrained base ended failed (runner exited 1)" in flat
+    assert "Sweep folder: outputs/sweeps/demo-x-cpu" in flat and "Sweep still running" not in flat
+    assert "Fine-tuning report: llama-3.2-1b on this machine's CPU (demo)" in flat
