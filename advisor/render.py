@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from advisor import catalog
-from advisor.advise import LABELS, hours_text, usd_text
+from advisor.verdict import LABELS, hours_text, usd_text
 
 BREAKDOWN = (  # (memory key, header) for breakdown=true
     ("weights_gib", "weights\n(GiB)"),

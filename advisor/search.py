@@ -73,6 +73,11 @@ def at_count(cfg: RunConfig, count: int, parallel: str) -> RunConfig:
     return cfg.replace(gpu={"count": count}, parallel=parallel)
 
 
+def _fits_at(est: Estimates, cfg: RunConfig, parallel: str) -> Callable[[int], bool]:
+    """count -> whether cfg fits on `count` of its card with `parallel`."""
+    return lambda count: est.fits(at_count(cfg, count, parallel))
+
+
 def on_gpu(cfg: RunConfig, name: str) -> RunConfig:
     """`cfg` on catalog card `name` at its cheapest default price (the requested card keeps the
     user's own card fields and price choice). Raises ConfigError when the method cannot run there."""
@@ -104,7 +109,7 @@ def summary(row: dict[str, Any], parallel: str) -> dict[str, Any]:
 def min_gpus(est: Estimates, cfg: RunConfig) -> dict[str, Any]:
     """Smallest count of the requested card that fits (1..64), with the parallelism it assumes."""
     for parallel in parallel_order(cfg.parallel):
-        n = smallest_true(lambda k, p=parallel: est.fits(at_count(cfg, k, p)), 1, MAX_MIN_GPUS)
+        n = smallest_true(_fits_at(est, cfg, parallel), 1, MAX_MIN_GPUS)
         if n is not None:
             used = cfg.parallel if n == 1 else parallel
             out = {"count": n, **summary(est.row(at_count(cfg, n, used)), used), "reason": None}
@@ -138,7 +143,7 @@ def candidates(est: Estimates, cfg: RunConfig) -> tuple[list[tuple[dict[str, Any
             skipped.append(f"{name}: {e.problems[0]}")
             continue
         for parallel in parallel_order(g.parallel):
-            n0 = smallest_true(lambda k, p=parallel, g=g: est.fits(at_count(g, k, p)), 1, MAX_CHEAPEST_GPUS)
+            n0 = smallest_true(_fits_at(est, g, parallel), 1, MAX_CHEAPEST_GPUS)
             if n0 is None:
                 continue
             for n in range(n0, MAX_CHEAPEST_GPUS + 1):
