@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from reports import sections, sections_more
+from reports import calibration, deploy, sections, sections_more
 from reports.context import Context, build_context
 from reports.doc import Doc, Figure, Para, to_html, to_markdown
 from reports.fmt import gib, scrub, usd
@@ -61,9 +61,9 @@ def compose(ctx: Context) -> Doc:
         sections.recommendation,
         sections.quality,
         sections.cost,
-        sections_more.calibration,
+        calibration.calibration,
         sections_more.skipped,
-        sections_more.deployment,
+        deploy.deployment,
         sections_more.reproducibility,
     ):
         doc.add(*part(ctx))

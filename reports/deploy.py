@@ -1,0 +1,126 @@
+"""Report section 6: adapter sizes, serving many adapters on one base, the merged model, and the
+command that reproduces the recommended cell."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reports.context import Context
+from reports.doc import Code, Heading, Para, Table
+from reports.fmt import DASH, scrub, shq, size_bytes
+from reports.records import num
+
+VLLM_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # --max-lora-rank values vLLM accepts
+SERVE_ADAPTERS = (1, 8, 32)  # adapter counts shown in the serving-memory table
+
+
+def _override_str(k: str, v: Any) -> str:
+    if isinstance(v, bool):
+        v = "true" if v else "false"
+    elif v is None:
+        v = "null"
+    elif isinstance(v, (list, tuple)):
+        v = "[" + ",".join(str(x) for x in v) + "]"
+    return shq(f"{k}={v}")
+
+
+def reproduce_command(ctx: Context) -> str | None:
+    pick = ctx.rec.pick
+    cell = next((c for c, r in ctx.pairs if r is pick), None)
+    if cell is None or not cell.chosen:
+        return None
+    t = cell.chosen[0]
+    own = {k.lstrip("_"): v for k, v in t.overrides.items()}
+    if "lr" in own:
+        own["train.lr"] = own.pop("lr")
+    if not cell.lr_tuned:
+        own.pop("train.lr", None)
+    keep = []
+    for o in ctx.sweep.meta.get("overrides") or []:
+        k = str(o).split("=", 1)[0].lstrip("+~")
+        if k == "matrix" or k.startswith("sweep.") or k in own:
+            continue
+        keep.append(shq(scrub(str(o))))
+    return " ".join(["tunewise sweep matrix=single", *keep, *(_override_str(k, v) for k, v in own.items())])
+
+
+def deployment(ctx: Context) -> list:
+    out: list = [Heading("Deployment")]
+    rows = []
+    for c, r in ctx.pairs:
+        ab = c.mean(lambda t: t.measured.get("adapter_bytes"))
+        tp = c.mean(lambda t: t.measured.get("trainable_params")) or num(
+            c.first.estimate.get("trainable_params")
+        )
+        if c.method != "full" and c.chosen and (ab or tp):
+            rows.append([r.label, f"{tp:,.0f}" if tp else DASH, size_bytes(ab)])
+    if rows:
+        out.append(Table(["Cell", "Trainable params", "Adapter on disk"], rows))
+    total = next(
+        (
+            num(t.estimate.get("total_params"))
+            for t in ctx.sweep.trials
+            if num(t.estimate.get("total_params"))
+        ),
+        None,
+    )
+    pick = ctx.rec.pick
+    model = ctx.sweep.config.get("model") or {}
+    model_ref = scrub(str(model.get("path") or model.get("name") or "BASE_MODEL"))
+    if total:
+        out.append(
+            Para(
+                f"Merged model (base + adapter folded in) in bf16: {total:,.0f} params × 2 bytes = "
+                f"{size_bytes(total * 2)}; a fully fine-tuned model is the same size, one copy per variant."
+            )
+        )
+    pc = next((c for c, r in ctx.pairs if r is pick), None)
+    ab = pc.mean(lambda t: t.measured.get("adapter_bytes")) if pc is not None else None
+    if pick is not None and pick.method != "full" and ab and total:
+        rank = next((x for x in VLLM_RANKS if x >= (pick.r or 0)), pick.r)
+        out.append(
+            Para(
+                f"Serving many adapters of the recommended size ({size_bytes(ab)} each, r={pick.r}) on one "
+                "bf16 base: weights memory = base + N × adapter (KV cache comes on top)."
+            )
+        )
+        out.append(
+            Table(
+                ["Adapters N", "Weights memory"],
+                [[str(n), size_bytes(total * 2 + n * ab)] for n in SERVE_ADAPTERS],
+            )
+        )
+        adapter = (
+            f"cells/{pc.chosen[0].cell_id}/adapter" if pc is not None and pc.chosen else "PATH/TO/ADAPTER"
+        )
+        out.append(
+            Para(
+                f"vLLM (--max-lora-rank must be one of {', '.join(map(str, VLLM_RANKS))}) and TGI; "
+                "adapter paths are relative to the sweep folder:"
+            )
+        )
+        if pick.method == "qlora":
+            out.append(
+                Para(
+                    "The adapter was trained against the 4-bit base; serving it on the bf16 base is the usual "
+                    "practice, and evaluating it there once before deploying is advised."
+                )
+            )
+        out.append(
+            Code(
+                f"vllm serve {shq(model_ref)} --enable-lora --max-loras 8 --max-lora-rank {rank} \\\n"
+                f"    --lora-modules recommended={adapter} other-task=PATH/TO/ADAPTER\n\n"
+                f"LORA_ADAPTERS=recommended={adapter},other-task=PATH/TO/ADAPTER \\\n"
+                f"    text-generation-launcher --model-id {shq(model_ref)}",
+                "sh",
+            )
+        )
+    elif pick is not None and pick.method == "full":
+        out.append(
+            Para("The recommendation is full fine-tuning: serve the fine-tuned model itself; no adapters.")
+        )
+    cmd = reproduce_command(ctx)
+    if cmd:
+        out.append(Para("Reproduce the recommended cell as a single run:"))
+        out.append(Code(cmd, "sh"))
+    return out
