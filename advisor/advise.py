@@ -133,6 +133,7 @@ def advise(
             c = for_method(cfg, m, r)
             row = est.row(c)
             rows.append(_merge(row, tracer(c), c) if tracer is not None else row)
+    notes += [n for n in dict.fromkeys(n for r in rows for n in r.get("notes", ())) if n not in notes]
 
     min_gpus: dict[str, Any] = {}
     cheapest: dict[str, Any] = {}

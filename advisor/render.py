@@ -121,7 +121,8 @@ def _price_line(doc: dict[str, Any]) -> str:
         (r["cost"]["price_source"], r["cost"]["price_as_of"], r["cost"]["usd_per_gpu_hour"])
         for r in doc["estimates"]
     }
-    parts = [f"{src} as of {as_of or 'no date'}, ${usd:.2f}/GPU-hour" for src, as_of, usd in sorted(seen)]
+    unit = "hour" if doc["query"]["gpu"]["name"] == "cpu" else "GPU-hour"
+    parts = [f"{src} as of {as_of or 'no date'}, ${usd:.2f}/{unit}" for src, as_of, usd in sorted(seen)]
     return "Prices: " + "; ".join(parts) if parts else ""
 
 

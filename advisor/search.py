@@ -108,8 +108,9 @@ def summary(row: dict[str, Any], parallel: str) -> dict[str, Any]:
 
 def min_gpus(est: Estimates, cfg: RunConfig) -> dict[str, Any]:
     """Smallest count of the requested card that fits (1..64), with the parallelism it assumes."""
+    limit = 1 if cfg.gpu.is_cpu else MAX_MIN_GPUS  # gpu=cpu is this one machine
     for parallel in parallel_order(cfg.parallel):
-        n = smallest_true(_fits_at(est, cfg, parallel), 1, MAX_MIN_GPUS)
+        n = smallest_true(_fits_at(est, cfg, parallel), 1, limit)
         if n is not None:
             used = cfg.parallel if n == 1 else parallel
             out = {"count": n, **summary(est.row(at_count(cfg, n, used)), used), "reason": None}
@@ -119,6 +120,11 @@ def min_gpus(est: Estimates, cfg: RunConfig) -> dict[str, Any]:
                     f"assumed {used} (weights, gradients and optimizer states sharded)"
                 )
             return out
+    if cfg.gpu.is_cpu:
+        return {
+            "count": None,
+            "reason": f"does not fit {cfg.gpu.display_name} ({cfg.gpu.usable_gib:.1f} GiB)",
+        }
     tried = " or ".join(parallel_order(cfg.parallel))
     return {
         "count": None,
