@@ -94,7 +94,9 @@ def rate(x: float | None, unit: str) -> str:
     return f"{x:,.0f} {unit}" if x >= 100 else f"{x:.3g} {unit}"
 
 
-_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][\w+.-]*://[^:/@\s]+):[^@\s]*@")
+_PASSWORD = re.compile(
+    r"(?P<head>[a-zA-Z][\w+.-]*://[^:/@\s]+):[^/\s]*@"
+)  # up to the last @ of the authority
 _HOME = re.compile(r"(?<![\w.])/(?:home|Users)/[^/\s'\"]+")
 
 

@@ -280,4 +280,6 @@ def _method_name(m: str) -> str:
 
 
 def _name(c: CellResult) -> str:
+    if c.method == "full":
+        return "full fine-tuning" + (f" · {c.extra}" if c.extra else "")
     return label(c.method, c.r, None, c.extra)

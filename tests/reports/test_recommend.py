@@ -39,7 +39,7 @@ CASES = {
         BASE,
         {},
         "Full · 1,000 rows",
-        ["Use Full with all 1,000 rows: the lowest eval loss measured, 1.000"],
+        ["Use full fine-tuning with all 1,000 rows: the lowest eval loss measured, 1.000"],
     ),
     "adapters before full when equally good, even if full is cheaper": (
         [C("full", None, 600, 1.00, 0.02), C("lora", 16, 600, 1.02, 0.03)],
