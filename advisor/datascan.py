@@ -4,7 +4,9 @@ Per readable row: line (8 bytes), shape and prompt-template style (1 + 1), stray
 three 8-byte hashes — the exact content (messages as read, nothing normalised), the normalised prompt
 and the normalised response — the token count (4) and the 128-byte MinHash signature
 (advisor.neardup): 167 bytes per row. Per unreadable row: its line and problem kind (9 bytes), and
-the messages of the first MAX_MESSAGES of them. `data check` and `data prepare` both start here.
+the messages of the first MAX_MESSAGES of them. Peak memory is about 300 bytes per row: the digest
+plus, while the columns are assembled and the duplicates searched, one more copy of the signature
+column at most. `data check` and `data prepare` both start here.
 """
 
 from __future__ import annotations
@@ -108,10 +110,14 @@ class _Columns:
         self.parts.setdefault(name, []).append(np.asarray(values, dtype=dtype))
 
     def get(self, name: str, dtype, width: int = 0) -> np.ndarray:
-        parts = self.parts.get(name)
+        """One column as an array; its parts are freed at once, so assembling the columns needs at most
+        the largest column (the signature) twice, never the whole digest."""
+        parts = self.parts.pop(name, None)
         if not parts:
             return np.zeros((0, width) if width else 0, dtype=dtype)
-        return np.concatenate(parts)
+        out = np.concatenate(parts)
+        parts.clear()
+        return out
 
 
 def _digest(batch: list[Example], counter: TokenCounter, cols: _Columns) -> None:

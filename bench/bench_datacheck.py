@@ -1,6 +1,6 @@
 """Benchmark `tunewise data check` on a generated dataset: wall time, peak memory, recall of planted problems.
 
-Side by side in one run, each in a fresh process (so ru_maxrss is that process's own peak):
+Side by side in one run, each in a fresh process (peak memory = that process's VmHWM):
 - check:    advisor.datacheck.check — streaming, a fixed-size digest per row;
 - baseline: what holding the rows costs — advisor.dataset.read_examples (every Example in memory) and
             an exact-duplicate count with a set of the rows' content (no near-duplicates, conflicts
@@ -13,6 +13,8 @@ with planted problems at known rows: 1 % exact duplicates, 1 % near-duplicates (
 
     .venv/bin/python bench/bench_datacheck.py                 # 1,000,000 rows (several minutes)
     .venv/bin/python bench/bench_datacheck.py --rows 100000   # quick
+    --tokenizer adds `check_tokenizer`: the same check with a byte-level BPE tokenizer (8,000 tokens,
+    trained on the file's first 20,000 lines) and the demo base's chat template, as model.path.
 Results: printed, and written to <out>/results-<rows>.json.
 """
 
@@ -77,12 +79,48 @@ def generate(path: Path, rows: int, seed: int) -> dict:
     return planted
 
 
-def child(mode: str, path: str, rows: int) -> dict:
+CHAT_TEMPLATE = (  # the demo base's format (runners/demo_base.py)
+    "{% for m in messages %}{% if m['role'] == 'user' %}<|user|>\n{{ m['content'] }}\n"
+    "{% elif m['role'] == 'assistant' %}<|assistant|>\n{{ m['content'] }}<|end|>\n"
+    "{% else %}{{ m['content'] }}\n{% endif %}{% endfor %}"
+)
+
+
+def train_tokenizer(folder: Path, data: Path, vocab_size: int = 8000, rows: int = 20000) -> None:
+    """A byte-level BPE tokenizer trained on the file's first rows, saved with a chat template."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    with open(data, encoding="utf-8") as f:
+        texts = [line for _, line in zip(range(rows), f, strict=False)]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|user|>", "<|assistant|>", "<|end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    tok.train_from_iterator(texts, trainer)
+    folder.mkdir(parents=True, exist_ok=True)
+    tok.save(str(folder / "tokenizer.json"))
+    (folder / "chat_template.jinja").write_text(CHAT_TEMPLATE)
+
+
+def peak_rss_kib() -> int:
+    """This process's peak resident memory: VmHWM (Linux; unlike ru_maxrss it does not carry the
+    parent's peak across fork + exec), else ru_maxrss."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def child(mode: str, path: str, rows: int, tokenizer: str | None = None) -> dict:
     from advisor.config import from_names
 
-    cfg = from_names("llama-3.1-8b", "lora", "a100-80gb", data={"path": path})
+    arch = {"path": tokenizer} if mode == "check_tokenizer" else {}
+    cfg = from_names("llama-3.1-8b", "lora", "a100-80gb", data={"path": path}, arch=arch)
     t0 = time.perf_counter()
-    if mode == "check":
+    if mode.startswith("check"):
         from advisor.datacheck import check
 
         doc, _ = check(cfg)
@@ -106,7 +144,7 @@ def child(mode: str, path: str, rows: int) -> dict:
         "rows": rows,
         "wall_s": round(wall, 1),
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),  # whole process, imports included
-        "peak_rss_mib": round(usage.ru_maxrss / 1024),  # ru_maxrss is KiB on Linux
+        "peak_rss_mib": round(peak_rss_kib() / 1024),
         "load_avg_1m": round(os.getloadavg()[0], 1),  # other work on the machine while it ran
         "found": found,
         **extra,
@@ -120,10 +158,13 @@ def main() -> None:
     ap.add_argument(
         "--out", default="outputs/bench/datacheck", help="folder for the generated files and results"
     )
-    ap.add_argument("--child", nargs=3, metavar=("MODE", "FILE", "ROWS"), help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--tokenizer", action="store_true", help="also check with a BPE tokenizer + chat template"
+    )
+    ap.add_argument("--child", nargs=4, metavar=("MODE", "FILE", "ROWS", "TOKENIZER"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(args.child[0], args.child[1], int(args.child[2]))))
+        print(json.dumps(child(args.child[0], args.child[1], int(args.child[2]), args.child[3])))
         return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -136,9 +177,12 @@ def main() -> None:
             meta.write_text(json.dumps(generate(path, rows, args.seed)))
             print(f"generated {path} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
         planted = json.loads(meta.read_text())
-        for mode in ("check", "baseline"):
-            proc = subprocess.run([sys.executable, __file__, "--child", mode, str(path), str(rows)], cwd=ROOT,
-                                  capture_output=True, text=True, check=True)  # fmt: skip
+        tok_dir = out / f"tokenizer-seed-{args.seed}"
+        if args.tokenizer and not (tok_dir / "tokenizer.json").exists():
+            train_tokenizer(tok_dir, path)
+        for mode in ("check", "baseline", *(("check_tokenizer",) if args.tokenizer else ())):
+            cmd = [sys.executable, __file__, "--child", mode, str(path), str(rows), str(tok_dir)]
+            proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
             r = {
                 **json.loads(proc.stdout.strip().splitlines()[-1]),
                 "planted": planted,
@@ -147,16 +191,16 @@ def main() -> None:
             results.append(r)
             print(json.dumps(r), file=sys.stderr)
     print(
-        f"\n{'mode':9} {'rows':>9} {'wall_s':>7} {'cpu_s':>7} {'rows/s':>8} {'peak MiB':>9} {'load':>5}  found (planted)"
+        f"\n{'mode':15} {'rows':>9} {'wall_s':>7} {'cpu_s':>7} {'rows/s':>8} {'peak MiB':>9} {'load':>5}  found (planted)"
     )
     for r in results:
         found = ", ".join(f"{k} {v:,} ({r['planted'].get(k, '-'):,})" if k in r["planted"] else f"{k} {v:,}"
                           for k, v in r["found"].items())  # fmt: skip
         print(
-            f"{r['mode']:9} {r['rows']:>9,} {r['wall_s']:>7} {r['cpu_s']:>7} {r['rows'] / r['wall_s']:>8,.0f} "
+            f"{r['mode']:15} {r['rows']:>9,} {r['wall_s']:>7} {r['cpu_s']:>7} {r['rows'] / r['wall_s']:>8,.0f} "
             f"{r['peak_rss_mib']:>9,} {r['load_avg_1m']:>5}  {found}"
         )
-    for mode in ("check", "baseline"):
+    for mode in dict.fromkeys(r["mode"] for r in results):
         small, large = (r for r in results if r["mode"] == mode)
         slope = (large["peak_rss_mib"] - small["peak_rss_mib"]) * 2**20 / (large["rows"] - small["rows"])
         print(f"{mode}: {slope:,.0f} bytes of peak memory per additional row")
