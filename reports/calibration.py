@@ -59,7 +59,7 @@ def calibration(ctx: Context) -> list:
                 continue
             name = label(t.method, t.r, t.rows) + (f" · seed {t.seed}" if len(c.trials) > 1 else "")
             for q, pred, meas, unit in _quantities(t, ctx.is_cpu):
-                if pred is None or meas is None or meas <= 0:
+                if pred is None or meas is None or pred <= 0 or meas <= 0:  # 0 = rounded away
                     continue
                 err = (pred - meas) / meas
                 mark = " !" if abs(err) > OFF_BY else ""

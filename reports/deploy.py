@@ -35,13 +35,16 @@ def reproduce_command(ctx: Context) -> str | None:
         own["train.lr"] = own.pop("lr")
     if not cell.lr_tuned:
         own.pop("train.lr", None)
-    keep = []
+    keep: dict[str, str] = {}  # the sweep's own overrides, the last value of each key
     for o in ctx.sweep.meta.get("overrides") or []:
         k = str(o).split("=", 1)[0].lstrip("+~")
         if k == "matrix" or k.startswith("sweep.") or k in own:
             continue
-        keep.append(shq(scrub(str(o))))
-    return " ".join(["tunewise sweep matrix=single", *keep, *(_override_str(k, v) for k, v in own.items())])
+        keep.pop(k, None)
+        keep[k] = shq(scrub(str(o)))
+    return " ".join(
+        ["tunewise sweep matrix=single", *keep.values(), *(_override_str(k, v) for k, v in own.items())]
+    )
 
 
 def deployment(ctx: Context) -> list:

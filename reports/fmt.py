@@ -51,6 +51,8 @@ def gib(x: float | None) -> str:
         return DASH
     if x >= 100:
         return f"{x:,.0f} GiB"
+    if x < 0.1:  # tiny models: MiB keeps the digits that matter
+        return f"{x * 1024:.3g} MiB"
     return f"{x:.1f} GiB" if x >= 10 else f"{x:.2f} GiB"
 
 

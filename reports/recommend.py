@@ -247,9 +247,7 @@ def _sentences(
         out.append(f"Full fine-tuning {why}, so gains are relative to the best cell.")
     if small_card and pick.small_card_fits:
         how = f" with {pick.small_card_batch}" if pick.small_card_batch else ""
-        price = (
-            f" for an estimated {usd(pick.small_card_usd)} per run" if pick.small_card_usd is not None else ""
-        )
+        price = f" for an estimated {usd(pick.small_card_usd)} per run" if pick.small_card_usd else ""
         out.append(f"On a {small_card}, the same {_name(pick)} fits{how}{price} (advisor estimate).")
     elif small_card and pick.small_card_fits is False:
         out.append(_small_card(small_card, done, ref, baseline))
@@ -270,7 +268,7 @@ def _small_card(card: str, done: list[CellResult], ref: CellResult, baseline: fl
     s = min(small, key=lambda c: c.loss or 0.0)
     f = gain_fraction(s, ref, baseline)
     reach = f"reaches {pct(f, 0)}" if f is not None else f"reaches eval loss {s.loss:.3f}"
-    price = f" for an estimated {usd(s.small_card_usd)}" if s.small_card_usd is not None else ""
+    price = f" for an estimated {usd(s.small_card_usd)}" if s.small_card_usd else ""
     how = f" with {s.small_card_batch}" if s.small_card_batch else ""
     return f"On a {card}, {_name(s)}{how} {reach}{price} (fit and price from the advisor, same global batch)."
 

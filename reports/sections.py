@@ -163,7 +163,7 @@ def cost(ctx: Context) -> list:
     )
     price_s = (
         (
-            f" at {usd(price['usd_per_gpu_hour'])} per GPU-hour ({price.get('price_source') or 'catalog'}"
+            f" at {usd(price['usd_per_gpu_hour'])} per {'hour' if ctx.is_cpu else 'GPU-hour'} ({price.get('price_source') or 'catalog'}"
             f"{', ' + str(price['price_as_of']) if price.get('price_as_of') else ''})"
         )
         if price
