@@ -36,7 +36,12 @@ def rows(n: int, seed: int = 0) -> list[dict]:
     out = []
     for _ in range(n):
         k = rng.randrange(len(KEYS))
-        out.append({"instruction": f"What colour is {KEYS[k]}?", "output": VALUES[k]})
+        out.append(
+            {
+                "instruction": f"What colour is {KEYS[k]}?",
+                "output": f"The colour of {KEYS[k]} is {VALUES[k]}.",
+            }
+        )
     return out
 
 
