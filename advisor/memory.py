@@ -19,7 +19,7 @@ from advisor.activations import (
 )
 from advisor.arch import dims, traits
 from advisor.config import RunConfig
-from advisor.params import lora_params, param_split, targeted, total_params, trainable_params
+from advisor.params import lora_params, lora_rank, param_split, targeted, total_params, trainable_params
 
 GIB = 2**30
 QUANT_BLOCK = 64  # bitsandbytes 4-bit block size (elements per absmax)
@@ -145,8 +145,8 @@ def _trainable_tensors(model, method) -> tuple[tuple[int, int], ...]:
         r = method.r or 0
         out = []
         for lin in targeted(model, method.target_modules):
-            out.append((r * lin.experts * lin.in_features, lin.count))
-            out.append((r * lin.experts * lin.out_features, lin.count))
+            out.append((lora_rank(lin, r) * lin.in_features, lin.count))
+            out.append((lora_rank(lin, r) * lin.out_features, lin.count))
         assert sum(n * c for n, c in out) == sum(
             lora_params(lin, r) for lin in targeted(model, method.target_modules)
         )

@@ -74,8 +74,7 @@ def linear_layers(model: ModelConfig) -> tuple[Linear, ...]:
                 Linear("up_proj", d.h, d.i, L, t.mlp_bias, part="mlp"),
                 Linear("down_proj", d.i, d.h, L, t.mlp_bias, part="mlp"),
             ]
-    if not d.tied:
-        out.append(Linear("lm_head", d.h, d.vocab, 1, False, part="lm_head"))
+    out.append(Linear("lm_head", d.h, d.vocab, 1, False, part="lm_head"))  # shares the embedding if tied
     return tuple(out)
 
 
@@ -93,7 +92,7 @@ class ParamSplit(NamedTuple):
 def param_split(model: ModelConfig) -> ParamSplit:
     t, d = traits(model), dims(model)
     lins = linear_layers(model)
-    lm_head = sum(lin.weight_params for lin in lins if lin.part == "lm_head")
+    lm_head = 0 if d.tied else d.vocab * d.h
     linear_w = sum(lin.weight_params for lin in lins if lin.part != "lm_head")
     biases = sum(lin.bias_params for lin in lins)
     norm_w = 2 if t.layernorm else 1  # LayerNorm has weight and bias
@@ -138,9 +137,18 @@ def targeted(model: ModelConfig, target_modules: str | tuple[str, ...]) -> tuple
     return tuple(lin for lin in lins if lin.name in names and lin.part != "experts")
 
 
+def lora_rank(lin: Linear, r: int) -> int:
+    """Rank PEFT gives one wrapped weight: r; fused 3-D experts r × experts (ParamWrapper), and twice that
+    for the fused gate_up_proj experts (measured on transformers 5.24 + PEFT 0.21: lora_A is
+    (2·r·experts, hidden) there, (r·experts, intermediate) for down_proj)."""
+    if lin.experts == 1:
+        return r
+    return r * lin.experts * (2 if lin.name == "gate_up_proj" else 1)
+
+
 def lora_params(lin: Linear, r: int) -> int:
-    """LoRA A (r × in) + B (out × r) per instance; fused experts use rank r × experts."""
-    return r * lin.experts * (lin.in_features + lin.out_features) * lin.count
+    """LoRA A (rank × in) + B (out × rank) per instance."""
+    return lora_rank(lin, r) * (lin.in_features + lin.out_features) * lin.count
 
 
 def trainable_params(model: ModelConfig, method: MethodConfig) -> int:
