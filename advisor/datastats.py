@@ -1,18 +1,15 @@
 """Token statistics of a real dataset — one implementation for `data check` and `advise data.path=…`.
 
-Tokens are counted on the rendered example, the text the model is trained on:
-- `model.path` is a folder with tokenizer.json: the example rendered with the chat template of its
-  tokenizer_config.json (Jinja, sandboxed, as transformers' apply_chat_template renders it) and
-  encoded without extra special tokens (the template adds them); without a chat template, the
-  message contents joined by blank lines, encoded with the tokenizer's special tokens;
-- otherwise an estimate: UTF-8 bytes of the contents joined by blank lines / 4, rounded up (labelled
+Tokens are counted as the runner encodes an example (advisor.chattext mirrors runners/data.py):
+- `model.path` is a folder with tokenizer.json: its chat template (or, without one, the plain
+  "### User:" template with the tokenizer's BOS/EOS), each piece tokenized with `tokenizers`;
+- otherwise an estimate: UTF-8 bytes of the plain template's text / 4, rounded up (labelled
   "estimate: bytes/4" everywhere it is shown).
 Quantiles are exact: one 4-byte token count is kept per row (no sketch, no reservoir).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -20,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from advisor.chattext import ChatTemplate, plain_segments
 from advisor.config import RunConfig
 from advisor.dataset import DataError, Example, iter_examples, path_problems
 
@@ -51,75 +49,37 @@ class DataStats:
         return {**asdict(self), "estimated": self.estimated}
 
 
-def plain_text(example: Example) -> str:
-    """The example without a chat template: message contents joined by blank lines."""
-    return "\n\n".join(content for _, content in example.messages)
-
-
 class TokenCounter:
-    """Counts tokens of rendered examples with the model's tokenizer, or estimates them (bytes/4)."""
+    """Counts tokens of examples as the runner encodes them (advisor.chattext), with the model's
+    tokenizer when model.path holds one, else estimates them (bytes/4 of the plain template's text)."""
 
     def __init__(self, model_path: str | None):
         self.tokenizer = None
-        self.template = None
+        self.chat: ChatTemplate | None = None
         self.name = ESTIMATE
         folder = Path(model_path) if model_path else None
         if folder is not None and (folder / "tokenizer.json").is_file():
             from tokenizers import Tokenizer
 
             self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-            self.template, self.variables = _chat_template(folder)
+            self.chat = ChatTemplate(folder)
             self.name = str(folder)
 
-    def render(self, example: Example) -> str:
-        if self.template is None:
-            return plain_text(example)
-        from jinja2 import TemplateError
-
-        messages = [{"role": r, "content": c} for r, c in example.messages]
-        try:
-            return self.template.render(messages=messages, add_generation_prompt=False, **self.variables)
-        except TemplateError as e:
-            raise DataError(f"line {example.line}: the chat template of {self.name} failed: {e}") from None
+    def segments(self, example: Example) -> list[str]:
+        return self.chat.segments(example) if self.chat else plain_segments(example.messages)
 
     def count(self, examples: list[Example]) -> list[int]:
-        """Tokens of each example, rendered."""
+        """Tokens of each example (untruncated)."""
         if self.tokenizer is None:
-            return [math.ceil(len(plain_text(e).encode("utf-8")) / 4) for e in examples]
-        texts = [self.render(e) for e in examples]
-        special = self.template is None
-        return [len(enc.ids) for enc in self.tokenizer.encode_batch(texts, add_special_tokens=special)]
-
-
-def _chat_template(folder: Path):
-    """The folder's chat template as a sandboxed Jinja template, and the special-token variables it
-    may use. Looked up where transformers keeps it: chat_template.jinja (transformers ≥ 4.50 writes
-    it), chat_template.json, then tokenizer_config.json's `chat_template`. (None, {}) when absent."""
-    config_path = folder / "tokenizer_config.json"
-    conf = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
-    source = conf.get("chat_template")
-    if (folder / "chat_template.json").is_file():
-        source = json.loads((folder / "chat_template.json").read_text(encoding="utf-8")).get("chat_template")
-    if (folder / "chat_template.jinja").is_file():
-        source = (folder / "chat_template.jinja").read_text(encoding="utf-8")
-    if isinstance(source, list):  # named templates: use the default one
-        source = next((t.get("template") for t in source if t.get("name") == "default"), None)
-    if not isinstance(source, str):
-        return None, {}
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    def raise_exception(message: str) -> None:
-        raise DataError(f"{folder}: the chat template refused a row: {message}")
-
-    env = ImmutableSandboxedEnvironment(
-        trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
-    )
-    env.globals["raise_exception"] = raise_exception
-    variables = {}
-    for key in ("bos_token", "eos_token", "pad_token", "unk_token"):
-        v = conf.get(key)
-        variables[key] = v.get("content") if isinstance(v, dict) else v
-    return env.from_string(source), variables
+            return [math.ceil(len("".join(self.segments(e)).encode("utf-8")) / 4) for e in examples]
+        pieces = [self.segments(e) for e in examples]
+        flat = [p for ps in pieces for p in ps]
+        lengths = [len(enc.ids) for enc in self.tokenizer.encode_batch(flat, add_special_tokens=False)]
+        out, i = [], 0
+        for ps in pieces:
+            out.append(sum(lengths[i : i + len(ps)]))
+            i += len(ps)
+        return out
 
 
 def stats_from_counts(tokens: np.ndarray, seq_len: int, tokenizer: str, skipped_rows: int = 0) -> DataStats:

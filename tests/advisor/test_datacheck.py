@@ -238,33 +238,40 @@ def tokenizer_folder(path: Path, chat_template: str | None = CHAT_TEMPLATE) -> P
     return path
 
 
-def test_token_counts_use_the_models_tokenizer_and_chat_template(tmp_path):
-    from transformers import AutoTokenizer
-
+@pytest.mark.parametrize("template", [CHAT_TEMPLATE, None], ids=["chat_template", "plain"])
+def test_token_counts_equal_the_runners_encoding(tmp_path, template):
+    """data check counts what runners.data.encode feeds the model (real tokenizer, real runner code)."""
     from advisor.dataset import read_examples
     from advisor.datastats import TokenCounter, dataset_stats
+    from runners.data import encode
+    from runners.model import load_tokenizer
 
-    folder = tokenizer_folder(tmp_path / "tok")
-    src = write_jsonl(tmp_path / "d.jsonl", clean_rows(30))
+    folder = tokenizer_folder(tmp_path / "tok", template)
+    rows = clean_rows(30) + [
+        {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Hi there"},
+                {"role": "assistant", "content": "Hello."},
+                {"role": "user", "content": words(_rng, 9)},
+                {"role": "assistant", "content": words(_rng, 12)},
+            ]
+        }  # fmt: skip
+    ]
+    src = write_jsonl(tmp_path / "d.jsonl", rows)
     cfg = from_names(
         "llama-3.2-1b", train={"seq_len": 64}, data={"path": str(src)}, arch={"path": str(folder)}
     )
-    hf = AutoTokenizer.from_pretrained(str(folder))
+    tok = load_tokenizer(cfg)
+    assert bool(tok.chat_template) == bool(template)
     examples = read_examples(src, cfg.data)
-    want = []
-    for ex in examples:
-        text = hf.apply_chat_template([{"role": r, "content": c} for r, c in ex.messages], tokenize=False)
-        want.append(len(hf(text, add_special_tokens=False)["input_ids"]))
+    want = [len(encode(tok, ex, 10**6).input_ids) for ex in examples]
     assert TokenCounter(str(folder)).count(examples) == want
     doc, _ = check(cfg)
     assert doc["stats"]["tokenizer"] == str(folder) and not doc["stats"]["estimated"]
     assert doc["stats"]["total_tokens"] == sum(min(t, 64) for t in want)
-    assert doc["stats"]["truncated_rows"] == sum(t > 64 for t in want) > 0
+    assert doc["stats"]["truncated_rows"] == sum(encode(tok, ex, 64).truncated for ex in examples) > 0
     assert doc["stats"] == dataset_stats(cfg).to_dict()
-    plain = tokenizer_folder(tmp_path / "plain", chat_template=None)
-    counter = TokenCounter(str(plain))
-    assert counter.template is None
-    assert counter.count(examples[:1]) == [len(counter.tokenizer.encode(counter.render(examples[0])).ids)]
 
 
 def test_estimated_stats_equal_check_and_state_the_estimate(tmp_path):
@@ -275,7 +282,8 @@ def test_estimated_stats_equal_check_and_state_the_estimate(tmp_path):
     rows = clean_rows(40) + [{"instruction": "x", "output": "ü" * 3000}]
     cfg = cfg_for(write_jsonl(tmp_path / "d.jsonl", rows), seq_len=100)
     stats = dataset_stats(cfg)
-    est = [math.ceil(len((r["instruction"] + "\n\n" + r["output"]).encode()) / 4) for r in rows]
+    text = "### User:\n{instruction}\n\n### Assistant:\n{output}\n\n"  # the runner's plain template
+    est = [math.ceil(len(text.format(**r).encode()) / 4) for r in rows]
     assert stats.tokenizer == "estimate: bytes/4" and stats.estimated
     assert stats.total_tokens == sum(min(t, 100) for t in est) and stats.tokens_max == max(est)
     assert stats.tokens_untruncated == sum(est) and stats.truncated_rows == 1
