@@ -99,6 +99,7 @@ def small_card_rows(sweep: Sweep, capacity_gib: float | None) -> dict[int, dict[
     except ImportError:
         return {}
     out: dict[int, dict[str, Any]] = {}
+    failed: list[str] = []
     for i, cell in enumerate(sweep.cells):
         if not cell.chosen or not cell.first.config:
             continue
@@ -118,7 +119,9 @@ def small_card_rows(sweep: Sweep, capacity_gib: float | None) -> dict[int, dict[
                     )
             out[i] = row
         except Exception as e:  # the estimator is optional here: the report must still be written
-            log.warning("no %s estimate for %s: %s", SMALL_CARD, label(cell.method, cell.r, cell.rows), e)
+            failed.append(f"{label(cell.method, cell.r, cell.rows)}: {str(e).strip().lstrip('- ')}")
+    if failed:
+        log.warning("no %s estimate for %d cell(s), e.g. %s", SMALL_CARD, len(failed), failed[0])
     return out
 
 

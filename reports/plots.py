@@ -50,6 +50,15 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _loss_axis(ax, losses: list[float]) -> None:
+    """Plain loss ticks (no '+5.476' offset) and a readable range when the losses nearly coincide."""
+    ax.ticklabel_format(axis="y", useOffset=False, style="plain")
+    lo, hi = min(losses), max(losses)
+    pad = max((hi - lo) * 0.15, abs(hi) * 0.004)
+    bottom, top = ax.get_ylim()
+    ax.set_ylim(min(bottom, lo - pad), max(top, hi + pad))
+
+
 def _baseline(ax, baseline: float | None) -> None:
     if baseline is not None:
         ax.axhline(baseline, color="#57606a", ls=":", lw=1.2, label=f"untrained base ({baseline:.3f})")
@@ -94,6 +103,7 @@ def quality_vs(points: list[Point], axis: str, baseline: float | None, path: Pat
             label=tag,
         )
     _baseline(ax, baseline)
+    _loss_axis(ax, [p.loss for p in pts] + ([baseline] if baseline is not None else []))
     ax.set_xscale("log", base=2 if axis == "r" else 10)
     ax.set_xticks(sorted(xs_all))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
@@ -179,6 +189,7 @@ def cost_quality(points: list[Point], path: Path) -> Path | None:
         ax.annotate(p.label, (p.usd, p.loss), fontsize=7, xytext=(4, 4), textcoords="offset points")
     ax.set_xscale("log")
     _plain_log(ax.xaxis, "$")
+    _loss_axis(ax, [p.loss for p in pts])
     ax.set_xlabel("cost per run, USD (log)")
     ax.set_ylabel("eval loss (lower is better)")
     ax.set_title("Cost vs quality")
