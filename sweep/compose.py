@@ -15,20 +15,33 @@ from advisor.errors import ConfigError
 GROUPS = ("model", "method", "gpu", "data", "matrix")
 
 
-def _check_group_options(overrides: list[str]) -> list[str]:
-    problems = []
+def _bad_group_options(overrides: list[str]) -> dict[str, str]:
+    """{override: problem} for every `group=option` naming an option that does not exist."""
+    bad = {}
     for o in overrides:
         key, sep, value = o.lstrip("+~").partition("=")
         if sep and key in GROUPS and value not in catalog.option_names(key):
-            problems.append(f"{key}={value!r}: unknown {key} (allowed: {', '.join(catalog.option_names(key))})")
-    return problems
+            bad[o] = f"{key}={value!r}: unknown {key} (allowed: {', '.join(catalog.option_names(key))})"
+    return bad
 
 
 def compose(config_name: str, overrides: list[str]) -> dict[str, Any]:
     """Compose `conf/<config_name>.yaml` with Hydra overrides; return a plain, resolved dict."""
-    problems = _check_group_options(overrides)
-    if problems:
+    bad = _bad_group_options(overrides)
+    if bad:
+        # Report every problem at once: compose without the bad group options and validate the rest.
+        problems = list(bad.values())
+        try:
+            from advisor.config import build
+
+            build(_compose(config_name, [o for o in overrides if o not in bad]))
+        except ConfigError as e:
+            problems += e.problems
         raise ConfigError(problems)
+    return _compose(config_name, overrides)
+
+
+def _compose(config_name: str, overrides: list[str]) -> dict[str, Any]:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
