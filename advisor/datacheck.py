@@ -109,7 +109,7 @@ def analyse(s: Scan, file: str, seq_len: int, estimated: bool, val: Scan | None 
     mark(1, exact, s.lines[first[exact]])
 
     pfirst = _firsts(s.prompt) if n else np.zeros(0, dtype=np.int64)
-    conflict = np.flatnonzero(s.response != s.response[pfirst])
+    conflict = np.flatnonzero((s.response != s.response[pfirst]) & (s.prompt != 0))
     checks.append(_check("conflicting_answer", file, s.lines[conflict], s.lines[pfirst[conflict]]))
     mark(2, conflict, s.lines[pfirst[conflict]])
 
@@ -151,11 +151,11 @@ def analyse(s: Scan, file: str, seq_len: int, estimated: bool, val: Scan | None 
 
 def check(cfg: RunConfig) -> tuple[dict, list[FileResult]]:
     """The `data check` JSON document for data.path (and data.val_path), and the per-file results."""
-    problems = path_problems(cfg.data.path, "data.path")
+    bad_paths = path_problems(cfg.data.path, "data.path")
     if cfg.data.val_path:
-        problems += path_problems(cfg.data.val_path, "data.val_path")
-    if problems:
-        raise DataError(problems)
+        bad_paths += path_problems(cfg.data.val_path, "data.val_path")
+    if bad_paths:
+        raise DataError(bad_paths)
     counter = TokenCounter(cfg.model.path)
     seq_len = cfg.train.seq_len
     val = scan(cfg.data.val_path, cfg, counter) if cfg.data.val_path else None

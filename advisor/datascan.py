@@ -65,7 +65,7 @@ class Scan:
     styles: np.ndarray  # uint8: index in STYLES
     stray_ws: np.ndarray  # bool: a field starts or ends with whitespace
     exact: np.ndarray  # uint64
-    prompt: np.ndarray  # uint64
+    prompt: np.ndarray  # uint64 (0 = the row has no prompt text)
     response: np.ndarray  # uint64
     tokens: np.ndarray  # uint32
     sig: np.ndarray  # (rows, neardup.MINHASHES) uint8
@@ -131,7 +131,9 @@ def _digest(batch: list[Example], counter: TokenCounter, cols: _Columns) -> None
         "\n".join(f"{r}: {' '.join(w)}" for (r, _), w in zip(e.prompt_messages, ws[:-1], strict=True))
         for e, ws in zip(batch, msg_words, strict=True)
     ]
-    cols.add("prompt", [_hash(p) for p in prompts], np.uint64)
+    # 0 = no prompt text (e.g. assistant-only rows): such rows never "share a prompt"
+    has_prompt = [any(w for w in ws[:-1]) for ws in msg_words]
+    cols.add("prompt", [_hash(p) if h else 0 for p, h in zip(prompts, has_prompt, strict=True)], np.uint64)
     cols.add("response", [_hash(" ".join(ws[-1])) for ws in msg_words], np.uint64)
     cols.add("tokens", counter.count(batch), np.uint32)
     cols.add("sig", neardup.signatures([[w for m in ws for w in m] for ws in msg_words]), np.uint8)

@@ -311,3 +311,9 @@ def test_bad_paths_are_named_with_their_key_all_at_once(tmp_path):
         ".parquet, a datasets.save_to_disk folder)",
         f"data.val_path='{tmp_path / 'v.jsonl'}': file not found",
     ]
+
+
+def test_rows_without_a_prompt_never_conflict(tmp_path):
+    rows = [{"messages": [{"role": "assistant", "content": words(random.Random(i), 12)}]} for i in range(5)]
+    doc, _ = check(cfg_for(write_jsonl(tmp_path / "d.jsonl", rows)))
+    assert doc["clean"], [c for c in doc["checks"] if c["count"]]
