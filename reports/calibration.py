@@ -9,6 +9,7 @@ from reports.fmt import duration, gib, label, pct, signed_pct, usd
 from reports.records import Trial, dig, num
 
 OFF_BY = 0.15  # estimates off by more than this share of the measured value are called out
+MAX_FLAGGED = 12  # at most this many call-outs listed one by one
 
 
 def _quantities(t: Trial, is_cpu: bool) -> list[tuple[str, float | None, float | None, str]]:
@@ -47,6 +48,7 @@ def calibration(ctx: Context) -> list:
         )
     )
     rows, flagged = [], []
+    errors: dict[str, list[float]] = {}
     pairs: dict[str, list[tuple[float, float, str]]] = {
         "memory (GiB)": [],
         "train time (h)": [],
@@ -54,27 +56,50 @@ def calibration(ctx: Context) -> list:
     }
     panel = {"GiB": "memory (GiB)", "h": "train time (h)", "$": "cost (USD)"}
     for c in ctx.sweep.cells:
-        for t in c.trials:
-            if t.status not in ("complete", "pruned") or not t.estimate:
+        # a cell's measurement: the mean over its chosen seeds; a pruned cell's peaks so far
+        trials = c.chosen or [t for t in c.trials if t.status == "pruned"][:1]
+        if not trials or not trials[0].estimate:
+            continue
+        name = label(c.method, c.r, c.rows) + (f" (mean of {len(trials)} seeds)" if len(trials) > 1 else "")
+        per_trial = [_quantities(t, ctx.is_cpu) for t in trials]
+        for k, (q, pred, _, unit) in enumerate(per_trial[0]):
+            vals = [qs[k][2] for qs in per_trial if qs[k][2] is not None]
+            meas = sum(vals) / len(vals) if vals else None
+            if pred is None or meas is None or pred <= 0 or meas <= 0:  # 0 = rounded away
                 continue
-            name = label(t.method, t.r, t.rows) + (f" · seed {t.seed}" if len(c.trials) > 1 else "")
-            for q, pred, meas, unit in _quantities(t, ctx.is_cpu):
-                if pred is None or meas is None or pred <= 0 or meas <= 0:  # 0 = rounded away
-                    continue
-                err = (pred - meas) / meas
-                mark = " !" if abs(err) > OFF_BY else ""
-                rows.append([name, q, _show(pred, unit), _show(meas, unit), signed_pct(err) + mark])
-                pairs[panel[unit]].append((pred, meas, t.method))
-                if mark:
-                    flagged.append(
-                        f"{name}: {q} predicted {_show(pred, unit)}, measured {_show(meas, unit)} ({signed_pct(err)})."
-                    )
+            err = (pred - meas) / meas
+            errors.setdefault(q, []).append(err)
+            mark = " !" if abs(err) > OFF_BY else ""
+            rows.append([name, q, _show(pred, unit), _show(meas, unit), signed_pct(err) + mark])
+            pairs[panel[unit]].append((pred, meas, c.method))
+            if mark:
+                flagged.append(
+                    f"{name}: {q} predicted {_show(pred, unit)}, measured {_show(meas, unit)} ({signed_pct(err)})."
+                )
     if not rows:
         return out + [Para("No cell has both an estimate and a measurement yet.")]
+    out.append(
+        Table(
+            ["Quantity", "Cells", "Median error", f"Within {pct(OFF_BY)}", "Worst"],
+            [
+                [
+                    q,
+                    str(len(e)),
+                    signed_pct(sorted(e)[len(e) // 2]),
+                    f"{sum(abs(x) <= OFF_BY for x in e)} of {len(e)}",
+                    signed_pct(max(e, key=abs)),
+                ]
+                for q, e in errors.items()
+            ],
+            "lrrrr",
+        )  # fmt: skip
+    )
     out.append(Table(["Cell", "Quantity", "Predicted", "Measured", "Error"], rows, "llrrr"))
     if flagged:
         out.append(Para(f"Estimates off by more than {pct(OFF_BY)} (marked !):", note=True))
-        out.append(Bullets(flagged))
+        shown = flagged[:MAX_FLAGGED]
+        more = len(flagged) - len(shown)
+        out.append(Bullets(shown + ([f"… and {more} more, marked ! in the table."] if more else [])))
     else:
         out.append(Para(f"Every estimate was within {pct(OFF_BY)} of the measurement."))
     path = plots.calibration(pairs, ctx.plots_dir / "calibration.png")

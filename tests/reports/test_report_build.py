@@ -118,6 +118,7 @@ def test_numbers_sections(built):
     flat = " ".join(md.split())
     assert "| QLoRA r=16 · 1,000 rows | reserved | 13.9 GiB | 17.0 GiB | −18 % ! |" in flat
     assert "Estimates off by more than 15 % (marked !)" in flat
+    assert "| reserved | 7 | −7 % | 4 of 7 | −18 % |" in flat  # the per-quantity summary
     assert "8,030,261,248 params × 2 bytes = 15.0 GiB" in flat
     assert "--max-lora-rank 16" in flat and "| 8 | 16.2 GiB |" in flat
     assert (
@@ -145,7 +146,7 @@ def test_seeds_lr_tuning_list_overrides_and_cpu_calibration(tmp_path, capsys):
     )  # the better lr is the cell's
     assert (
         "device vs RSS" in flat
-        and "| LoRA r=16 · 100 rows · seed 0 | device vs RSS | 3.00 GiB | 4.20 GiB | −29 % ! |" in flat
+        and "| LoRA r=16 · 100 rows (mean of 3 seeds) | device vs RSS | 3.00 GiB | 4.20 GiB | −29 % ! |" in flat
     )
     assert "Sweep still running: 2 of 4 cells finished" in flat  # pending and running cells are not finished
     out = capsys.readouterr().out
