@@ -166,12 +166,24 @@ def _hf_folder_rows(path: Path) -> Iterator[tuple[int, Any, str | None]]:
 
 
 def detect_format(obj: Any, cfg: DataConfig) -> str | None:
+    """ "chat" or "instruction" by the fields a row has; a null or empty value counts as absent (columnar
+    files — CSV, Parquet, datasets — give every row every column)."""
     if not isinstance(obj, dict):
         return None
-    if cfg.field_name("messages") in obj:
+
+    def has(name: str) -> bool:
+        return obj.get(cfg.field_name(name)) not in (None, "", [])
+
+    if has("messages"):
         return "chat"
-    if cfg.field_name("instruction") in obj or cfg.field_name("output") in obj:
+    if has("instruction") or has("output"):
         return "instruction"
+    if cfg.field_name("messages") in obj and not any(
+        cfg.field_name(k) in obj for k in ("instruction", "output")
+    ):
+        return "chat"  # a chat file's row with an empty `messages`: reported as such
+    if cfg.field_name("instruction") in obj or cfg.field_name("output") in obj:
+        return "instruction"  # reported as missing/empty fields
     return None
 
 

@@ -39,12 +39,13 @@ def _write(path, rows, fmt):
         path.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
     elif fmt == "csv":
         with open(path, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
             w.writeheader()
             for r in rows:
                 w.writerow({k: json.dumps(v) if isinstance(v, list) else v for k, v in r.items()})
-    elif fmt == "parquet":
-        pq.write_table(pa.Table.from_pylist(rows), path)
+    elif fmt == "parquet":  # every column of every row (from_pylist alone takes the first row's keys)
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        pq.write_table(pa.Table.from_pylist([{k: r.get(k) for k in keys} for r in rows]), path)
     return path
 
 
@@ -122,3 +123,21 @@ def test_split_and_carve_agree(tmp_path):
     assert [ex.line - 1 for ex in s.val] == val_idx and len(val_idx) == 10
     assert [ex.line - 1 for ex in s.train] == train_idx[:10] and s.train_pool == 40
     assert carve(50, cfg, 4)[0] != val_idx
+
+
+def test_columnar_files_with_both_shapes_read_every_row(tmp_path):
+    rows = INSTRUCTION_ROWS[:3] + CHAT_ROWS[:2]
+    cfg = DataConfig()
+    want = [ex.messages for ex in read_examples(_write(tmp_path / "d.jsonl", rows, "jsonl"), cfg)]
+    for fmt in ("parquet", "csv"):  # every row gets every column: null / "" where a shape lacks one
+        got = read_examples(_write(tmp_path / f"d.{fmt}", rows, fmt), cfg)
+        assert [ex.messages for ex in got] == want, fmt
+    bad = [
+        {"instruction": "q", "output": None, "messages": None},
+        {"instruction": None, "output": None, "messages": []},
+    ]
+    kinds = {
+        line: [p.kind for p in probs]
+        for line, _, probs in iter_examples(_write(tmp_path / "b.parquet", bad, "parquet"), cfg)
+    }
+    assert kinds == {1: ["missing"], 2: ["missing", "missing"]}
