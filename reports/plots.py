@@ -42,7 +42,7 @@ class Point:
 
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".png", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.png", dir=path.parent)
     os.close(fd)
     fig.savefig(tmp, dpi=DPI, bbox_inches="tight", metadata=PNG_META)
     plt.close(fig)

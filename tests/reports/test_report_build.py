@@ -39,7 +39,7 @@ def test_writes_md_html_and_plots(built):
     for p in paths:
         assert p.exists() and p.stat().st_size > 1000
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" or p.suffix != ".png"
-    assert not [p for p in d.rglob("*.tmp")], "temporary files left behind"
+    assert not [p for p in d.rglob(".*") if ".tmp" in p.name], "temporary files left behind"
 
 
 def test_every_status_appears(built):
