@@ -158,6 +158,7 @@ def check(cfg: RunConfig) -> tuple[dict, list[FileResult]]:
         raise DataError(bad_paths)
     counter = TokenCounter(cfg.model.path)
     seq_len = cfg.train.seq_len
+    assert cfg.data.path is not None
     val = scan(cfg.data.val_path, cfg, counter) if cfg.data.val_path else None
     train = analyse(scan(cfg.data.path, cfg, counter), "train", seq_len, counter.tokenizer is None, val)
     results = [train]

@@ -36,7 +36,7 @@ def sha256(path: str | Path) -> str:
     h = hashlib.sha256()
     for f in files:
         with open(f, "rb") as fh:
-            for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+            while block := fh.read(1 << 20):
                 h.update(block)
     return h.hexdigest()
 
@@ -116,6 +116,7 @@ def prepare(cfg: RunConfig) -> dict:
                 f"data.out_dir={str(out)!r}: would overwrite the input {t} (choose another data.out_dir)"
             )
     out.mkdir(parents=True, exist_ok=True)
+    assert cfg.data.path is not None  # check() refused a missing path
     hashes = {"train": sha256(cfg.data.path), "val": sha256(cfg.data.val_path) if cfg.data.val_path else None}
     train = results[0]
     kept = np.flatnonzero(train.drop == 0)

@@ -218,6 +218,7 @@ def parse_row(obj: Any, line: int, cfg: DataConfig, fmt: str) -> tuple[Example |
         problems.append(Problem(f"field `{fin}` is {type(inp).__name__}, expected text", "schema"))
     if problems:
         return None, problems
+    assert isinstance(instr, str) and isinstance(outp, str)
     prompt = instr if not inp or not inp.strip() else f"{instr}\n\n{inp}"
     return Example(line, "instruction", (("user", prompt), ("assistant", outp))), []
 
@@ -297,7 +298,8 @@ def iter_examples(path: str | Path, cfg: DataConfig) -> Iterator[tuple[int, Exam
 
 def read_examples(path: str | Path, cfg: DataConfig) -> list[Example]:
     """All examples of a file; DataError listing every problem (file:line) if any row is bad."""
-    examples, errors = [], []
+    examples: list[Example] = []
+    errors: list[str] = []
     for line, ex, problems in iter_examples(path, cfg):
         if problems:
             errors.extend(f"{path}:{line}: {p}" for p in problems)

@@ -124,7 +124,9 @@ def dataset_stats(cfg: RunConfig) -> DataStats:
         raise DataError(problems)
     counter = TokenCounter(cfg.model.path)
     skipped = [0]
-    counts = [np.asarray(counter.count(b), dtype=np.uint32) for b in _batches(cfg.data.path, cfg, skipped)]
+    path = cfg.data.path
+    assert path is not None
+    counts = [np.asarray(counter.count(b), dtype=np.uint32) for b in _batches(path, cfg, skipped)]
     tokens = np.concatenate(counts) if counts else np.zeros(0, dtype=np.uint32)
     if len(tokens) == 0:
         raise DataError(f"data.path={cfg.data.path!r}: no readable rows (run `tunewise data check`)")

@@ -149,7 +149,7 @@ def _bucket_pairs(sig: np.ndarray, members: np.ndarray, threshold: float) -> np.
 def cross_pairs(sig_a: np.ndarray, sig_b: np.ndarray, threshold: float = THRESHOLD) -> np.ndarray:
     """Near-duplicate pairs between two files: (pairs, 2) int64 rows (index in a, index in b); each
     row of b is compared with the first MAX_LEADERS rows of a in each of its buckets."""
-    found = []
+    found: list[tuple[int, int]] = []
     keys_a, keys_b = _band_keys(sig_a), _band_keys(sig_b)
     for band in range(BANDS):
         order = np.argsort(keys_a[:, band], kind="stable")
@@ -159,7 +159,7 @@ def cross_pairs(sig_a: np.ndarray, sig_b: np.ndarray, threshold: float = THRESHO
         for j in np.flatnonzero(hi > lo):
             cand = order[lo[j] : min(hi[j], lo[j] + MAX_LEADERS)]
             sims = similarity(sig_a[cand], sig_b[j])
-            found.extend((i, j) for i in cand[sims >= threshold])
+            found.extend((int(i), int(j)) for i in cand[sims >= threshold])
     return _unique_pairs([np.array(found, dtype=np.int64).reshape(-1, 2)])
 
 
