@@ -174,7 +174,7 @@ def check(cfg: RunConfig) -> tuple[dict, list[FileResult]]:
         "problems": problems,
         "warnings": sum(c["count"] for c in checks if c["severity"] == "warning"),
         "checks": checks,
-        "messages": {r.checks[0]["file"]: r.scan.messages for r in results},
+        "problem_messages": {r.checks[0]["file"]: r.scan.messages for r in results},  # first rows per file
         "stats": train.scan.stats(seq_len).to_dict(),
         "val_stats": val.stats(seq_len).to_dict() if val is not None else None,
         "near_duplicates": {

@@ -3,8 +3,9 @@
 Removed: unreadable rows (malformed, schema, missing, empty, unknown_role), exact duplicates,
 near-duplicates and rows whose prompt repeats an earlier prompt with a different answer — the first
 occurrence is kept, every later one removed with the line it repeats — and, with data.val_path,
-training rows that reappear (exactly or nearly) in the validation file (the validation file is kept:
-decontaminate training, never the yardstick). Fixed: leading/trailing whitespace of every text field.
+training rows that reappear (exactly or nearly) in the validation file: training is decontaminated,
+the yardstick is not (the validation file only loses its own unreadable and duplicate rows, by the
+same rules). Fixed: leading/trailing whitespace of every text field.
 Kept as they are (reported as warnings): rows longer than train.seq_len, mixed templates or shapes.
 
 Without data.val_path the validation rows are carved from the kept rows with advisor.dataset.carve

@@ -49,7 +49,7 @@ def render(doc: dict) -> None:
             sev = "[red]problem[/red]" if c["severity"] == "problem" else "[yellow]warning[/yellow]"
             t.add_row(c["name"], c["file"], sev, f"{c['count']:,}", _lines(c))
         console.print(t)
-        for file, msgs in doc["messages"].items():
+        for file, msgs in doc["problem_messages"].items():
             for m in msgs[:3]:
                 console.print(f"  {file} line {m}", markup=False)
     verdict = "clean" if doc["clean"] else f"{doc['problems']:,} problems"
