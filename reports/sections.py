@@ -27,7 +27,11 @@ def recommendation(ctx: Context) -> list:
 
 def _metric_name(ctx: Context) -> str | None:
     m = (ctx.sweep.config.get("train") or {}).get("metric", "exact_match")
-    return None if m == "none" else str(m).replace("_", " ")
+    return None if m == "none" else str(m).replace("_", " ").capitalize()
+
+
+def _full_statuses(sw) -> str:
+    return ", ".join(sorted({c.status for c in sw.cells if c.method == "full"}))
 
 
 def quality(ctx: Context) -> list:
@@ -36,7 +40,7 @@ def quality(ctx: Context) -> list:
     out: list = [Heading("Quality")]
     base = sw.baseline_loss
     if base is not None:
-        m = f", {metric} {pct(sw.baseline_metric, 1)}" if metric and sw.baseline_metric is not None else ""
+        m = f", {metric.lower()} {pct(sw.baseline_metric, 1)}" if metric and sw.baseline_metric is not None else ""
         out.append(Para(f"Untrained base model: eval loss {base:.3f}{m}."))
         ref = rec.reference
         if ref is not None:
@@ -49,7 +53,7 @@ def quality(ctx: Context) -> list:
                 ""
                 if rec.reference_is_full
                 else (
-                    " Full fine-tuning did not finish, so the reference is the best cell."
+                    f" Full fine-tuning has no completed cell ({_full_statuses(sw)}), so the reference is the best cell."
                     if any(c.method == "full" for c in sw.cells)
                     else " There is no full fine-tuning in this sweep, so the reference is the best cell."
                 )
