@@ -39,6 +39,11 @@ class Context:
     capacity_gib: float | None
     results: list[CellResult]  # aligned with sweep.cells
     rec: Recommendation
+    capacities: list[float | None]  # usable GiB of each cell's card (they differ with a gpu axis)
+
+    @property
+    def one_card(self) -> bool:
+        return len(set(self.capacities)) <= 1
 
     @property
     def pairs(self) -> list[tuple[Cell, CellResult]]:
@@ -59,11 +64,19 @@ class Context:
         return out
 
 
+def card(config: dict[str, Any]) -> tuple[str, float | None]:
+    """(display name, usable GiB across gpu.count) of the card a config runs on."""
+    gpu = config.get("gpu") or {}
+    usable = num(gpu.get("usable_mib"))
+    name = gpu.get("display_name") or gpu.get("name") or "the sweep's device"
+    return name, (usable / 1024 * int(gpu.get("count") or 1) if usable else None)
+
+
 def _extra(cell: Cell) -> str:
     return " ".join(f"{k}={v}" for k, v in cell.extra)
 
 
-def cell_result(cell: Cell, is_cpu: bool, small: dict[str, Any] | None = None) -> CellResult:
+def cell_result(cell: Cell, is_cpu: bool, small: dict[str, Any] | None = None, gpu: str = "") -> CellResult:
     chosen = cell.chosen
     peaks = [p for p in (peak_gib(t, is_cpu) for t in chosen) if p is not None]
     wall = cell.mean(lambda t: t.wall_s)
@@ -84,6 +97,7 @@ def cell_result(cell: Cell, is_cpu: bool, small: dict[str, Any] | None = None) -
         small_card_usd=num(dig(small, "cost", "usd")),
         small_card_gib=num(dig(small, "memory", "device_gib")),
         small_card_batch=(small or {}).get("batch_note", ""),
+        gpu=gpu,
     )
 
 
@@ -126,13 +140,15 @@ def small_card_rows(sweep: Sweep, capacity_gib: float | None) -> dict[int, dict[
 
 
 def build_context(sweep: Sweep, plots_dir: Path) -> Context:
-    gpu = sweep.config.get("gpu") or {}
-    is_cpu = gpu.get("name") == "cpu"
-    gpu_name = gpu.get("display_name") or gpu.get("name") or "the sweep's device"
-    usable = num(gpu.get("usable_mib"))
-    capacity = usable / 1024 * int(gpu.get("count") or 1) if usable else None
+    is_cpu = (sweep.config.get("gpu") or {}).get("name") == "cpu"
+    gpu_name, capacity = card(sweep.config)
+    cards = [card(c.first.config or sweep.config) for c in sweep.cells]
     small = small_card_rows(sweep, capacity)
-    results = [cell_result(c, is_cpu, small.get(i)) for i, c in enumerate(sweep.cells)]
+    several = len({name for name, _ in cards}) > 1  # a gpu axis: say per cell which card
+    results = [
+        cell_result(c, is_cpu, small.get(i), cards[i][0] if several else "")
+        for i, c in enumerate(sweep.cells)
+    ]
     budget = sweep.meta.get("budget") or sweep.config.get("budget") or {}
     running = (sweep.finished_cells, sweep.planned) if sweep.running else None
     small_name = ""
@@ -149,4 +165,4 @@ def build_context(sweep: Sweep, plots_dir: Path) -> Context:
         running=running,
         small_card=small_name,
     )
-    return Context(sweep, plots_dir, is_cpu, gpu_name, capacity, results, rec)
+    return Context(sweep, plots_dir, is_cpu, gpu_name, capacity, results, rec, [cap for _, cap in cards])

@@ -48,6 +48,7 @@ class CellResult:
     small_card_usd: float | None = None  # the advisor's per-run cost on that card
     small_card_gib: float | None = None  # the advisor's device memory on that card
     small_card_batch: str = ""  # how it fits there when the sweep's micro-batch does not
+    gpu: str = ""  # the card it ran on, when the sweep has a gpu axis (else the sweep's card)
 
     @property
     def loss(self) -> float | None:
@@ -199,10 +200,16 @@ def _sentences(
     else:
         quality = f"{pct(frac, 0)} of {ref_name} gain"
     cost = ""
+    on, ref_on = pick.gpu or gpu_name, ref.gpu or gpu_name
     if pick is not ref and pick.usd is not None and ref.usd:
-        cost = f" at {pct(pick.usd / ref.usd, 0)} of its cost ({usd(pick.usd)} vs {usd(ref.usd)} per run on {gpu_name})"
+        pair = (
+            f"{usd(pick.usd)} vs {usd(ref.usd)} per run on {on}"
+            if on == ref_on
+            else f"{usd(pick.usd)} on {on} vs {usd(ref.usd)} on {ref_on}, per run"
+        )
+        cost = f" at {pct(pick.usd / ref.usd, 0)} of its cost ({pair})"
     elif pick.usd is not None:
-        cost = f" for {usd(pick.usd)} per run on {gpu_name}"
+        cost = f" for {usd(pick.usd)} per run on {on}"
     out.append(f"{what}: {quality}{cost}.")
     if rec.within_noise:
         _, noise_what = _noise(pick, best, baseline)

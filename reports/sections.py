@@ -40,7 +40,11 @@ def quality(ctx: Context) -> list:
     out: list = [Heading("Quality")]
     base = sw.baseline_loss
     if base is not None:
-        m = f", {metric.lower()} {pct(sw.baseline_metric, 1)}" if metric and sw.baseline_metric is not None else ""
+        m = (
+            f", {metric.lower()} {pct(sw.baseline_metric, 1)}"
+            if metric and sw.baseline_metric is not None
+            else ""
+        )
         out.append(Para(f"Untrained base model: eval loss {base:.3f}{m}."))
         ref = rec.reference
         if ref is not None:
@@ -153,7 +157,9 @@ def _trend(ctx: Context, axis: str) -> list:
 def cost(ctx: Context) -> list:
     out: list = [Heading("Cost and resources")]
     cap = (
-        f"{gib(ctx.capacity_gib)} usable on {ctx.gpu_name}"
+        "each cell against its own card's usable memory"
+        if not ctx.one_card
+        else f"{gib(ctx.capacity_gib)} usable on {ctx.gpu_name}"
         if ctx.capacity_gib
         else f"capacity of {ctx.gpu_name} unknown"
     )
@@ -170,7 +176,7 @@ def cost(ctx: Context) -> list:
             f" at {usd(price['usd_per_gpu_hour'])} per {'hour' if ctx.is_cpu else 'GPU-hour'} ({price.get('price_source') or 'catalog'}"
             f"{', ' + str(price['price_as_of']) if price.get('price_as_of') else ''})"
         )
-        if price
+        if price and ctx.one_card
         else ""
     )
     out.append(
@@ -181,7 +187,8 @@ def cost(ctx: Context) -> list:
     )
     rows = []
     for (c, r), p in zip(ctx.pairs, ctx.points(), strict=True):
-        share = pct(p.peak_gib / ctx.capacity_gib, 0) if p.peak_gib and ctx.capacity_gib else DASH
+        cap_i = ctx.capacities[len(rows)]
+        share = pct(p.peak_gib / cap_i, 0) if p.peak_gib and cap_i else DASH
         tps = c.mean(lambda t: t.measured.get("tokens_per_s"))
         rows.append(
             [
@@ -205,8 +212,16 @@ def cost(ctx: Context) -> list:
     out.extend(
         _fig(
             ctx,
-            plots.memory(pts, ctx.capacity_gib, ctx.gpu_name, ctx.peak_what, ctx.plots_dir / "memory.png"),
-            f"Measured peak memory per cell; the dashed line is {ctx.gpu_name}'s usable memory.",
+            plots.memory(
+                pts,
+                ctx.capacity_gib if ctx.one_card else None,
+                ctx.gpu_name,
+                ctx.peak_what,
+                ctx.plots_dir / "memory.png",
+            ),
+            f"Measured peak memory per cell; the dashed line is {ctx.gpu_name}'s usable memory."
+            if ctx.one_card
+            else "Measured peak memory per cell (the cells ran on different cards: see Of card).",
         )
     )
     front = plots.pareto([p for p in pts if p.status == "complete"])

@@ -146,7 +146,8 @@ def test_seeds_lr_tuning_list_overrides_and_cpu_calibration(tmp_path, capsys):
     )  # the better lr is the cell's
     assert (
         "device vs RSS" in flat
-        and "| LoRA r=16 · 100 rows (mean of 3 seeds) | device vs RSS | 3.00 GiB | 4.20 GiB | −29 % ! |" in flat
+        and "| LoRA r=16 · 100 rows (mean of 3 seeds) | device vs RSS | 3.00 GiB | 4.20 GiB | −29 % ! |"
+        in flat
     )
     assert "Sweep still running: 2 of 4 cells finished" in flat  # pending and running cells are not finished
     out = capsys.readouterr().out
@@ -233,3 +234,18 @@ def test_sweep_json_as_the_sweep_writes_it_and_a_failed_baseline(tmp_path):
     assert "The baseline measurement of the untrained base ended failed (runner exited 1)" in flat
     assert "Sweep folder: outputs/sweeps/demo-x-cpu" in flat and "Sweep still running" not in flat
     assert "Fine-tuning report: llama-3.2-1b on this machine's CPU (demo)" in flat
+
+
+def test_gpu_axis_cells_on_different_cards(tmp_path):
+    """A matrix with a gpu axis: each cell's share of memory is against its own card."""
+    a = cpu_record("lora", 4, 100, loss=1.3)
+    b = cpu_record("qlora", 4, 100, loss=1.32, rss_gib=6.0)
+    b["overrides"]["gpu"] = "small"
+    b["config"]["gpu"].update(name="small", display_name="Small card", usable_mib=8192)
+    a["overrides"]["gpu"] = "cpu"
+    d = write_sweep(tmp_path / "s", [a, b])
+    build_report(d)
+    flat = " ".join((d / "report.md").read_text().split())
+    assert "| QLoRA r=4 · 100 rows · gpu=small | complete | 6.00 GiB | 75 % |" in flat
+    assert "each cell against its own card's usable memory" in flat
+    assert "on Small card vs" in flat or "per run on this machine's CPU" in flat
