@@ -81,9 +81,11 @@ class Memory:
 def q4_bytes(n: int, double_quant: bool) -> int:
     """Storage of one 4-bit Params4bit with n elements: packed nibbles + its quant_state."""
     blocks = math.ceil(n / QUANT_BLOCK)
+    code = 16 * 4  # the 16-value NF4/FP4 code (fp32), one per tensor
     if not double_quant:
-        return n // 2 + 4 * blocks  # fp32 absmax per block
-    return n // 2 + blocks + 4 * math.ceil(blocks / DQ_BLOCK) + 4  # uint8 absmax + fp32 scales + offset
+        return n // 2 + 4 * blocks + code  # fp32 absmax per block
+    # uint8 absmax + fp32 scale per 256 of them + offset + the 256-value dynamic map of state2
+    return n // 2 + blocks + 4 * math.ceil(blocks / DQ_BLOCK) + 4 + 256 * 4 + code
 
 
 def regime(cfg: RunConfig, stack: Stack) -> Regime:
@@ -181,11 +183,25 @@ def optimizer_bytes(cfg: RunConfig, state_bytes: int) -> tuple[float, float]:
         return trainable_params(cfg.model, cfg.method) * 2.0 * state_bytes, 0.0
     if opt == "paged_adamw_32bit":
         return 0.0, trainable_params(cfg.model, cfg.method) * 8.0
-    b = 0.0
+    b, eight_bit = 0.0, False
     for n, count in _trainable_tensors(cfg.model, cfg.method):
+        eight_bit |= n >= OPT8_MIN_SIZE
         per = 2 * n + 2 * 4 * math.ceil(n / OPT8_BLOCK) if n >= OPT8_MIN_SIZE else 8 * n
         b += per * count
+    if eight_bit:
+        b += 2 * 256 * 4  # the two quantization maps (qmap1, qmap2), shared by all tensors
     return (0.0, b) if opt.startswith("paged") else (b, 0.0)
+
+
+def static_bytes(cfg: RunConfig, stack: Stack = Stack()) -> dict[str, float]:
+    """Bytes of parameters (4-bit storage and quant_state included), gradients and optimizer states
+    after the first step, before any sharding: what a runner can count on the real tensors."""
+    g = regime(cfg, stack)
+    wide = cfg.precision == "fp32" or g.amp
+    pbytes = (4 if wide else 2) if g.full else g.adapter
+    opt, paged = optimizer_bytes(cfg, pbytes)
+    grads = trainable_params(cfg.model, cfg.method) * pbytes
+    return {"weights": _weight_bytes(cfg, g, stack), "gradients": grads, "optimizer": opt, "paged": paged}
 
 
 def memory(cfg: RunConfig, padded_len: int, stack: Stack = Stack()) -> Memory:
