@@ -100,9 +100,8 @@ def _noise(a: CellResult, b: CellResult, baseline: float | None) -> tuple[float,
     if stds:
         return max(stds), "their seed-to-seed spread"
     if baseline is not None and b.loss is not None and baseline > b.loss:
-        return NOISE_GAIN * (
-            baseline - b.loss
-        ), f"the noise margin ({pct(NOISE_GAIN)} of the baseline-to-best gain)"
+        margin = NOISE_GAIN * (baseline - b.loss)
+        return margin, f"the noise margin ({pct(NOISE_GAIN)} of the baseline-to-best gain)"
     return NOISE_LOSS, f"the noise margin ({NOISE_LOSS} nats of eval loss)"
 
 
