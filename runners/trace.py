@@ -135,6 +135,7 @@ def _row(raw: dict[str, Any], cfg: RunConfig, points: list[int], seconds: float)
     tokens = cfg.train.micro_batch_size * cfg.train.seq_len
     return {
         "memory": {k: round(v, 6) for k, v in memory.items()},
+        "memory_bytes": {k.removesuffix("_gib"): round(v * GIB) for k, v in memory.items()},
         "time": {
             "flops_per_micro_batch": raw["flops"],
             "flops_per_step": raw["flops"] * cfg.train.grad_accum,

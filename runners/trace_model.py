@@ -90,6 +90,10 @@ def hf_config(cfg: RunConfig, layers: int):
     else:
         hf = AutoConfig.for_model(m.architecture, **fields)
     hf.use_cache = False
+    for k in ("pad_token_id", "bos_token_id", "eos_token_id"):  # ids outside a shrunk vocabulary
+        v = getattr(hf, k, None)
+        if isinstance(v, int) and v >= m.vocab_size:
+            setattr(hf, k, None)
     hf._attn_implementation = attn
     return hf
 

@@ -86,6 +86,33 @@ class LiveBytes(TorchDispatchMode):
         yield
 
 
+def _register_flop_formulas() -> None:
+    """FLOP formulas FlopCounterMode lacks for ops a CPU trace runs: SDPA's CPU flash kernel (counted
+    like CUDA's SDPA kernels) and bitsandbytes' 4-bit GEMM (2·M·N·K, as the dense matmul it replaces)."""
+    from torch.utils import flop_counter as fc
+
+    aten = torch.ops.aten
+    if aten._scaled_dot_product_flash_attention_for_cpu in fc.flop_registry:
+        return
+
+    @fc.register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu)
+    def _sdpa_cpu(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+        return fc.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    @fc.register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu_backward)
+    def _sdpa_cpu_bw(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kw) -> int:  # noqa: ANN001
+        return fc.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+    import bitsandbytes  # noqa: F401  (registers torch.ops.bitsandbytes)
+
+    @fc.register_flop_formula(torch.ops.bitsandbytes.gemm_4bit)
+    def _gemm_4bit(a_shape, b_shape, shape_b, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+        m = 1
+        for n in a_shape[:-1]:
+            m *= n
+        return 2 * m * shape_b[0] * shape_b[1]
+
+
 def _optimizer(cfg: RunConfig, params: list[nn.Parameter]) -> tuple[torch.optim.Optimizer, bool]:
     """The configured optimizer and whether its state is paged (invisible to torch's allocator)."""
     name, lr = cfg.train.optimizer, cfg.lr
@@ -100,8 +127,8 @@ def _optimizer(cfg: RunConfig, params: list[nn.Parameter]) -> tuple[torch.optim.
     return bnb.optim.AdamW32bit(params, lr=lr), True  # paged_adamw_32bit
 
 
-def _state_tensors(opt: torch.optim.Optimizer) -> list[torch.Tensor]:
-    return [v for st in opt.state.values() for v in st.values() if isinstance(v, torch.Tensor)]
+def _state_tensors(opt: torch.optim.Optimizer) -> list[tuple[str, torch.Tensor]]:
+    return [(k, v) for st in opt.state.values() for k, v in st.items() if isinstance(v, torch.Tensor)]
 
 
 def run_step(cfg: RunConfig, model: nn.Module, static: list[torch.Tensor]) -> dict[str, Any]:
@@ -116,25 +143,32 @@ def run_step(cfg: RunConfig, model: nn.Module, static: list[torch.Tensor]) -> di
     opt.step()
     b, s = cfg.train.micro_batch_size, cfg.train.seq_len
     ids = torch.zeros((b, s), dtype=torch.long)
+    mask = torch.ones((b, s), dtype=torch.long)  # the runner's padded batches carry a mask
     amp = cfg.precision.startswith("amp_")
     autocast = torch.autocast("cpu", dtype=torch.bfloat16 if cfg.precision == "amp_bf16" else torch.float16)
 
-    def forward() -> torch.Tensor:
+    def forward() -> Any:  # as runners.train: the output (logits included) lives through backward
         with autocast if amp else contextlib.nullcontext():
-            return model(input_ids=ids, labels=ids).loss
+            return model(
+                input_ids=ids, attention_mask=mask, labels=ids, use_cache=False, num_items_in_batch=b * s
+            )
 
+    _register_flop_formulas()
     # FLOPs in a pass of their own: FlopCounterMode's module tracking keeps backward tensors alive.
     flops = FlopCounterMode(display=False)
     with flops:
-        forward().backward()
+        forward().loss.backward()
     opt.zero_grad(set_to_none=cfg.train.grad_accum == 1)  # with accumulation, grads stay alive
 
     tracker = LiveBytes()
     for t in static:
         tracker.add(t, "weights")
-    for t in _state_tensors(opt):
-        if paged:
-            tracker.untracked += t.untyped_storage().nbytes()
+    paged_seen: set[int] = set()
+    for name, t in _state_tensors(opt):  # bitsandbytes pages state1/state2 (cudaMallocManaged) only
+        if paged and name in ("state1", "state2"):
+            if id(t.untyped_storage()) not in paged_seen:
+                paged_seen.add(id(t.untyped_storage()))
+                tracker.untracked += t.untyped_storage().nbytes()
         else:
             tracker.add(t, "optimizer")
     for p in params:
@@ -145,13 +179,14 @@ def run_step(cfg: RunConfig, model: nn.Module, static: list[torch.Tensor]) -> di
     hook = head.register_forward_pre_hook(lambda *_: setattr(tracker, "default", "logits"))
     with tracker:
         with tracker.region("forward", "activations"):
-            loss = forward()
+            out = forward()
         end_forward = dict(tracker.by_cat)
         with tracker.region("backward", "temporaries"):
-            loss.backward()
-        del loss
+            out.loss.backward()
+        del out
         grads = tracker.by_cat["gradients"]
         with tracker.region("optimizer", "temporaries"):
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             opt.zero_grad(set_to_none=True)
     hook.remove()

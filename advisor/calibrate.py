@@ -1,0 +1,249 @@
+"""Calibration from measurements: fit per-GPU, per-method factors from finished trial records and
+apply them to advise rows. Pure (no torch); reads design.md trial records.
+
+Factors, each a geometric mean over records (with count and geometric spread):
+    time_efficiency   measured tokens/s ÷ estimated tokens/s (the train phase's throughput)
+    load_ratio        measured wall_s.load ÷ estimated;  eval_ratio  measured wall_s.eval ÷ estimated
+    dynamic_ratio     (measured allocated − estimated static) ÷ estimated dynamic, where static =
+                      weights + torch-visible optimizer state and dynamic = allocated − static
+                      (activations, logits, gradients, temporaries: the part modelled per token)
+    device_offset_gib measured device (nvidia-smi; RSS on CPU) − calibrated allocated, minus the
+                      estimate's own device − allocated (arithmetic mean: an additive overhead)
+A row is calibrated by the factors of its (gpu, method); when that method has no records, by the
+pooled factors of its GPU; never across GPUs. `apply` names what it changed in row["calibrated"].
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from advisor.errors import ConfigError
+
+USABLE_STATUSES = ("complete", "pruned")  # finished trials whose measurements cover whole steps
+ANY_METHOD = "*"
+
+
+@dataclass(frozen=True)
+class Factor:
+    """One fitted factor: value, how many records it rests on, and their spread."""
+
+    value: float
+    count: int
+    spread: float  # geometric std (×/÷) for ratios; std for offsets
+    kind: str = "ratio"  # ratio | offset
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "value": round(self.value, 6),
+            "count": self.count,
+            "spread": round(self.spread, 6),
+            "kind": self.kind,
+        }
+
+
+def _ratio(values: list[float]) -> Factor | None:
+    vs = [v for v in values if v is not None and math.isfinite(v) and v > 0]
+    if not vs:
+        return None
+    logs = [math.log(v) for v in vs]
+    mu = sum(logs) / len(logs)
+    sd = math.sqrt(sum((x - mu) ** 2 for x in logs) / len(logs))
+    return Factor(math.exp(mu), len(vs), math.exp(sd))
+
+
+def _offset(values: list[float]) -> Factor | None:
+    vs = [v for v in values if v is not None and math.isfinite(v)]
+    if not vs:
+        return None
+    mu = sum(vs) / len(vs)
+    return Factor(mu, len(vs), math.sqrt(sum((x - mu) ** 2 for x in vs) / len(vs)), "offset")
+
+
+def _get(d: Any, *path: str) -> Any:
+    for k in path:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(k)
+    return d
+
+
+def _static_gib(est: dict) -> float:
+    m = est["memory"]
+    return m["weights_gib"] + m["optimizer_gib"] - (est.get("paged_gib") or 0.0)
+
+
+def _num(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
+
+
+def _div(a: Any, b: Any) -> float | None:
+    a, b = _num(a), _num(b)
+    return a / b if a is not None and b else None
+
+
+def _fit_group(records: list[dict]) -> dict[str, Factor]:
+    tps, load, ev, dyn, dev = [], [], [], [], []
+    for r in records:
+        est, meas = r["estimate"], r["measured"]
+        tps.append(_div(meas.get("tokens_per_s"), _get(est, "time", "tokens_per_s")))
+        load.append(_div(_get(meas, "wall_s", "load"), _get(est, "time", "wall_s", "load")))
+        ev.append(_div(_get(meas, "wall_s", "eval"), _get(est, "time", "wall_s", "eval")))
+        alloc, e_alloc = _num(meas.get("allocated_gib")), _num(_get(est, "memory", "allocated_gib"))
+        if alloc is None or e_alloc is None:
+            continue
+        static = _static_gib(est)
+        ratio = _div(alloc - static, e_alloc - static) if e_alloc - static > 0 else None
+        dyn.append(ratio)
+        device = _num(meas.get("device_gib")) or _num(meas.get("rss_gib"))
+        e_over = _num(_get(est, "memory", "device_gib"))
+        if device is not None and e_over is not None:
+            dev.append(device - alloc - (e_over - e_alloc))
+    fitted = {
+        "time_efficiency": _ratio(tps),
+        "load_ratio": _ratio(load),
+        "eval_ratio": _ratio(ev),
+        "dynamic_ratio": _ratio(dyn),
+        "device_offset_gib": _offset(dev),
+    }
+    return {k: v for k, v in fitted.items() if v is not None}
+
+
+def _usable(r: Any) -> bool:
+    return (
+        isinstance(r, dict)
+        and r.get("status") in USABLE_STATUSES
+        and isinstance(r.get("estimate"), dict)
+        and isinstance(r.get("measured"), dict)
+        and isinstance(_get(r, "estimate", "memory"), dict)
+    )
+
+
+def _key(r: dict) -> tuple[str, str]:
+    est = r["estimate"]
+    return str(est.get("gpu") or _get(r, "config", "gpu", "name")), str(est.get("method"))
+
+
+@dataclass
+class Calibration:
+    """Fitted factors per (gpu, method); (gpu, "*") pools every method of that GPU."""
+
+    factors: dict[tuple[str, str], dict[str, Factor]] = field(default_factory=dict)
+    source: str = ""
+    records: int = 0
+
+    def for_row(self, gpu: str, method: str) -> dict[str, Factor]:
+        return self.factors.get((gpu, method)) or self.factors.get((gpu, ANY_METHOD)) or {}
+
+    def apply(self, row: dict, cfg: Any = None) -> dict:
+        """A calibrated copy of an advise row; row["calibrated"] lists the numbers changed."""
+        f = self.for_row(str(row.get("gpu")), str(row.get("method")))
+        if not f:
+            return row
+        out = copy.deepcopy(row)
+        changed: list[str] = list(out.get("calibrated") or [])
+        t, m = out.get("time") or {}, out.get("memory") or {}
+        if "time_efficiency" in f and t.get("tokens_per_s"):
+            eff = f["time_efficiency"].value
+            wall = dict(t.get("wall_s") or {})
+            if "train" in wall:
+                wall["train"] = wall["train"] / eff
+            for k, name in (("load", "load_ratio"), ("eval", "eval_ratio")):
+                if k in wall and name in f:
+                    wall[k] = wall[k] * f[name].value
+            old_h = t.get("hours") or 0.0
+            t["tokens_per_s"] = round(t["tokens_per_s"] * eff, 1)
+            t["wall_s"] = {k: round(v, 1) for k, v in wall.items()}
+            t["hours"] = round(sum(wall.values()) / 3600, 4) if wall else round(old_h / eff, 4)
+            changed += ["time.tokens_per_s", "time.hours"]
+            cost = out.get("cost")
+            if isinstance(cost, dict) and old_h:
+                cost["usd"] = round(cost["usd"] * t["hours"] / old_h, 2)
+                changed.append("cost.usd")
+        if "dynamic_ratio" in f and m.get("allocated_gib") is not None:
+            static = _static_gib(out)
+            alloc = static + (m["allocated_gib"] - static) * f["dynamic_ratio"].value
+            over_res = m["reserved_gib"] - m["allocated_gib"]
+            over_dev = m["device_gib"] - m["allocated_gib"]
+            dev_off = f["device_offset_gib"].value if "device_offset_gib" in f else 0.0
+            m["allocated_gib"] = round(alloc, 3)
+            m["reserved_gib"] = round(alloc + over_res, 3)
+            m["device_gib"] = round(alloc + over_dev + dev_off, 3)
+            m["overhead_gib"] = round(m["device_gib"] - m["allocated_gib"], 3)
+            changed += ["memory.allocated_gib", "memory.reserved_gib", "memory.device_gib"]
+            if cfg is not None:
+                out["fits"] = m["device_gib"] <= cfg.gpu.usable_gib
+                changed.append("fits")
+        if cfg is not None and out.get("within_budget") is not None:
+            usd, hours = _get(out, "cost", "usd"), t.get("hours")
+            out["within_budget"] = (cfg.budget_usd is None or usd <= cfg.budget_usd) and (
+                cfg.budget_hours is None or hours <= cfg.budget_hours
+            )
+        out["calibrated"] = sorted(set(changed))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "records": self.records,
+            "factors": [
+                {"gpu": g, "method": m, **{k: v.to_dict() for k, v in fs.items()}}
+                for (g, m), fs in sorted(self.factors.items())
+            ],
+        }
+
+
+def fit(records: list[dict], source: str = "") -> Calibration:
+    """Fit per-(gpu, method) factors (and per-gpu pooled ones) from trial records."""
+    usable = [r for r in records if _usable(r)]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in usable:
+        gpu, method = _key(r)
+        groups.setdefault((gpu, method), []).append(r)
+        groups.setdefault((gpu, ANY_METHOD), []).append(r)
+    factors = {k: fs for k, rs in groups.items() if (fs := _fit_group(rs))}
+    return Calibration(factors, source, len(usable))
+
+
+def read_records(path: str | Path) -> list[dict]:
+    """Trial records from a sweep dir (trials/*.json), a folder of record JSON files, a JSON file
+    (one record or a list) or a JSONL file (one record per line)."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        folder = p / "trials" if (p / "trials").is_dir() else p
+        files = sorted(f for f in folder.glob("*.json") if f.stem != "baseline")
+        out = []
+        for f in files:
+            try:
+                out.append(json.loads(f.read_text()))
+            except (OSError, ValueError) as e:
+                raise ConfigError(
+                    f"advisor.calibration={str(path)!r}: {f.name} is not a JSON record ({e})"
+                ) from None
+        return out
+    if not p.is_file():
+        raise ConfigError(f"advisor.calibration={str(path)!r}: no such sweep folder or records file")
+    text = p.read_text()
+    try:
+        if p.suffix == ".jsonl":
+            return [json.loads(line) for line in text.splitlines() if line.strip()]
+        data = json.loads(text)
+    except ValueError as e:
+        raise ConfigError(f"advisor.calibration={str(path)!r}: not JSON/JSONL records ({e})") from None
+    return data if isinstance(data, list) else [data]
+
+
+def load(path: str | Path) -> Calibration:
+    """The calibration fitted on the records at `path` (what `advisor.calibration=PATH` names)."""
+    records = read_records(path)
+    cal = fit(records, str(path))
+    if not cal.factors:
+        raise ConfigError(
+            f"advisor.calibration={str(path)!r}: {len(records)} records, none usable "
+            f"(needs status in {list(USABLE_STATUSES)} with both `estimate` and `measured`)"
+        )
+    return cal
