@@ -71,6 +71,29 @@ def load_tokenizer(cfg: RunConfig):
 
 def load_model(cfg: RunConfig):
     """The model on the run's device, wrapped for the method, in training mode."""
+    model = load_base(cfg)
+    if cfg.method.is_adapter:
+        from peft import LoraConfig, get_peft_model
+
+        tm = cfg.method.target_modules
+        lora = LoraConfig(
+            r=cfg.method.r,
+            lora_alpha=cfg.method.alpha_eff,
+            lora_dropout=cfg.method.dropout,
+            target_modules=tm if isinstance(tm, str) else list(tm),
+            task_type="CAUSAL_LM",
+        )
+        try:
+            model = get_peft_model(model, lora)
+        except ValueError as e:
+            raise ConfigError(f"method.target_modules={tm!r}: {e}") from None
+    model.train()
+    return model
+
+
+def load_base(cfg: RunConfig):
+    """The base model as training sees it: dtype per precision, 4-bit + kbit preparation for QLoRA,
+    gradient checkpointing per config; no adapter yet (PeftModel.from_pretrained goes on top of this)."""
     from transformers import AutoModelForCausalLM
 
     dev = device()
@@ -107,22 +130,6 @@ def load_model(cfg: RunConfig):
         )
     elif cfg.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
-    if cfg.method.is_adapter:
-        from peft import LoraConfig, get_peft_model
-
-        tm = cfg.method.target_modules
-        lora = LoraConfig(
-            r=cfg.method.r,
-            lora_alpha=cfg.method.alpha_eff,
-            lora_dropout=cfg.method.dropout,
-            target_modules=tm if isinstance(tm, str) else list(tm),
-            task_type="CAUSAL_LM",
-        )
-        try:
-            model = get_peft_model(model, lora)
-        except ValueError as e:
-            raise ConfigError(f"method.target_modules={tm!r}: {e}") from None
-    model.train()
     return model
 
 

@@ -36,6 +36,34 @@ def eval_schedule(steps: int, eval_every_steps: int | None, eval_points: int) ->
     return sorted(at)
 
 
+def eval_loss(
+    model, rows: list[Row], micro_batch_size: int, pad_id: int, device, autocast_dtype=None
+) -> float:
+    """Token-weighted mean loss over `rows` (padded batches, eval mode: no dropout)."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    ctx = (
+        (lambda: torch.autocast(device.type, dtype=autocast_dtype))
+        if autocast_dtype
+        else contextlib.nullcontext
+    )
+    with torch.no_grad():
+        for i in range(0, len(rows), micro_batch_size):
+            batch = {
+                k: v.to(device) for k, v in collate(rows[i : i + micro_batch_size], pad_id, False).items()
+            }
+            n = int((batch["labels"][:, 1:] != -100).sum())
+            if not n:
+                continue
+            with ctx():
+                out = model(**batch, use_cache=False, num_items_in_batch=1)  # the summed loss
+            total += float(out.loss)
+            count += n
+    model.train(was_training)
+    return total / max(1, count)
+
+
 @dataclass
 class Progress:
     """What a run has measured so far (kept in checkpoints, read after oom/failure too)."""
@@ -92,21 +120,9 @@ class Loop:
         return {k: v.to(self.device) for k, v in collate(rows, self.pad_id, self.packed).items()}
 
     def evaluate(self) -> float:
-        """Token-weighted mean loss on the validation rows (padded batches, no dropout)."""
-        self.model.eval()
-        total, count = 0.0, 0
-        with torch.no_grad():
-            for i in range(0, len(self.val_rows), self.micro_batch_size):
-                batch = self._batch(self.val_rows[i : i + self.micro_batch_size])
-                n = int((batch["labels"][:, 1:] != -100).sum())
-                if not n:
-                    continue
-                with self._autocast():
-                    out = self.model(**batch, use_cache=False, num_items_in_batch=1)
-                total += float(out.loss)
-                count += n
-        self.model.train()
-        return total / max(1, count)
+        return eval_loss(
+            self.model, self.val_rows, self.micro_batch_size, self.pad_id, self.device, self.autocast_dtype
+        )
 
     def _step(self, step: int) -> None:
         micro = [self.stream.micro_batch(step * self.grad_accum + k) for k in range(self.grad_accum)]

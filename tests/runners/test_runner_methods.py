@@ -1,0 +1,99 @@
+"""Full, LoRA and QLoRA (real bitsandbytes 4-bit on CPU) train a tiny model from a local folder: the eval
+loss falls, the saved adapter (or merged weights) reloads with the same eval loss, trainable parameters
+and static memory (weights, gradients, optimizer state) equal the advisor's."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import make_cfg
+
+from advisor import dataset
+from advisor.memory import memory
+from advisor.params import targeted, trainable_params
+from runners import data
+from runners import model as model_mod
+from runners.cell import run_cell
+from runners.train import eval_loss
+
+# method, lr, precision, optimizer
+CASES = [
+    ("full", 2e-3, "fp32", "adamw"),
+    ("lora", 5e-3, "bf16", "adamw"),
+    ("qlora", 5e-3, "bf16", "adamw_8bit"),
+]
+
+
+def _reload(cfg, out_dir):
+    """The trained weights as a user loads them: PeftModel.from_pretrained(base, adapter/) or merged/."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    if cfg.method.name == "full":
+        return AutoModelForCausalLM.from_pretrained(out_dir / "merged", dtype=torch.float32)
+    base = model_mod.load_base(cfg)  # the same base the run trained on (4-bit + kbit prep for QLoRA)
+    return PeftModel.from_pretrained(base, out_dir / "adapter")
+
+
+@pytest.mark.parametrize("method,lr,precision,optimizer", CASES)
+def test_method_trains_reloads_and_matches_the_advisor(
+    method, lr, precision, optimizer, tiny_plain, learn_data, tmp_path
+):
+    folder, vocab = tiny_plain
+    cfg = make_cfg(
+        folder,
+        vocab,
+        learn_data,
+        method=method,
+        train={
+            "lr": lr,
+            "precision": precision,
+            "optimizer": optimizer,
+            "max_steps": 16,
+            "grad_accum": 2,
+            "eval_points": 2,
+            "merge": method == "full",
+            "metric_rows": 4,
+        },
+    )
+    res = run_cell(cfg, tmp_path, resume=False)
+    m = res["measured"]
+    assert res["status"] == "complete", res["reason"]
+    assert m["steps"] == m["planned_steps"] == 16 and [e[0] for e in m["eval_curve"]] == [8, 16]
+
+    # the eval loss falls below the untrained model's
+    base = run_cell(cfg, tmp_path / "baseline", baseline=True)
+    assert base["status"] == "complete" and base["measured"]["eval_curve"][0][0] == 0
+    assert m["eval_loss"] < base["measured"]["eval_loss"] - 0.05, (
+        base["measured"]["eval_loss"],
+        m["eval_curve"],
+    )
+
+    # the saved weights reload (PEFT format / merged) and give the same eval loss
+    split = dataset.split(cfg.data, cfg.seed)
+    tok = model_mod.load_tokenizer(cfg)
+    val = data.build_rows(
+        [data.encode(tok, e, cfg.train.seq_len) for e in split.val], cfg.train.seq_len, False, 0
+    )
+    reloaded = _reload(cfg, tmp_path)
+    again = eval_loss(reloaded, val, cfg.train.micro_batch_size, tok.pad_token_id, torch.device("cpu"))
+    assert again == pytest.approx(m["eval_loss"], abs=1e-4)
+    assert (m["adapter_bytes"] or 0) > 0 or method == "full"
+
+    # the advisor's counts and static memory components, byte for byte
+    assert m["trainable_params"] == trainable_params(cfg.model, cfg.method)
+    adv = memory(cfg, cfg.train.seq_len)  # grad_accum > 1: gradients held at every phase
+    sb = m["static_bytes"]
+    if method == "full":
+        n_param_tensors = len(list(reloaded.parameters()))
+    else:  # lora_A and lora_B of every targeted Linear
+        n_param_tensors = 2 * sum(lin.count for lin in targeted(cfg.model, cfg.method.target_modules))
+    # torch AdamW keeps one 0-dim fp32 `step` tensor per parameter tensor (the advisor leaves these out)
+    step_counters = 4 * n_param_tensors if optimizer == "adamw" else 0
+    assert sb["gradients"] == adv.gradients
+    assert sb["optimizer"] == adv.optimizer + step_counters
+    assert sb["weights"] == adv.weights  # quant_state (absmax, code tables) counted on both sides
+    assert m["allocated_gib"] > sum(sb.values()) / 2**30 and m["rss_gib"] > m["allocated_gib"]
+    assert m["tokens_per_s"] > 0 and m["train_tokens"] > 0 and 0 <= m["padding_fraction"] < 1
+    assert m["metric"]["name"] == "exact_match" and m["metric"]["rows"] == 4
+    assert res["provenance"]["versions"]["torch"] == torch.__version__
