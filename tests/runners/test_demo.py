@@ -1,0 +1,192 @@
+"""The embedded demo: task data generator, pretrained-base builder, asset cache, and the demo path
+end to end (`tunewise sweep` on a smaller base built by the same builder, a few cells)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import pytest
+import yaml
+
+from advisor.config import DataConfig
+from advisor.dataset import split, validate
+from runners import demo, demo_text
+
+ROOT = Path(__file__).resolve().parents[2]
+# The same builder at a CI size: seconds, yet it must learn (perplexity far below the vocabulary).
+SMALL = replace(
+    demo.BaseSpec(),
+    vocab_size=512,
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    intermediate_size=128,
+    train_docs=1500,
+    heldout_docs=100,
+    batch_size=16,
+    steps=60,
+    warmup_steps=5,
+)
+
+
+@pytest.fixture(scope="module")
+def small_base(tmp_path_factory) -> tuple[Path, dict]:
+    from runners.demo_base import build_base
+
+    out = tmp_path_factory.mktemp("demo") / "base"
+    facts = build_base(out, SMALL, stamp={"base_version": demo.BASE_VERSION}, log=lambda m: None)
+    return out, facts
+
+
+def test_task_data_is_deterministic_valid_and_answers_from_its_input(tmp_path):
+    a, b = tmp_path / "a" / "train.jsonl", tmp_path / "b" / "train.jsonl"
+    demo.write_data(a, rows=300)
+    demo.write_data(b, rows=300)
+    assert a.read_bytes() == b.read_bytes()
+    assert (
+        demo.write_data(tmp_path / "c.jsonl", rows=300, seed=1)["sha256"]
+        != json.loads(demo.data_stamp_path(a).read_text())["sha256"]
+    )
+    cfg = DataConfig(path=str(a), rows=150)
+    validate(cfg)  # raises DataError on any bad row
+    s = split(cfg, seed=0)
+    assert len(s.train) == 150 and len(s.val) == 30 and s.train_pool == 270
+    rows = [json.loads(line) for line in a.read_text().splitlines()]
+    assert len({r["input"] for r in rows}) == 300  # distinct inputs
+    for r in rows:
+        fields = json.loads(r["output"])
+        assert list(fields) == ["name", "qty", "item", "color", "city", "day"]
+        text = r["input"]
+        for k in ("name", "color", "city", "day"):
+            assert fields[k] in text
+        assert str(fields["qty"]) in text or demo_text.NUMBER_WORDS[fields["qty"]] in text.lower()
+        assert fields["item"] in text or demo_text.ITEMS[fields["item"]] in text
+    shapes = [_shape(t) for t in demo_text.ORDER_TEMPLATES]
+    used = {i for r in rows for i, rx in enumerate(shapes) if rx.fullmatch(r["input"])}
+    assert used == set(range(len(shapes)))  # every sentence shape occurs
+
+
+def _shape(template: str) -> re.Pattern:
+    parts = re.split(r"\{\w+\}", template)
+    return re.compile("(?i:" + ".+".join(re.escape(p) for p in parts) + ")")
+
+
+def test_assets_are_cached_and_rebuilt_when_stale(tmp_path, monkeypatch):
+    data = tmp_path / "data" / "train.jsonl"
+    demo.ensure_assets(None, str(data))
+    assert demo.data_is_current(data)
+    mtime = data.stat().st_mtime_ns
+    demo.ensure_assets(None, str(data))
+    assert data.stat().st_mtime_ns == mtime  # cached: not rewritten
+    with open(data, "a") as f:
+        f.write('{"instruction": "x", "output": "y"}\n')  # edited by hand -> stale
+    assert not demo.data_is_current(data)
+    monkeypatch.setattr(demo, "DATA_VERSION", demo.DATA_VERSION + 1)  # a new generator -> stale
+    demo.ensure_assets(None, str(data))
+    assert demo.data_is_current(data) and len(data.read_text().splitlines()) == demo.DATA_ROWS
+    assert not demo.base_is_current(tmp_path / "no-base")
+
+
+def test_small_base_learned_and_loads_like_a_downloaded_model(small_base):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from advisor.dataset import read_examples
+    from runners.data import encode, prompt_text
+
+    path, facts = small_base
+    assert facts["heldout_perplexity"] < SMALL.vocab_size / 20  # it learned the language...
+    assert facts["heldout_perplexity"] < facts["heldout_perplexity_untrained"] / 20  # ...from training
+    assert facts["spec"] == asdict(SMALL) and json.loads((path / "tunewise_demo.json").read_text()) == facts
+    model = AutoModelForCausalLM.from_pretrained(path)
+    tok = AutoTokenizer.from_pretrained(path)
+    assert model.num_parameters() == facts["total_params"] and len(tok) == SMALL.vocab_size
+    assert tok.eos_token == demo_text.END and model.config.eos_token_id == tok.eos_token_id
+    data = path.parent / "train.jsonl"
+    demo.write_data(data, rows=20)
+    ex = read_examples(data, DataConfig(path=str(data)))[0]
+    assert prompt_text(tok, ex).endswith(f"{demo_text.ASSISTANT}\n")
+    enc = encode(tok, ex, seq_len=256)
+    learned = tok.decode([i for i, lab in zip(enc.input_ids, enc.labels, strict=True) if lab != -100])
+    assert learned == ex.response + demo_text.END + "\n"  # labels = the JSON answer and end of turn
+    assert len(enc.input_ids) < 96  # short enough for the demo's seq_len and generation bound
+
+
+def test_demo_base_yaml_is_the_built_architecture():
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from runners.demo_base import model_config
+
+    entry = yaml.safe_load((ROOT / "conf" / "model" / "demo-base.yaml").read_text())
+    spec = demo.BaseSpec()
+    for k in (
+        "vocab_size",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "intermediate_size",
+        "max_position_embeddings",
+    ):
+        assert entry[k] == getattr(spec, k), k
+    with torch.device("meta"):
+        model = LlamaForCausalLM(model_config(spec, eos_token_id=1, pad_token_id=0))
+    assert entry["total_params"] == model.num_parameters()
+    assert entry["tie_word_embeddings"] is True and entry["path"] == "outputs/demo/base"
+    data = yaml.safe_load((ROOT / "conf" / "data" / "demo.yaml").read_text())
+    assert data["path"] == "outputs/demo/data/train.jsonl"
+
+
+def _env(conf: Path) -> dict[str, str]:
+    return {**os.environ, "TUNEWISE_CONF": str(conf), "TOKENIZERS_PARALLELISM": "false"}
+
+
+def test_demo_path_end_to_end(small_base, tmp_path):
+    """The demo's own path on a smaller base: data generator, `tunewise sweep` over a few cells with the
+    demo's settings, records with measurements and the report."""
+    base, _ = small_base
+    data = tmp_path / "data" / "train.jsonl"
+    demo.write_data(data, rows=200)
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "conf", conf)
+    matrix = yaml.safe_load((ROOT / "conf" / "matrix" / "demo.yaml").read_text())
+    matrix["axes"] = {"method": ["full", "lora", "qlora"], "method.r": [4], "data.rows": [60]}
+    (conf / "matrix" / "demo_ci.yaml").write_text(yaml.safe_dump({**matrix, "name": "demo_ci"}))
+    sweep_dir = tmp_path / "sweep"
+    args = [
+        "matrix=demo_ci",
+        f"model.path={base}",
+        f"model.config_path={base}",
+        f"data.path={data}",
+        "train.max_steps=8",
+        "train.metric_rows=8",
+        "sweep.yes=true",
+        f"sweep.dir={sweep_dir}",
+    ]
+    out = subprocess.run(
+        [sys.executable, "-m", "sweep.cli", "sweep", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=_env(conf),
+        timeout=170,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    recs = [json.loads(p.read_text()) for p in (sweep_dir / "trials").glob("*.json") if p.stem != "baseline"]
+    assert sorted(r["config"]["method"]["name"] for r in recs) == ["full", "lora", "qlora"]
+    for r in recs:
+        assert r["status"] == "complete", r["reason"]
+        m = r["measured"]
+        assert m["eval_loss"] > 0 and m["metric"] is not None and m["train_tokens"] > 0
+        assert r["estimate"]["memory"]["allocated_gib"] > 0
+    static = {r["config"]["method"]["name"]: sum(r["measured"]["static_bytes"].values()) for r in recs}
+    assert static["full"] > static["lora"] > static["qlora"]
+    assert (sweep_dir / "report.md").is_file() and (sweep_dir / "results.csv").is_file()
