@@ -43,6 +43,7 @@ class Regime:
     attention: str  # sdpa | flash | eager
     gqa_expand: bool  # k/v expanded to all query heads before attention
     masked: bool  # SDPA gets an attention mask (padding or packing)
+    q4_saves_input: bool  # frozen 4-bit matmuls save their input (bitsandbytes < 0.43.2)
     mask: int  # bytes per dropout-mask element: 1 (CUDA fused dropout, bool) or the input's dtype (CPU)
 
 
@@ -74,6 +75,8 @@ def _linear(s: Saved, g: Regime, x: str, x_bytes: int, name: str, in_f: int, r: 
             s.put(f"{name}.in16", 2 * in_f)
         else:
             s.put(x, x_bytes * in_f)
+    elif g.q4_saves_input:  # bitsandbytes < 0.43.2: MatMul4Bit saved its (16-bit) input regardless
+        s.put(x if x_bytes == 2 else f"{name}.in16", 2 * in_f)
     if lora:
         a = g.adapter
         if g.dropout:

@@ -44,6 +44,7 @@ class Stack:
     kbit_upcast: bool = True  # QLoRA: prepare_model_for_kbit_training casts non-4-bit params to fp32
     logits_kept: bool = True  # the model output object holds the logits through backward
     lm_head_fp32: bool = False  # the model upcasts its logits itself (torchtune's `.float()`)
+    bnb_saves_input: bool = False  # bitsandbytes < 0.43.2 (before July 2024): 4-bit matmuls save their input
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ def regime(cfg: RunConfig, stack: Stack) -> Regime:
         attention=attention,
         gqa_expand=attention == "eager" or (attention == "sdpa" and masked),
         masked=masked,
+        q4_saves_input=m == "qlora" and stack.bnb_saves_input,
         mask=cmp if cfg.gpu.is_cpu else 1,
     )
 

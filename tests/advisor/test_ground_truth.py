@@ -1,0 +1,58 @@
+"""The memory model against the published measurements P1–P7 (shared/reference/ground-truth.md).
+
+The same model for every row (bench/ground_truth.py holds the configurations and the stack facts of
+each source). Target from issue 2: median error ≤ 10 % and none worse than 20 %. Where the model does
+not reach it, the test says so with the numbers (strict xfail) instead of bending the model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from statistics import median
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("ground_truth", ROOT / "bench" / "ground_truth.py")
+gt = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(gt)
+
+ROWS = {r["id"]: r for r in gt.rows()}
+ERRORS = {k: abs(r["error_pct"]) for k, r in ROWS.items()}
+SUMMARY = ", ".join(f"{k} {r['error_pct']:+.1f} %" for k, r in ROWS.items())
+
+
+def test_every_reference_run_is_predicted_within_30_percent():
+    assert max(ERRORS.values()) <= 30, SUMMARY
+
+
+@pytest.mark.xfail(strict=True, reason=f"median |error| {median(ERRORS.values()):.1f} % > 10 %: {SUMMARY}")
+def test_median_error_at_most_10_percent():
+    assert median(ERRORS.values()) <= 10
+
+
+@pytest.mark.xfail(strict=True, reason=f"P2, P3 over (768-token bound) and P5 under by > 20 %: {SUMMARY}")
+def test_no_error_worse_than_20_percent():
+    assert max(ERRORS.values()) <= 20
+
+
+def test_double_quant_saving_matches_litgpt():
+    """lit-gpt measured 0.30 GB (7B) and 0.59 GB (13B) saved by double quantization."""
+    gb = 2**30 / 1e9
+    saving_7b = (ROWS["P6-nf4"]["predicted_gib"] - ROWS["P6-nf4-dq"]["predicted_gib"]) * gb
+    saving_13b = (ROWS["P7-nf4"]["predicted_gib"] - ROWS["P7-nf4-dq"]["predicted_gib"]) * gb
+    assert saving_7b == pytest.approx(0.30, abs=0.02)
+    assert saving_13b == pytest.approx(0.59, abs=0.02)
+
+
+def test_orderings_the_measurements_show():
+    p = {k: r["predicted_gib"] for k, r in ROWS.items()}
+    assert p["P1"] > p["P3"] > p["P2"]  # full > LoRA on MLP > LoRA on q,v at the same trainable count
+    assert p["P4"] > p["P5"]  # QLoRA below LoRA
+    assert p["P6"] > p["P6-nf4"] > p["P6-nf4-dq"] and p["P7"] > p["P7-nf4"] > p["P7-nf4-dq"]
+
+
+def test_docs_table_is_current():
+    doc = (ROOT / "docs" / "ground-truth.md").read_text()
+    assert gt.table() in doc, "run: .venv/bin/python bench/ground_truth.py --write"
