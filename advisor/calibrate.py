@@ -16,6 +16,7 @@ pooled factors of its GPU; never across GPUs. `apply` names what it changed in r
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -247,3 +248,24 @@ def load(path: str | Path) -> Calibration:
             f"(needs status in {list(USABLE_STATUSES)} with both `estimate` and `measured`)"
         )
     return cal
+
+
+load_calibration = load  # the name sweep/plan.py imports
+
+
+@functools.lru_cache(maxsize=16)
+def _load_cached(path: str, mtime_ns: int) -> Calibration:
+    return load(path)
+
+
+def as_calibration(c: Calibration | str | Path) -> Calibration:
+    """A Calibration, or the one fitted on the records at a path (cached while the path is unchanged)."""
+    if isinstance(c, Calibration):
+        return c
+    p = Path(c).expanduser()
+    target = p / "trials" if (p / "trials").is_dir() else p
+    try:
+        mtime = max([target.stat().st_mtime_ns] + [f.stat().st_mtime_ns for f in target.glob("*.json")])
+    except OSError:
+        mtime = 0
+    return _load_cached(str(c), mtime)

@@ -51,7 +51,7 @@ def estimate(
         )
     mem_gib = mem.gib()
     t = cfg.train
-    return {
+    row = {
         "method": cfg.method.name,
         "r": cfg.method.r if cfg.method.is_adapter else None,
         "gpu": gpu.name,
@@ -90,6 +90,11 @@ def estimate(
         "paged_gib": round(mem.paged / GIB, 3),
         "notes": _notes(cfg, ln, stats),
     }
+    if calibration is not None:  # measured factors (advisor.calibrate): a Calibration or a records path
+        from advisor.calibrate import as_calibration
+
+        row = as_calibration(calibration).apply(row, cfg)
+    return row
 
 
 def _divisors_desc(n: int) -> list[int]:
