@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
+from torch.utils.flop_counter import FlopCounterMode
 
 from advisor.config import RunConfig
 
@@ -113,6 +114,44 @@ def _register_flop_formulas() -> None:
         return 2 * m * shape_b[0] * shape_b[1]
 
 
+@contextlib.contextmanager
+def cuda_kernels(on: bool) -> Iterator[None]:
+    """Run the ops whose CPU and CUDA kernels save different tensors the CUDA way (fake tensors run
+    any kernel's meta implementation): dropout as CUDA's fused native_dropout (a 1-byte mask, where
+    the CPU path keeps a mask in the input dtype), and SDPA with attention dropout as CUDA's
+    memory-efficient kernel (the CPU falls back to the O(s²) math path)."""
+    if not on:
+        yield
+        return
+    import torch.nn.functional as F
+
+    aten = torch.ops.aten
+    orig_dropout, orig_sdpa = F.dropout, F.scaled_dot_product_attention
+
+    def dropout(input, p=0.5, training=True, inplace=False):  # noqa: ANN001, A002
+        if not training or p == 0:
+            return input
+        return aten.native_dropout(input, p, True)[0]
+
+    def sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):  # noqa: ANN001
+        if dropout_p == 0 or enable_gqa:
+            return orig_sdpa(q, k, v, attn_mask, dropout_p, is_causal, scale=scale, enable_gqa=enable_gqa)
+        bias = attn_mask
+        if bias is not None:  # SDPA turns a boolean mask into an additive one, then broadcasts it
+            if bias.dtype == torch.bool:
+                bias = torch.zeros(bias.shape, dtype=q.dtype).masked_fill_(~bias, float("-inf"))
+            bias = bias.to(q.dtype).expand(q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+        return aten._scaled_dot_product_efficient_attention(
+            q, k, v, bias, True, dropout_p, is_causal, scale=scale
+        )[0]
+
+    F.dropout, F.scaled_dot_product_attention = dropout, sdpa
+    try:
+        yield
+    finally:
+        F.dropout, F.scaled_dot_product_attention = orig_dropout, orig_sdpa
+
+
 def _optimizer(cfg: RunConfig, params: list[nn.Parameter]) -> tuple[torch.optim.Optimizer, bool]:
     """The configured optimizer and whether its state is paged (invisible to torch's allocator)."""
     name, lr = cfg.train.optimizer, cfg.lr
@@ -134,8 +173,6 @@ def _state_tensors(opt: torch.optim.Optimizer) -> list[tuple[str, torch.Tensor]]
 def run_step(cfg: RunConfig, model: nn.Module, static: list[torch.Tensor]) -> dict[str, Any]:
     """One micro-batch forward/backward and one optimizer step under a LiveBytes tracker (call under
     the FakeTensorMode the model was built in). Returns byte counts, per-phase peaks and FLOPs."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     params = [p for p in model.parameters() if p.requires_grad]
     opt, paged = _optimizer(cfg, params)
     for p in params:  # initialise the state: the traced step is a steady-state step
@@ -155,6 +192,11 @@ def run_step(cfg: RunConfig, model: nn.Module, static: list[torch.Tensor]) -> di
 
     _register_flop_formulas()
     # FLOPs in a pass of their own: FlopCounterMode's module tracking keeps backward tensors alive.
+    with cuda_kernels(not cfg.gpu.is_cpu):  # in backward too: checkpointing recomputes the forward
+        return _traced_step(cfg, model, static, opt, paged, params, forward)
+
+
+def _traced_step(cfg, model, static, opt, paged, params, forward) -> dict[str, Any]:  # noqa: ANN001
     flops = FlopCounterMode(display=False)
     with flops:
         forward().loss.backward()
