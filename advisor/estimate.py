@@ -23,6 +23,10 @@ def _notes(cfg: RunConfig, ln: Lengths, stats: Any) -> list[str]:
             f"example lengths assumed log-normal around data.avg_tokens={cfg.data.avg_tokens:g} "
             f"(σ={ln.sigma:g}); give data.path for measured lengths"
         )
+    if cfg.train.optimizer.startswith("paged"):
+        notes.append(
+            "paged optimizer states page out to host memory when the card is full (slower, not an OOM)"
+        )
     if cfg.train.optimizer == "sgd":
         notes.append("sgd: plain SGD without momentum (no optimizer state)")
     if cfg.method.name == "qlora":
@@ -58,8 +62,11 @@ def estimate(
         "gpu_count": gpu.count,
         "total_params": total_params(cfg.model),
         "trainable_params": trainable_params(cfg.model, cfg.method),
+        "adapter_bytes": trainable_params(cfg.model, cfg.method) * stack.adapter_bytes
+        if cfg.method.is_adapter
+        else None,
         "memory": mem_gib,
-        "fits": mem.device <= gpu.usable_mib * 2**20,
+        "fits": fits(mem, cfg),
         "time": {
             "tokens": round(rt.tokens),
             "flops": rt.flops,
@@ -97,6 +104,12 @@ def estimate(
     return row
 
 
+def fits(mem, cfg: RunConfig) -> bool:
+    """device_gib within the card's usable memory; paged optimizer states (cudaMallocManaged) count
+    only as far as they fit — beyond that they page out to host memory instead of failing."""
+    return mem.device - mem.paged <= cfg.gpu.usable_mib * 2**20
+
+
 def _divisors_desc(n: int) -> list[int]:
     return [k for k in range(n, 0, -1) if n % k == 0]
 
@@ -105,10 +118,9 @@ def fit_batch(cfg: RunConfig, stats: Any = None, stack: Stack = DEFAULT_STACK) -
     """The largest micro-batch (a divisor of micro × accum, accum adjusted) whose estimate fits the
     card; None when micro-batch 1 does not fit."""
     ln = lengths(cfg, stats)
-    limit = cfg.gpu.usable_mib * 2**20
     global_batch = cfg.train.micro_batch_size * cfg.train.grad_accum
     for micro in _divisors_desc(global_batch):
         c = cfg.replace(train={"micro_batch_size": micro, "grad_accum": global_batch // micro})
-        if memory(c, ln.longest, stack).device <= limit:
+        if fits(memory(c, ln.longest, stack), c):
             return c
     return None

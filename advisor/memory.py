@@ -19,7 +19,15 @@ from advisor.activations import (
 )
 from advisor.arch import dims, traits
 from advisor.config import RunConfig
-from advisor.params import lora_params, lora_rank, param_split, targeted, total_params, trainable_params
+from advisor.params import (
+    linear_layers,
+    lora_params,
+    lora_rank,
+    param_split,
+    targeted,
+    total_params,
+    trainable_params,
+)
 
 GIB = 2**30
 QUANT_BLOCK = 64  # bitsandbytes 4-bit block size (elements per absmax)
@@ -29,10 +37,13 @@ OPT8_MIN_SIZE = 4096  # tensors with fewer elements keep 32-bit states (bnb `min
 CUDA_CONTEXT_GIB = 0.5  # CUDA context with lazy module loading: 0.3–0.7 GB (estimator-notes §1)
 CUBLAS_WORKSPACE_GIB = 0.0625  # cuBLAS/cuBLASLt workspaces outside the caching allocator
 CPU_PROCESS_GIB = 0.5  # python + torch/transformers libraries resident on CPU runs: 0.4–0.6 GiB
-# Caching-allocator headroom above the live-tensor peak (reserved / allocated − 1): 0–10 % in steady
-# state, more with variable-length batches (estimator-notes §1). Fixed shapes = packing.
-RESERVED_FRACTION_FIXED = 0.03
-RESERVED_FRACTION_VARIABLE = 0.10
+# Caching-allocator headroom (reserved − allocated). Tensors allocated once at load (weights, states)
+# pack into segments with at most a rounding loss per tensor (sizes round up to 2 MiB: ~1 MiB each on
+# average); the per-step tensors (activations, logits, gradients, temporaries) churn and fragment:
+# 0–10 % in steady state, more with variable-length batches (estimator-notes §1). Fixed = packing.
+RESERVED_FRACTION_FIXED = 0.03  # of the per-step bytes, fixed shapes (packing)
+RESERVED_FRACTION_VARIABLE = 0.10  # of the per-step bytes, variable-length padded batches
+STATIC_ROUNDING_BYTES = 2**20  # average rounding loss per persistent tensor above 10 MiB
 
 
 @dataclass(frozen=True)
@@ -195,6 +206,26 @@ def optimizer_bytes(cfg: RunConfig, state_bytes: int) -> tuple[float, float]:
     return (0.0, b) if opt.startswith("paged") else (b, 0.0)
 
 
+@functools.lru_cache(maxsize=1024)
+def _large_persistent_tensors(cfg: RunConfig) -> int:
+    """Tensors above 10 MiB that live for the whole run (each gets its own segment, rounded to 2 MiB):
+    16-bit/4-bit weights, and for full fine-tuning their gradients and optimizer states."""
+    d, full = dims(cfg.model), cfg.method.name == "full"
+    wbytes = 4 if (cfg.precision == "fp32" or cfg.precision.startswith("amp")) else 2
+    big = 10 * 2**20
+    n = 0
+    for lin in linear_layers(cfg.model):
+        if lin.part == "lm_head" and d.tied:
+            continue
+        per = lin.in_features * lin.out_features * lin.experts
+        b = per / 2 if (cfg.method.name == "qlora" and lin.part != "lm_head") else per * wbytes
+        n += lin.count * (b > big)
+    n += d.vocab * d.h * wbytes > big  # embedding
+    if full:
+        n *= 1 + (2 if cfg.train.optimizer != "sgd" else 0) + 1  # + grads + two states
+    return n
+
+
 def static_bytes(cfg: RunConfig, stack: Stack = Stack()) -> dict[str, float]:
     """Bytes of parameters (4-bit storage and quant_state included), gradients and optimizer states
     after the first step, before any sharding: what a runner can count on the real tensors."""
@@ -272,7 +303,7 @@ def memory(cfg: RunConfig, padded_len: int, stack: Stack = Stack()) -> Memory:
         reserved, device = allocated, allocated + paged + CPU_PROCESS_GIB * GIB
     else:
         frac = RESERVED_FRACTION_FIXED if train.packing else RESERVED_FRACTION_VARIABLE
-        reserved = allocated * (1 + frac)
+        reserved = allocated + frac * phases[phase] + STATIC_ROUNDING_BYTES * _large_persistent_tensors(cfg)
         device = reserved + (CUDA_CONTEXT_GIB + CUBLAS_WORKSPACE_GIB) * GIB + paged
     in_acts = phase not in ("optimizer_step", "backward_end")
     return Memory(

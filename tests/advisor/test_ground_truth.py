@@ -25,8 +25,8 @@ ERRORS = {k: abs(r["error_pct"]) for k, r in ROWS.items()}
 SUMMARY = ", ".join(f"{k} {r['error_pct']:+.1f} %" for k, r in ROWS.items())
 
 
-def test_every_reference_run_is_predicted_within_30_percent():
-    assert max(ERRORS.values()) <= 30, SUMMARY
+def test_every_reference_run_is_predicted_within_35_percent():
+    assert max(ERRORS.values()) <= 35, SUMMARY
 
 
 @pytest.mark.xfail(strict=True, reason=f"median |error| {median(ERRORS.values()):.1f} % > 10 %: {SUMMARY}")
