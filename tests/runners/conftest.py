@@ -50,7 +50,9 @@ def write_jsonl(path: Path, items: list) -> Path:
     return path
 
 
-def build_model_dir(folder: Path, chat: bool) -> tuple[Path, int]:
+def build_model_dir(
+    folder: Path, chat: bool, hidden_size: int = 64, intermediate_size: int = 128, layers: int = 2
+) -> tuple[Path, int]:
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
@@ -77,11 +79,11 @@ def build_model_dir(folder: Path, chat: bool) -> tuple[Path, int]:
     torch.manual_seed(0)
     cfg = LlamaConfig(
         vocab_size=vocab,
-        hidden_size=64,
-        num_hidden_layers=2,
+        hidden_size=hidden_size,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
-        intermediate_size=128,
+        intermediate_size=intermediate_size,
         max_position_embeddings=256,
         tie_word_embeddings=False,
         pad_token_id=tok.pad_token_id,
