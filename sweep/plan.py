@@ -134,8 +134,15 @@ def apply_budget(plan: Plan, budget_usd: float | None, budget_hours: float | Non
 
 
 def build_plan(
-    user_overrides: list[str], cells: list[Cell], base_cfg: RunConfig, workers: int, lr_trials: int
+    user_overrides: list[str],
+    cells: list[Cell],
+    base_cfg: RunConfig,
+    workers: int,
+    lr_trials: int,
+    prescreen: bool = True,
 ) -> Plan:
+    """Price every cell. `prescreen=False` (sweep.prescreen=false, for bench/bench_sweep.py) runs
+    cells the advisor calls infeasible too and applies no budget: the grid without pre-screening."""
     plan = Plan([], base_cfg, workers)
     pricer = Pricer()
     for cell in cells:
@@ -145,6 +152,12 @@ def build_plan(
         except ConfigError as e:  # DataError included: a bad data file fails before any process starts
             reason = "bad config: " + "; ".join(e.problems)
             plan.cells.append(PlannedCell(cell, None, None, "failed", reason, lr_trials))
+    if not prescreen:
+        for pc in plan.cells:
+            if pc.status == "infeasible":
+                pc.status, pc.reason = "run", f"run without pre-screening although: {pc.reason}"
+        plan.notes.append("sweep.prescreen=false: no fit or budget pre-screening")
+        return plan
     apply_budget(plan, base_cfg.budget_usd, base_cfg.budget_hours)
     if "train.lr" in given_keys(user_overrides) and lr_trials > 1:
         plan.notes.append("train.lr is set and sweep.lr_trials > 1: the LR search ignores train.lr")

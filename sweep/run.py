@@ -110,7 +110,7 @@ def run_sweep(cfg_dict: dict[str, Any], overrides: list[str]) -> int:
     if not cells:
         raise ConfigError(f"matrix={settings.matrix_name!r}: every cell is excluded")
     _ensure_demo_assets(base)
-    plan = build_plan(overrides, cells, base, settings.workers, settings.lr_trials)
+    plan = build_plan(overrides, cells, base, settings.workers, settings.lr_trials, settings.prescreen)
     print(format_plan(plan))
     print(f"sweep.dir: {settings.dir}")
     if settings.dry_run:

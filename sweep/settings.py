@@ -25,6 +25,7 @@ class SweepSettings:
     pruner: str = "median"
     heartbeat_timeout_s: float = 60.0  # a running cell silent this long (and its pid gone) is retried
     poll_s: float = 1.0  # how often an idle worker looks for claimable cells
+    prescreen: bool = True  # false = run infeasible cells too and ignore the budget (benchmarks only)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -75,7 +76,7 @@ def settings_from(cfg_dict: dict[str, Any]) -> SweepSettings:
     if not isinstance(poll, (int, float)) or isinstance(poll, bool) or poll <= 0:
         p.add("sweep.poll_s", poll, "must be a positive number of seconds")
         poll = 1.0
-    for k in ("yes", "dry_run"):
+    for k in ("yes", "dry_run", "prescreen"):
         if not isinstance(s.get(k, False), bool):
             p.add(f"sweep.{k}", s.get(k), "must be true or false")
     p.raise_if_any()
@@ -95,4 +96,5 @@ def settings_from(cfg_dict: dict[str, Any]) -> SweepSettings:
         pruner=pruner,
         heartbeat_timeout_s=float(timeout),
         poll_s=float(poll),
+        prescreen=bool(s.get("prescreen", True)),
     )

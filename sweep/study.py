@@ -28,7 +28,6 @@ PRUNERS = ("median", "successive_halving", "none")
 LR_RANGES = {"full": (5e-6, 1e-4), "lora": (5e-5, 1e-3), "qlora": (5e-5, 1e-3)}
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 log = logging.getLogger("tunewise.sweep")
 
 
@@ -102,7 +101,9 @@ def ask_trial(
         dists["lr"] = FloatDistribution(min(lo, lr), max(hi, lr), log=True)
         params["lr"] = lr
     base = study.sampler
-    study.sampler = optuna.samplers.PartialFixedSampler(params, optuna.samplers.RandomSampler())
+    with warnings.catch_warnings():  # PartialFixedSampler is marked experimental since optuna 2.4
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.sampler = optuna.samplers.PartialFixedSampler(params, optuna.samplers.RandomSampler())
     try:
         trial = study.ask(dists)
     finally:

@@ -67,6 +67,8 @@ class Worker:
     def _budget_problem(self, pc, rows: dict[str, Row]) -> str | None:
         """Why starting this cell now would break the budget (measured spend + running estimates)."""
         b = self.plan.base
+        if not self.plan.settings.prescreen:
+            return None
         spent_usd = sum(r.usd or 0.0 for r in rows.values() if r.terminal or r.status == "running")
         spent_h = sum(r.wall_s or 0.0 for r in rows.values() if r.terminal or r.status == "running") / 3600
         spent_h /= max(1, self.plan.settings.workers)

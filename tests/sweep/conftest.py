@@ -29,7 +29,7 @@ MATRICES = {
         "exclude": [],
     },
     # learning rates far too small / too large lose to the sensible ones
-    "t_lr": {"axes": {"train.lr": [1e-9, 3e-3, 2e-3, 1e-8, 1e-9, 3e-3]}, "exclude": []},
+    "t_lr": {"axes": {"train.lr": [3e-3, 2e-3, 1e-9, 4e-3, 1e-8, 2e-9]}, "exclude": []},
     "t_small": {"axes": {"method": ["full", "lora"], "data.rows": [24]}, "exclude": []},
     # infeasible (no memory), over budget (the most expensive) and failing (no such module) cells
     "t_skip": {
