@@ -7,7 +7,16 @@ import pytest
 
 from advisor.errors import ConfigError
 from sweep.matrix import expand
-from sweep.study import LR_RANGES, ask_trial, make_pruner, open_study, should_prune, suggest_lr, tell_end, tell_skipped
+from sweep.study import (
+    LR_RANGES,
+    ask_trial,
+    make_pruner,
+    open_study,
+    should_prune,
+    suggest_lr,
+    tell_end,
+    tell_skipped,
+)
 
 AXES = {"method": ["full", "lora"], "method.r": [4, 16], "data.rows": [10, 20]}
 
