@@ -22,10 +22,9 @@ Verified against `torch.autograd.graph.saved_tensors_hooks` on tiny models (test
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
-from advisor.arch import dims, traits
+from advisor.arch import by_identity, dims, traits
 from advisor.config import ModelConfig
 from advisor.params import targeted
 
@@ -87,7 +86,7 @@ def _linear(s: Saved, g: Regime, x: str, x_bytes: int, name: str, in_f: int, r: 
         s.put(f"{name}.lora_mid", a * r)
 
 
-@functools.lru_cache(maxsize=4096)
+@by_identity()
 def layer_bytes_per_token(model: ModelConfig, g: Regime, targets: str | tuple[str, ...], r: int) -> Saved:
     """Saved bytes per token of one decoder layer (attention scores of eager attention excluded)."""
     t, d = traits(model), dims(model)

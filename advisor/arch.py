@@ -28,6 +28,34 @@ from advisor.config import ModelConfig
 from advisor.errors import ConfigError
 
 
+def by_identity(maxsize: int = 4096):
+    """Cache on the identity of the first argument (a frozen config) and the value of the others.
+
+    Frozen dataclasses recompute their hash at every lookup, which dominated `estimate`; one config
+    object is estimated many times (the advise search, fit_batch), so identity is the cheap key. The
+    cached entry keeps the object alive, so an id is never reused while its entry exists."""
+
+    def deco(fn):
+        cache: dict = {}
+
+        @functools.wraps(fn)
+        def wrapper(obj, *args):
+            key = (id(obj), *args) if args else id(obj)
+            hit = cache.get(key)
+            if hit is not None and hit[0] is obj:
+                return hit[1]
+            if len(cache) >= maxsize:
+                cache.clear()
+            val = fn(obj, *args)
+            cache[key] = (obj, val)
+            return val
+
+        wrapper.cache_clear = cache.clear  # type: ignore[attr-defined]
+        return wrapper
+
+    return deco
+
+
 @dataclass(frozen=True)
 class Traits:
     """Structural traits of a model family (see module docstring)."""
@@ -71,7 +99,7 @@ FAMILIES: dict[str, Traits] = {
 }
 
 
-@functools.lru_cache(maxsize=256)
+@by_identity()
 def traits(model: ModelConfig) -> Traits:
     """Traits of `model.architecture`, with `attention_bias`/`mlp_bias` overrides applied."""
     base = FAMILIES.get(model.architecture)
@@ -112,7 +140,7 @@ class Dims:
     tied: bool
 
 
-@functools.lru_cache(maxsize=256)
+@by_identity()
 def dims(model: ModelConfig) -> Dims:
     hd = model.head_dim_eff
     moe = traits(model).moe

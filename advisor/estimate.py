@@ -10,7 +10,7 @@ from typing import Any
 
 from advisor.config import RunConfig
 from advisor.memory import GIB, Stack, memory
-from advisor.params import total_params, trainable_params
+from advisor.params import n_trainable, total_params
 from advisor.timing import Lengths, lengths, run_time, train_rows
 
 DEFAULT_STACK = Stack()
@@ -43,7 +43,7 @@ def estimate(
     ln = lengths(cfg, stats)
     mem = memory(cfg, ln.longest, stack)
     rows = train_rows(cfg, stats)
-    state_bytes = trainable_params(cfg.model, cfg.method) * 4.0 + mem.optimizer
+    state_bytes = n_trainable(cfg) * 4.0 + mem.optimizer
     rt = run_time(cfg, ln, rows, mem.weights, state_bytes)
     gpu, price = cfg.gpu, cfg.price
     hours = rt.hours
@@ -61,10 +61,8 @@ def estimate(
         "gpu": gpu.name,
         "gpu_count": gpu.count,
         "total_params": total_params(cfg.model),
-        "trainable_params": trainable_params(cfg.model, cfg.method),
-        "adapter_bytes": trainable_params(cfg.model, cfg.method) * stack.adapter_bytes
-        if cfg.method.is_adapter
-        else None,
+        "trainable_params": n_trainable(cfg),
+        "adapter_bytes": n_trainable(cfg) * stack.adapter_bytes if cfg.method.is_adapter else None,
         "memory": mem_gib,
         "fits": fits(mem, cfg),
         "time": {

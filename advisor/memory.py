@@ -7,7 +7,6 @@ peak = weights + optimizer states + max(forward_end, backward, optimizer_step)  
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
@@ -17,16 +16,16 @@ from advisor.activations import (
     layer_bytes_per_token,
     pos_bytes_per_token,
 )
-from advisor.arch import dims, traits
+from advisor.arch import by_identity, dims, traits
 from advisor.config import RunConfig
 from advisor.params import (
     linear_layers,
     lora_params,
     lora_rank,
+    n_trainable,
     param_split,
     targeted,
     total_params,
-    trainable_params,
 )
 
 GIB = 2**30
@@ -134,7 +133,7 @@ def _weight_bytes(cfg: RunConfig, g: Regime, stack: Stack) -> float:
     wide = cfg.precision == "fp32" or g.amp
     if m.name == "full":
         return total_params(model) * (4 if wide else 2)
-    adapters = trainable_params(model, m) * g.adapter
+    adapters = n_trainable(cfg) * g.adapter
     if m.name == "lora":
         return total_params(model) * (4 if wide else 2) + adapters
     split = param_split(model)
@@ -142,7 +141,7 @@ def _weight_bytes(cfg: RunConfig, g: Regime, stack: Stack) -> float:
     return _q4_linear_bytes(model, m.double_quant) + other + adapters
 
 
-@functools.lru_cache(maxsize=512)
+@by_identity()
 def _q4_linear_bytes(model, double_quant: bool) -> int:
     from advisor.params import linear_layers
 
@@ -153,7 +152,7 @@ def _q4_linear_bytes(model, double_quant: bool) -> int:
     return total
 
 
-@functools.lru_cache(maxsize=4096)
+@by_identity()
 def _trainable_tensors(model, method) -> tuple[tuple[int, int], ...]:
     """(elements, instances) of every trainable tensor: what 8-bit optimizers decide on per tensor."""
     if method.is_adapter:
@@ -193,9 +192,9 @@ def optimizer_bytes(cfg: RunConfig, state_bytes: int) -> tuple[float, float]:
     if opt == "sgd":
         return 0.0, 0.0
     if opt == "adamw":
-        return trainable_params(cfg.model, cfg.method) * 2.0 * state_bytes, 0.0
+        return n_trainable(cfg) * 2.0 * state_bytes, 0.0
     if opt == "paged_adamw_32bit":
-        return 0.0, trainable_params(cfg.model, cfg.method) * 8.0
+        return 0.0, n_trainable(cfg) * 8.0
     b, eight_bit = 0.0, False
     for n, count in _trainable_tensors(cfg.model, cfg.method):
         eight_bit |= n >= OPT8_MIN_SIZE
@@ -206,23 +205,33 @@ def optimizer_bytes(cfg: RunConfig, state_bytes: int) -> tuple[float, float]:
     return (0.0, b) if opt.startswith("paged") else (b, 0.0)
 
 
-@functools.lru_cache(maxsize=1024)
-def _large_persistent_tensors(cfg: RunConfig) -> int:
+@by_identity()
+def _layer_total(model, g: Regime, targets, r: int) -> float:
+    return float(sum(layer_bytes_per_token(model, g, targets, r).values()))
+
+
+@by_identity()
+def _head_total(model, g: Regime, lm_head_trains: bool) -> float:
+    return head_bytes_per_token(model, g, lm_head_trains)
+
+
+@by_identity()
+def _large_persistent_tensors(model, method: str, precision: str, optimizer: str) -> int:
     """Tensors above 10 MiB that live for the whole run (each gets its own segment, rounded to 2 MiB):
     16-bit/4-bit weights, and for full fine-tuning their gradients and optimizer states."""
-    d, full = dims(cfg.model), cfg.method.name == "full"
-    wbytes = 4 if (cfg.precision == "fp32" or cfg.precision.startswith("amp")) else 2
+    d, full = dims(model), method == "full"
+    wbytes = 4 if (precision == "fp32" or precision.startswith("amp")) else 2
     big = 10 * 2**20
     n = 0
-    for lin in linear_layers(cfg.model):
+    for lin in linear_layers(model):
         if lin.part == "lm_head" and d.tied:
             continue
         per = lin.in_features * lin.out_features * lin.experts
-        b = per / 2 if (cfg.method.name == "qlora" and lin.part != "lm_head") else per * wbytes
+        b = per / 2 if (method == "qlora" and lin.part != "lm_head") else per * wbytes
         n += lin.count * (b > big)
     n += d.vocab * d.h * wbytes > big  # embedding
     if full:
-        n *= 1 + (2 if cfg.train.optimizer != "sgd" else 0) + 1  # + grads + two states
+        n *= 1 + (2 if optimizer != "sgd" else 0) + 1  # + grads + two states
     return n
 
 
@@ -233,7 +242,7 @@ def static_bytes(cfg: RunConfig, stack: Stack = Stack()) -> dict[str, float]:
     wide = cfg.precision == "fp32" or g.amp
     pbytes = (4 if wide else 2) if g.full else g.adapter
     opt, paged = optimizer_bytes(cfg, pbytes)
-    grads = trainable_params(cfg.model, cfg.method) * pbytes
+    grads = n_trainable(cfg) * pbytes
     return {"weights": _weight_bytes(cfg, g, stack), "gradients": grads, "optimizer": opt, "paged": paged}
 
 
@@ -247,13 +256,13 @@ def memory(cfg: RunConfig, padded_len: int, stack: Stack = Stack()) -> Memory:
     wide = cfg.precision == "fp32" or g.amp
     pbytes = (4 if wide else 2) if g.full else g.adapter  # trainable params' dtype
     weights = _weight_bytes(cfg, g, stack)
-    grads = trainable_params(model, method) * pbytes
+    grads = n_trainable(cfg) * pbytes
     opt, paged = optimizer_bytes(cfg, pbytes)
     # ---- activations (per token) -----------------------------------------------------------------
-    layer = sum(layer_bytes_per_token(model, g, method.target_modules, method.r or 0).values())
+    layer = _layer_total(model, g, method.target_modules, method.r or 0)
     layer += pos_bytes_per_token(model, g) * padded_len
     lm_head_trains = g.full
-    head = head_bytes_per_token(model, g, lm_head_trains)
+    head = _head_total(model, g, lm_head_trains)
     amp_cache = 2.0 * param_split(model).linear_weights if g.amp else 0.0  # 16-bit weight copies
     if train.gradient_checkpointing:
         saved = tokens * (d.layers * g.res * d.h + head)  # each layer's input (+ head)
@@ -263,7 +272,7 @@ def memory(cfg: RunConfig, padded_len: int, stack: Stack = Stack()) -> Memory:
         recompute = 0.0
     acts = saved + amp_cache
     # backward transients at the MLP: grads of the product, gate and up, plus two residual grads
-    i_eff = d.i * (2 if dims(model).experts == 1 else 2 * d.active_experts)
+    i_eff = d.i * (2 if d.experts == 1 else 2 * d.active_experts)
     transient = tokens * (3 * g.cmp * i_eff / 2 + 2 * g.res * d.h)
     # ---- logits and loss (estimator-notes §4) ----------------------------------------------------
     lb = 4 if (g.cmp == 4 or stack.lm_head_fp32 or cfg.precision == "fp32") else 2
@@ -285,7 +294,10 @@ def memory(cfg: RunConfig, padded_len: int, stack: Stack = Stack()) -> Memory:
     accum = train.grad_accum > 1
     g_head = d.vocab * d.h * pbytes if lm_head_trains else 0.0
     g0 = grads + ddp_buckets if accum else g_head
-    step_tmp = trainable_params(model, method) * pbytes if train.optimizer == "adamw" else 0.0
+    # torch's foreach AdamW allocates one parameter-sized temporary (sqrt of exp_avg_sq) per step, over
+    # the parameters this process updates (its shard under ZeRO/FSDP)
+    sharded = n_gpu > 1 and par in ("zero2", "zero3", "fsdp")
+    step_tmp = n_trainable(cfg) * pbytes / (n_gpu if sharded else 1) if train.optimizer == "adamw" else 0.0
     phases = {
         "forward_end": acts + logits_fwd + g0,
         "backward_start": acts + logits_bwd + g0,
@@ -303,7 +315,12 @@ def memory(cfg: RunConfig, padded_len: int, stack: Stack = Stack()) -> Memory:
         reserved, device = allocated, allocated + paged + CPU_PROCESS_GIB * GIB
     else:
         frac = RESERVED_FRACTION_FIXED if train.packing else RESERVED_FRACTION_VARIABLE
-        reserved = allocated + frac * phases[phase] + STATIC_ROUNDING_BYTES * _large_persistent_tensors(cfg)
+        reserved = (
+            allocated
+            + frac * phases[phase]
+            + STATIC_ROUNDING_BYTES
+            * _large_persistent_tensors(model, method.name, cfg.precision, train.optimizer)
+        )
         device = reserved + (CUDA_CONTEXT_GIB + CUBLAS_WORKSPACE_GIB) * GIB + paged
     in_acts = phase not in ("optimizer_step", "backward_end")
     return Memory(

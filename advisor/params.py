@@ -6,10 +6,9 @@
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
-from advisor.arch import dims, traits
+from advisor.arch import by_identity, dims, traits
 from advisor.config import MethodConfig, ModelConfig
 from advisor.errors import ConfigError
 
@@ -34,7 +33,7 @@ class Linear(NamedTuple):
         return self.out_features * self.experts * self.count if self.bias else 0
 
 
-@functools.lru_cache(maxsize=256)
+@by_identity()
 def linear_layers(model: ModelConfig) -> tuple[Linear, ...]:
     """Every Linear of the model (decoder layers, then lm_head), with its counts and shapes."""
     t, d = traits(model), dims(model)
@@ -88,7 +87,7 @@ class ParamSplit(NamedTuple):
     embedding: int  # token (+ position) embeddings
 
 
-@functools.lru_cache(maxsize=256)
+@by_identity()
 def param_split(model: ModelConfig) -> ParamSplit:
     t, d = traits(model), dims(model)
     lins = linear_layers(model)
@@ -114,7 +113,7 @@ def target_names(model: ModelConfig) -> list[str]:
     return sorted({lin.name for lin in linear_layers(model) if lin.part not in ("experts", "lm_head")})
 
 
-@functools.lru_cache(maxsize=1024)
+@by_identity()
 def targeted(model: ModelConfig, target_modules: str | tuple[str, ...]) -> tuple[Linear, ...]:
     """The Linears PEFT wraps with LoRA for `target_modules`.
 
@@ -158,6 +157,12 @@ def trainable_params(model: ModelConfig, method: MethodConfig) -> int:
     return _lora_trainable(model, method.target_modules, method.r or 0)
 
 
-@functools.lru_cache(maxsize=4096)
+@by_identity()
+def n_trainable(cfg) -> int:
+    """trainable_params(cfg.model, cfg.method), cached on the RunConfig object."""
+    return trainable_params(cfg.model, cfg.method)
+
+
+@by_identity()
 def _lora_trainable(model: ModelConfig, target_modules: str | tuple[str, ...], r: int) -> int:
     return sum(lora_params(lin, r) for lin in targeted(model, target_modules))

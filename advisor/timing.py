@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
 
-from advisor.arch import dims
+from advisor.arch import by_identity, dims
 from advisor.catalog import repo_root
 from advisor.config import RunConfig
-from advisor.params import param_split, trainable_params
+from advisor.params import n_trainable, param_split
 
 # Model-FLOPs utilization at large tokens-per-micro-batch, by GPU class and method (fraction of dense
 # bf16 peak). Datacenter cards sit in the upper half of the observed 12–47 % range, consumer and
@@ -74,10 +74,14 @@ def lengths(cfg: RunConfig, stats: Any = None) -> Lengths:
         total, rows = getattr(stats, "total_tokens", None), getattr(stats, "rows", None)
         tmean = total / rows if total and rows else _trunc_mean(mu, sigma, seq)
         return Lengths(mu, sigma, seq, max(longest, 1), tmean, False)
-    avg = cfg.data.avg_tokens
+    return _prior_lengths(float(cfg.data.avg_tokens), cfg.data.rows, seq)
+
+
+@functools.lru_cache(maxsize=4096)
+def _prior_lengths(avg: float, rows: int, seq: int) -> Lengths:
     sigma = LENGTH_SIGMA_PRIOR
     mu = math.log(avg) - sigma * sigma / 2  # mean of the log-normal = avg_tokens
-    z = NormalDist().inv_cdf(1 - 1 / (cfg.data.rows + 1))  # longest of `rows` draws
+    z = NormalDist().inv_cdf(1 - 1 / (rows + 1))  # longest of `rows` draws
     longest = min(seq, int(math.exp(mu + sigma * z)))
     return Lengths(mu, sigma, seq, max(longest, 1), _trunc_mean(mu, sigma, seq), True)
 
@@ -128,19 +132,26 @@ def peak_tflops(cfg: RunConfig) -> tuple[float, str]:
     return float(tf or 1.0), "catalog"
 
 
-def flops_per_token(cfg: RunConfig, seq: float) -> float:
-    """estimator-notes §6: N = matmul parameters (lm_head included, embedding lookup excluded; MoE:
-    active experts), attention 12·L·d·s (16 with recompute); LoRA skips frozen weight gradients."""
-    d, split = dims(cfg.model), param_split(cfg.model)
+@by_identity()
+def matmul_params(model) -> float:
+    """N of estimator-notes §6: Linear weights taking part per token (MoE: top-k experts) + lm_head."""
+    d, split = dims(model), param_split(model)
     linear = split.linear_weights
     if d.experts > 1:  # only top-k of the experts' weights take part per token
         experts = 3 * d.h * d.i * d.experts * d.layers
         linear = linear - experts + experts * d.active_experts / d.experts
-    n = linear + d.vocab * d.h  # lm_head (tied or not) is a matmul
+    return float(linear + d.vocab * d.h)  # lm_head (tied or not) is a matmul
+
+
+def flops_per_token(cfg: RunConfig, seq: float) -> float:
+    """estimator-notes §6: N = matmul parameters (lm_head included, embedding lookup excluded; MoE:
+    active experts), attention 12·L·d·s (16 with recompute); LoRA skips frozen weight gradients."""
+    n = matmul_params(cfg.model)
+    d = dims(cfg.model)
     attn = d.layers * d.q * seq
     gc = cfg.train.gradient_checkpointing
     if cfg.method.is_adapter:
-        f = (6 if gc else 4) * n + (16 if gc else 12) * attn + 6 * trainable_params(cfg.model, cfg.method)
+        f = (6 if gc else 4) * n + (16 if gc else 12) * attn + 6 * n_trainable(cfg)
     else:
         f = (8 if gc else 6) * n + (16 if gc else 12) * attn
     return float(f)

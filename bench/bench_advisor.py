@@ -1,0 +1,87 @@
+"""How many advise rows per second `advisor.estimate.estimate` produces.
+
+    .venv/bin/python bench/bench_advisor.py [--n 12000]
+
+Builds N distinct configurations (every catalog model × method × rank × sequence length × micro-batch
+× GPU, cycled), then times, in one run: the estimator as used (per-model quantities cached across
+calls) and its baseline with every cache cleared before each call (first-call cost). Prints both.
+Target (issue 2): ≥ 10,000 estimates in under a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from advisor import activations, arch, catalog, memory, params, timing  # noqa: E402
+from advisor.config import from_names  # noqa: E402
+from advisor.estimate import estimate  # noqa: E402
+
+CACHED = [
+    arch.traits,
+    arch.dims,
+    params.linear_layers,
+    params.param_split,
+    params.targeted,
+    params._lora_trainable,
+    params.n_trainable,
+    memory._layer_total,
+    memory._head_total,
+    activations.layer_bytes_per_token,
+    memory._q4_linear_bytes,
+    memory._trainable_tensors,
+    memory._large_persistent_tensors,
+    timing._quantile_grid,
+    timing.expected_padded,
+]
+
+
+def configs(n: int) -> list:
+    models = [m for m in catalog.models() if m != "demo-base"]
+    gpus = ["a100-80gb", "h100-sxm", "l40s", "rtx-4090", "a10g"]
+    bases = [from_names(m, meth, g) for m in models for meth in ("full", "lora", "qlora") for g in gpus]
+    knobs = itertools.product((8, 16, 32, 64), (512, 1024, 2048, 4096), (1, 2, 4, 8))
+    out = []
+    for (r, seq, mb), base in zip(itertools.cycle(list(knobs)), itertools.cycle(bases)):
+        method = {"r": r} if base.method.is_adapter else {}
+        out.append(base.replace(method=method, train={"seq_len": seq, "micro_batch_size": mb}))
+        if len(out) == n:
+            return out
+    return out
+
+
+def run(cfgs: list, clear: bool) -> float:
+    t0 = time.perf_counter()
+    for cfg in cfgs:
+        if clear:
+            for f in CACHED:
+                f.cache_clear()
+        estimate(cfg)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=12000, help="configurations to estimate")
+    n = ap.parse_args().n
+    cfgs = configs(n)
+    run(cfgs[:200], clear=False)  # import-time warm-up
+    base_n = max(1, n // 20)
+    baseline = run(cfgs[:base_n], clear=True)
+    for f in CACHED:
+        f.cache_clear()
+    cached = run(cfgs, clear=False)
+    print(f"baseline (caches cleared per call): {base_n / baseline:,.0f} estimates/s ({base_n} configs)")
+    print(
+        f"estimate (per-model caches):        {n / cached:,.0f} estimates/s "
+        f"({n} configs in {cached:.3f} s, {len({c.model for c in cfgs})} models)"
+    )
+
+
+if __name__ == "__main__":
+    main()
