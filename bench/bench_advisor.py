@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from advisor import activations, arch, catalog, memory, params, timing  # noqa: E402
+from advisor import activations, arch, catalog, memory, params, static, timing  # noqa: E402
 from advisor.config import from_names  # noqa: E402
 from advisor.estimate import estimate  # noqa: E402
 
@@ -33,9 +33,9 @@ CACHED = [
     memory._layer_total,
     memory._head_total,
     activations.layer_bytes_per_token,
-    memory._q4_linear_bytes,
-    memory._trainable_tensors,
-    memory._large_persistent_tensors,
+    static._q4_linear_bytes,
+    static._trainable_tensors,
+    static._large_persistent_tensors,
     timing._quantile_grid,
     timing.expected_padded,
 ]
