@@ -42,8 +42,8 @@ MEMORY_KEYS = {
 @pytest.mark.parametrize("method", ["full", "lora", "qlora"])
 def test_row_has_the_design_shape(method):
     row = estimate(from_names("llama-3.1-8b", method, "a100-80gb"))
-    assert ROW_KEYS <= set(row)
-    assert MEMORY_KEYS == set(row["memory"])
+    assert set(row) >= ROW_KEYS
+    assert set(row["memory"]) == MEMORY_KEYS
     assert {"tokens", "flops", "hours"} <= set(row["time"])
     assert {"usd", "usd_per_gpu_hour", "price_source", "price_as_of"} <= set(row["cost"])
     assert row["r"] is (None if method == "full" else 16)
