@@ -1,0 +1,287 @@
+"""Measure real training-step memory and speed of catalog architectures on this machine's GPU.
+
+For the GPU issue: random-initialised real architectures built from the catalog config (advisor.catalog
+→ transformers `from_config`; no Hub), each method applied with the real libraries (peft LoRA;
+bitsandbytes 4-bit `Linear4bit` layers quantized on the device, non-4-bit parameters upcast to fp32 as
+`prepare_model_for_kbit_training` does), two sequence lengths, with and without gradient checkpointing.
+Each config runs WARMUP_STEPS + TIMED_STEPS optimizer steps (AdamW, bf16, micro-batch
+MICRO_BATCH_SIZE of random tokens, no padding) and records torch's max_memory_allocated /
+max_memory_reserved, the NVML device peak (runners.measure.Sampler), tokens/s over the timed steps, the
+static bytes (weights, gradients, optimizer state) and the advisor's prediction for the same config
+(advisor.memory.memory at that sequence length) side by side. About 5 minutes on an H200.
+
+    python bench/gpu_bench.py [--out outputs/gpu-bench.json]
+    python bench/gpu_bench.py --tiny      # tiny versions of the same architectures on CPU (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from advisor.config import from_names  # noqa: E402
+from advisor.memory import memory  # noqa: E402
+from runners import measure  # noqa: E402
+from runners.provenance import provenance  # noqa: E402
+
+WARMUP_STEPS = 2  # untimed steps per config (allocator, kernel selection)
+TIMED_STEPS = 3  # timed steps per config
+MICRO_BATCH_SIZE = 2  # sequences per step
+GPU_PLAN = [  # (catalog model, methods)
+    ("llama-3.2-1b", ("full", "lora", "qlora")),
+    ("qwen2.5-1.5b", ("full", "lora", "qlora")),
+    ("llama-3.1-8b", ("lora", "qlora")),
+]
+GPU_SEQ_LENS = (512, 2048)
+TINY_ARCH = {
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "intermediate_size": 128,
+    "vocab_size": 512,
+    "head_dim": None,
+    "total_params": None,
+}
+TINY_PLAN = [("llama-3.2-1b", ("full", "lora", "qlora")), ("qwen2.5-1.5b", ("lora", "qlora"))]
+TINY_SEQ_LENS = (32, 64)
+GIB = 2**30
+
+
+def _cfg(name: str, method: str, seq_len: int, gc_on: bool, tiny: bool):
+    gpu = "cpu" if tiny else "h200"
+    arch = dict(TINY_ARCH) if tiny else {}
+    train = {
+        "seq_len": seq_len,
+        "micro_batch_size": MICRO_BATCH_SIZE,
+        "grad_accum": 1,
+        "gradient_checkpointing": gc_on,
+        "precision": "bf16",
+        "optimizer": "adamw",
+    }
+    return from_names(name, method, gpu, arch=arch, train=train, lora={"r": 16, "alpha": 32, "dropout": 0.0})
+
+
+def _quantize(model, cfg, dev) -> None:
+    """Swap decoder nn.Linear layers for bitsandbytes Linear4bit (quantized on `dev`); upcast the rest to fp32."""
+    import bitsandbytes as bnb
+
+    body = model.model
+    for parent in list(body.modules()):
+        for child_name, child in list(parent.named_children()):
+            if type(child) is torch.nn.Linear:
+                q = bnb.nn.Linear4bit(
+                    child.in_features,
+                    child.out_features,
+                    bias=child.bias is not None,
+                    compute_dtype=torch.bfloat16,
+                    compress_statistics=cfg.method.double_quant,
+                    quant_type=cfg.method.quant_type,
+                    device="meta",
+                )
+                q.weight = bnb.nn.Params4bit(
+                    child.weight.data.to("cpu"),
+                    requires_grad=False,
+                    compress_statistics=cfg.method.double_quant,
+                    quant_type=cfg.method.quant_type,
+                ).to(dev)
+                if child.bias is not None:
+                    q.bias = torch.nn.Parameter(child.bias.data, requires_grad=False)
+                setattr(parent, child_name, q)
+    for p in model.parameters():
+        if p.dtype in (torch.float16, torch.bfloat16):
+            p.data = p.data.float()
+
+
+def build(cfg, dev):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from runners.trace_model import hf_config
+
+    hf = hf_config(cfg, cfg.model.num_hidden_layers)
+    with torch.device(dev):
+        model = AutoModelForCausalLM.from_config(hf, dtype=torch.bfloat16)
+    if cfg.method.name == "qlora":
+        _quantize(model, cfg, dev)
+    if cfg.method.is_adapter:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=cfg.method.r,
+                lora_alpha=cfg.method.alpha_eff,
+                lora_dropout=0.0,
+                target_modules="all-linear",
+                task_type="CAUSAL_LM",
+            ),
+        )
+    model.config.use_cache = False
+    return model
+
+
+def run_config(model, cfg, dev) -> dict:
+    hf_model = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if cfg.train.gradient_checkpointing:
+        hf_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        hf_model.gradient_checkpointing_disable()
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-5)
+    tokens = MICRO_BATCH_SIZE * cfg.train.seq_len
+    cuda = dev.type == "cuda"
+    live = None if cuda else measure.LiveBytes()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    static = None
+    timed_s = 0.0
+    with measure.Sampler() as sampler:
+        if live is not None:
+            live.register(measure.model_tensors(model, opt))
+            live.__enter__()
+        try:
+            for step in range(WARMUP_STEPS + TIMED_STEPS):
+                ids = torch.randint(
+                    0, cfg.model.vocab_size, (MICRO_BATCH_SIZE, cfg.train.seq_len), device=dev
+                )
+                t0 = time.perf_counter()
+                model(input_ids=ids, labels=ids, use_cache=False).loss.backward()
+                opt.step()
+                if static is None:
+                    static = measure.static_bytes(model, opt)
+                opt.zero_grad(set_to_none=True)
+                if cuda:
+                    torch.cuda.synchronize()
+                if step >= WARMUP_STEPS:
+                    timed_s += time.perf_counter() - t0
+        finally:
+            if live is not None:
+                live.__exit__(None, None, None)
+    alloc = torch.cuda.max_memory_allocated() if cuda else live.peak
+    out = {
+        "allocated_gib": round(alloc / GIB, 4),
+        "reserved_gib": round(torch.cuda.max_memory_reserved() / GIB, 4) if cuda else None,
+        "device_gib": round(sampler.device_peak / GIB, 4) if sampler.device_peak else None,
+        "rss_gib": round(sampler.rss_peak_bytes() / GIB, 4),
+        "tokens_per_s": round(tokens * TIMED_STEPS / timed_s, 1),
+        "static_bytes": static,
+    }
+    del opt
+    return out
+
+
+def _advisor(cfg, seq_len: int) -> dict:
+    """The advisor's memory prediction for this config: GiB as advise prints it, plus exact bytes."""
+    mem = memory(cfg, seq_len)
+    keys = ("weights", "gradients", "optimizer", "activations", "logits", "allocated", "reserved", "device")
+    return {**mem.gib(), "bytes": {k: int(getattr(mem, k)) for k in keys}, "peak_phase": mem.peak_phase}
+
+
+def _driver() -> str | None:
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 else None
+    except (OSError, IndexError, subprocess.SubprocessError):
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tiny", action="store_true", help="tiny versions of the architectures, on CPU")
+    ap.add_argument(
+        "--out", type=Path, default=None, help="results JSON (default outputs/gpu-bench[-tiny].json)"
+    )
+    args = ap.parse_args(argv)
+    dev = torch.device("cpu") if args.tiny or not torch.cuda.is_available() else torch.device("cuda")
+    if not args.tiny and dev.type != "cuda":
+        print("no CUDA device: run with --tiny for the CPU smoke version", file=sys.stderr)
+        return 2
+    plan, seqs = (TINY_PLAN, TINY_SEQ_LENS) if args.tiny else (GPU_PLAN, GPU_SEQ_LENS)
+    out_path = args.out or Path("outputs") / ("gpu-bench-tiny.json" if args.tiny else "gpu-bench.json")
+    doc = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": provenance(0)["device"],
+        "driver": _driver(),
+        "provenance": provenance(0),
+        "micro_batch_size": MICRO_BATCH_SIZE,
+        "warmup_steps": WARMUP_STEPS,
+        "timed_steps": TIMED_STEPS,
+        "configs": [],
+    }
+    t_start = time.perf_counter()
+    for name, methods in plan:
+        for method in methods:
+            base_cfg = _cfg(name, method, seqs[0], False, args.tiny)
+            t0 = time.perf_counter()
+            model = build(base_cfg, dev)
+            build_s = time.perf_counter() - t0
+            for seq in seqs:
+                for gc_on in (False, True):
+                    cfg = _cfg(name, method, seq, gc_on, args.tiny)
+                    row = {
+                        "model": name,
+                        "method": method,
+                        "seq_len": seq,
+                        "gradient_checkpointing": gc_on,
+                        "build_s": round(build_s, 1),
+                        "advisor": _advisor(cfg, seq),
+                    }
+                    try:
+                        row.update(status="ok", **run_config(model, cfg, dev))
+                    except torch.OutOfMemoryError as e:
+                        row.update(status="oom", reason=str(e).splitlines()[0][:200])
+                    doc["configs"].append(row)
+                    print(
+                        json.dumps(
+                            {
+                                k: row.get(k)
+                                for k in (
+                                    "model",
+                                    "method",
+                                    "seq_len",
+                                    "gradient_checkpointing",
+                                    "status",
+                                    "allocated_gib",
+                                    "tokens_per_s",
+                                )
+                            }
+                        ),
+                        file=sys.stderr,
+                    )
+                    gc.collect()
+                    if dev.type == "cuda":
+                        torch.cuda.empty_cache()
+            del model
+            gc.collect()
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+    doc["wall_s"] = round(time.perf_counter() - t_start, 1)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2))
+    os.replace(tmp, out_path)
+    print(out_path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
