@@ -20,14 +20,15 @@ from advisor.catalog import repo_root
 from advisor.config import RunConfig
 from advisor.params import n_trainable, param_split
 
-# Model-FLOPs utilization at large tokens-per-micro-batch, by GPU class and method (fraction of dense
-# bf16 peak). Datacenter cards sit in the upper half of the observed 12–47 % range, consumer and
-# workstation cards (lower clocks under sustained load, smaller L2) lower. LoRA/QLoRA run the same
-# matmuls minus weight gradients, with extra small adapter kernels: a few points lower.
-MFU_PRIORS: dict[str, dict[str, float]] = {
-    "datacenter": {"full": 0.42, "lora": 0.38, "qlora": 0.34},
-    "workstation": {"full": 0.35, "lora": 0.32, "qlora": 0.28},
-    "cpu": {"full": 0.5, "lora": 0.45, "qlora": 0.35},  # of the probe's measured matmul TFLOP/s
+# Model-FLOPs utilization at large tokens-per-micro-batch, by GPU class (fraction of dense bf16 peak).
+# Datacenter cards sit in the upper half of the observed 12–47 % range, consumer and workstation cards
+# (lower sustained clocks, smaller L2) lower. The same prior serves every method: LoRA and QLoRA run the
+# same GEMMs minus the weight gradients (the FLOPs count already drops them, and adds the adapters'),
+# QLoRA's dequantization is timed separately (memory-bound), and so is the optimizer step.
+MFU_PRIORS: dict[str, float] = {
+    "datacenter": 0.42,
+    "workstation": 0.35,
+    "cpu": 0.5,  # of the probe's measured matmul TFLOP/s (attention, norms and Python overhead)
 }
 DATACENTER = {
     "a100-40gb",
@@ -42,6 +43,7 @@ DATACENTER = {
 }
 MFU_HALF_TOKENS = 1024  # tokens per micro-batch at which utilization reaches half its prior (small batches)
 DEQUANT_BANDWIDTH_EFFICIENCY = 0.6  # achieved fraction of memory bandwidth in dequantize kernels
+OPTIMIZER_BANDWIDTH_EFFICIENCY = 0.7  # achieved fraction of memory bandwidth in foreach optimizer kernels
 DISK_READ_GBS = 1.0  # model load: local NVMe / network-volume read throughput (GB/s)
 DISK_WRITE_GBS = 0.5  # checkpoint writes (GB/s)
 CHECKPOINTS_PER_RUN = 10  # when train.checkpoint_every_steps is null (~10 % of the run)
@@ -159,8 +161,25 @@ def flops_per_token(cfg: RunConfig, seq: float) -> float:
 
 def mfu(cfg: RunConfig, tokens_per_micro_batch: float) -> float:
     cls = "cpu" if cfg.gpu.is_cpu else ("datacenter" if cfg.gpu.name in DATACENTER else "workstation")
-    top = MFU_PRIORS[cls][cfg.method.name]
+    top = MFU_PRIORS[cls]
     return top * tokens_per_micro_batch / (tokens_per_micro_batch + MFU_HALF_TOKENS)
+
+
+def optimizer_step_s(cfg: RunConfig) -> float:
+    """One optimizer step is memory-bound: bytes read and written per trainable parameter over the
+    card's bandwidth. torch AdamW (foreach): param r/w, grad r, two states r/w, one sqrt temporary w/r
+    (9 × the parameter dtype); bitsandbytes 8-bit: param r/w, grad r, two 1-byte states r/w; SGD:
+    param r/w + grad r. Sharded optimizers (ZeRO/FSDP) step their shard only."""
+    bw = cfg.gpu.bandwidth_gbs
+    if not bw:
+        return 0.0
+    wide = cfg.precision == "fp32" or cfg.precision.startswith("amp")
+    pb = (4 if wide else 2) if cfg.method.name == "full" else 4
+    per_param = {"adamw": 9 * pb, "sgd": 3 * pb, "paged_adamw_32bit": 3 * pb + 16}.get(
+        cfg.train.optimizer, 3 * pb + 4
+    )
+    shard = cfg.gpu.count if cfg.gpu.count > 1 and cfg.parallel != "ddp" else 1
+    return n_trainable(cfg) * per_param / shard / (bw * 1e9 * OPTIMIZER_BANDWIDTH_EFFICIENCY)
 
 
 @dataclass(frozen=True)
@@ -214,7 +233,7 @@ def run_time(cfg: RunConfig, ln: Lengths, rows: int, weight_bytes: float, state_
         moved = 0.5 * n + 2 * 2 * n  # read 4-bit, write + read 16-bit weights
         per_pass = moved / (cfg.gpu.bandwidth_gbs * 1e9 * DEQUANT_BANDWIDTH_EFFICIENCY)
         dequant_s = per_pass * passes * t.grad_accum * steps
-    train_s = compute_s + dequant_s
+    train_s = compute_s + dequant_s + steps * optimizer_step_s(cfg)
     rate = tokens / train_s if train_s else 0.0
     # fixed wall-clock costs
     load_s = 2.0 * param_split(cfg.model).total / (DISK_READ_GBS * 1e9)
