@@ -54,6 +54,8 @@ class Memory:
     precision: str
 
     def gib(self) -> dict[str, float]:
+        """The row's memory block. allocated = weights + gradients + optimizer (less paged) +
+        activations + logits + temporaries; device = allocated + overhead + paged states."""
         r = lambda b: round(b / GIB, 3)  # noqa: E731
         return {
             "weights_gib": r(self.weights),
@@ -61,7 +63,8 @@ class Memory:
             "optimizer_gib": r(self.optimizer),
             "activations_gib": r(self.activations),
             "logits_gib": r(self.logits),
-            "overhead_gib": r(self.device - self.allocated),
+            "temporaries_gib": r(self.temporaries),
+            "overhead_gib": r(self.device - self.allocated - self.paged),
             "allocated_gib": r(self.allocated),
             "reserved_gib": r(self.reserved),
             "device_gib": r(self.device),
@@ -130,17 +133,15 @@ def memory(cfg: RunConfig, padded_len: int, stack: Stack = Stack()) -> Memory:
     # the parameters this process updates (its shard under ZeRO/FSDP)
     sharded = n_gpu > 1 and par in ("zero2", "zero3", "fsdp")
     step_tmp = n_trainable(cfg) * pbytes / (n_gpu if sharded else 1) if train.optimizer == "adamw" else 0.0
-    phases = {
-        "forward_end": acts + logits_fwd + g0,
-        "backward_start": acts + logits_bwd + g0,
-        "backward_layers": acts + kept + g0 + recompute + transient,
-        "backward_end": grads
-        + ddp_buckets
-        + recompute
-        + transient
-        + (0 if train.gradient_checkpointing else tokens * layer),
-        "optimizer_step": grads + ddp_buckets + step_tmp,
+    # (gradients, activations, logits, temporaries) live in each phase
+    parts = {
+        "forward_end": (g0, acts, logits_fwd, 0.0),
+        "backward_start": (g0, acts, logits_bwd, 0.0),
+        "backward_layers": (g0, acts + recompute, kept, transient),
+        "backward_end": (grads + ddp_buckets, recompute or tokens * layer, 0.0, transient),
+        "optimizer_step": (grads + ddp_buckets, 0.0, 0.0, step_tmp),
     }
+    phases = {k: sum(v) for k, v in parts.items()}
     phase = max(phases, key=phases.__getitem__)
     allocated = weights + opt + phases[phase]
     if cfg.gpu.is_cpu:
@@ -154,16 +155,14 @@ def memory(cfg: RunConfig, padded_len: int, stack: Stack = Stack()) -> Memory:
             * _large_persistent_tensors(model, method.name, cfg.precision, train.optimizer)
         )
         device = reserved + (CUDA_CONTEXT_GIB + CUBLAS_WORKSPACE_GIB) * GIB + paged
-    in_acts = phase not in ("optimizer_step", "backward_end")
+    g_peak, a_peak, l_peak, t_peak = parts[phase]
     return Memory(
         weights=weights,
-        gradients=grads if (accum or phase in ("optimizer_step", "backward_end")) else g0,
+        gradients=g_peak,
         optimizer=opt + paged,
-        activations=(acts + (recompute if phase == "backward_layers" else 0)) if in_acts else 0.0,
-        logits=(logits_bwd if phase == "backward_start" else logits_fwd if phase == "forward_end" else kept)
-        if in_acts
-        else 0.0,
-        temporaries=step_tmp if phase == "optimizer_step" else transient if "backward" in phase else 0.0,
+        activations=a_peak,
+        logits=l_peak,
+        temporaries=t_peak,
         allocated=allocated,
         reserved=reserved,
         device=device,

@@ -43,7 +43,7 @@ MEMORY_KEYS = {
 def test_row_has_the_design_shape(method):
     row = estimate(from_names("llama-3.1-8b", method, "a100-80gb"))
     assert set(row) >= ROW_KEYS
-    assert set(row["memory"]) == MEMORY_KEYS
+    assert set(row["memory"]) == MEMORY_KEYS | {"temporaries_gib"}
     assert {"tokens", "flops", "hours"} <= set(row["time"])
     assert {"usd", "usd_per_gpu_hour", "price_source", "price_as_of"} <= set(row["cost"])
     assert row["r"] is (None if method == "full" else 16)
@@ -172,3 +172,21 @@ def test_gib_is_bytes_over_2_to_30():
     assert mem.gib()["weights_gib"] == pytest.approx(
         total_params(from_names("llama-3.1-8b").model) * 2 / GIB, abs=1e-3
     )
+
+
+@pytest.mark.parametrize(
+    "method,train", [("full", {}), ("lora", {"grad_accum": 1}), ("qlora", {"optimizer": "paged_adamw_8bit"})]
+)
+def test_components_add_up(method, train):
+    m = estimate(from_names("llama-3.1-8b", method, "a100-80gb", train=train))["memory"]
+    paged = estimate(from_names("llama-3.1-8b", method, "a100-80gb", train=train))["paged_gib"]
+    parts = (
+        "weights_gib",
+        "gradients_gib",
+        "optimizer_gib",
+        "activations_gib",
+        "logits_gib",
+        "temporaries_gib",
+    )
+    assert sum(m[k] for k in parts) - paged == pytest.approx(m["allocated_gib"], abs=0.01)
+    assert m["allocated_gib"] + m["overhead_gib"] + paged == pytest.approx(m["device_gib"], abs=0.01)
