@@ -34,9 +34,9 @@ def _notes(cfg: RunConfig, ln: Lengths, stats: Any) -> list[str]:
         notes.append("qlora: prepare_model_for_kbit_training upcasts non-4-bit parameters to fp32")
     if traits(cfg.model).attn_softcap and cfg.train.attention == "sdpa":
         notes.append(f"{cfg.model.architecture}: transformers runs eager attention (soft-capping; no SDPA)")
-    if traits(cfg.model).moe and cfg.method.is_adapter and cfg.method.target_modules == "all-linear":
-        if cfg.method.dropout > 0:
-            notes.append("MoE experts: PEFT's LoRA on fused expert weights refuses method.dropout > 0; set 0")
+    m = cfg.method
+    if traits(cfg.model).moe and m.is_adapter and m.target_modules == "all-linear" and m.dropout > 0:
+        notes.append("MoE experts: PEFT's LoRA on fused expert weights refuses method.dropout > 0; set 0")
     if cfg.model.num_local_experts and cfg.method.name == "qlora":
         notes.append("MoE: fused expert weights counted as 4-bit (not checked against bitsandbytes)")
     return notes
