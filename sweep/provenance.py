@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from importlib import metadata
@@ -23,6 +24,12 @@ PACKAGES = (
     "hydra-core",
     "sqlalchemy",
 )
+
+
+def _no_home(text: str) -> str:
+    """Paths under the user's home as ~/… (sweep.json is shared; the home path is nobody's business)."""
+    home = os.path.expanduser("~")
+    return text.replace(home + "/", "~/") if home not in ("", "/") else text
 
 
 def versions() -> dict[str, str | None]:
@@ -66,12 +73,13 @@ def sweep_doc(
 ) -> dict[str, Any]:
     matrix = dict(cfg_dict.get("matrix") or {})
     s = settings.to_dict()
-    s["storage"] = redact_url(settings.storage)
+    s["storage"] = _no_home(redact_url(settings.storage))
+    s["dir"] = _no_home(s["dir"])
     return {
         "matrix": {"name": settings.matrix_name, "axes": axes, "exclude": matrix.get("exclude") or []},
-        "overrides": [redact_url(o) for o in overrides],
+        "overrides": [_no_home(redact_url(o)) for o in overrides],
         "base_config": base.to_dict(),
-        "storage": redact_url(settings.storage),
+        "storage": s["storage"],
         "study_name": settings.study_name,
         "settings": s,
         "budget": {"usd": base.budget_usd, "hours": base.budget_hours},

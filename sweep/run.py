@@ -43,10 +43,13 @@ log = logging.getLogger("tunewise.sweep")
 
 
 def _ensure_demo_assets(cfg: RunConfig) -> None:
-    """Build the demo base model / demo data on first use when the config points at them."""
-    model_path, data_path = cfg.model.path, cfg.data.path
-    under = [p for p in (model_path, data_path) if p and Path(p).as_posix().startswith("outputs/demo")]
-    if any(not Path(p).exists() for p in under):
+    """Build (or refresh, when stale) the demo base model / demo data when the config points at them."""
+
+    def demo(p: str | None) -> str | None:
+        return p if p and Path(p).as_posix().startswith("outputs/demo") else None
+
+    model_path, data_path = demo(cfg.model.path), demo(cfg.data.path)
+    if model_path or data_path:
         from runners.demo import ensure_assets
 
         ensure_assets(model_path, data_path)

@@ -1,0 +1,53 @@
+"""LR trials and seeds inside cells, and SLURM-style workers through hydra-submitit-launcher (local)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, base_overrides, env_for, load_records, tunewise
+
+from sweep.study import LR_RANGES
+
+
+@pytest.mark.slow
+def test_lr_trials_and_seeds_keep_each_cells_best_attempt(tiny_assets, tmp_path):
+    d = tmp_path / "lr"
+    args = base_overrides(
+        tiny_assets, d, "matrix=single", "sweep.seeds=2", "sweep.lr_trials=2", "sweep.pruner=none"
+    )
+    out = tunewise(tiny_assets, args)
+    assert out.returncode == 0, out.stderr[-3000:]
+    recs = load_records(d)
+    assert sorted(r["seed"] for r in recs.values()) == [0, 1]
+    lo, hi = LR_RANGES["lora"]
+    for r in recs.values():
+        assert r["overrides"] == [f"seed={r['seed']}"] and r["config"]["seed"] == r["seed"]
+        lrs = [a["lr"] for a in r["attempts"]]
+        assert len(lrs) == 2 and len(set(lrs)) == 2 and all(lo <= x <= hi for x in lrs)
+        best = min(r["lr_results"], key=lambda x: x["eval_loss"])
+        assert r["lr"] == best["lr"] and r["measured"]["eval_loss"] == best["eval_loss"]
+        assert r["spent"]["cpu_s"] == pytest.approx(sum(a["cpu_s"] for a in r["attempts"]))
+    assert len({p.name for p in (d / "cells").iterdir()}) == 3  # two cells + the baseline
+
+
+@pytest.mark.slow
+def test_submitit_local_workers_share_one_sweep(tiny_assets, tmp_path):
+    d = tmp_path / "slurm"
+    cmd = [
+        sys.executable,
+        "-m",
+        "sweep.slurm",
+        "--multirun",
+        "hydra/launcher=submitit_local",
+        "+worker=0,1",
+        f"hydra.sweep.dir={tmp_path / 'hydra'}",
+        *base_overrides(tiny_assets, d, "matrix=t_small"),
+    ]
+    out = subprocess.run(cmd, cwd=ROOT, env=env_for(tiny_assets), capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    recs = load_records(d)
+    assert len(recs) == 2 and all(r["status"] in ("complete", "pruned") for r in recs.values())
+    assert all(len(r["attempts"]) == 1 for r in recs.values())  # each cell ran once across both jobs
+    assert (d / "trials" / "baseline.json").exists() and (d / "results.csv").exists()
