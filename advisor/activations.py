@@ -188,6 +188,16 @@ def _mlp(s: Saved, g: Regime, t, d, x: str, hit: set[str], r: int) -> None:
     _linear(s, g, "prod", c, "down_proj", d.i, r, "down_proj@mlp" in hit)
 
 
+def layer_constant_bytes(model: ModelConfig, g: Regime, targets: str | tuple[str, ...]) -> float:
+    """Saved bytes per layer that do not scale with tokens. PEFT 0.21 applies LoRA to fused 3-D expert
+    weights (ParamWrapper) by materializing W + B·A per forward; the merged weights (all experts, in the
+    compute dtype) are saved for the input gradient, and the adapters' 16-bit casts beside them."""
+    t, d = traits(model), dims(model)
+    if not (t.moe and g.adapter) or not any(lin.part == "experts" for lin in targeted(model, targets)):
+        return 0.0
+    return float(g.cmp * d.experts * 3 * d.h * d.i)
+
+
 def pos_bytes_per_token(model: ModelConfig, g: Regime) -> float:
     """Saved bytes per token per key position (× padded length) of one layer.
 

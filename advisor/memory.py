@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from advisor.activations import Regime, head_bytes_per_token, layer_bytes_per_token, pos_bytes_per_token
+from advisor.activations import (
+    Regime,
+    head_bytes_per_token,
+    layer_bytes_per_token,
+    layer_constant_bytes,
+    pos_bytes_per_token,
+)
 from advisor.arch import by_identity, dims
 from advisor.config import RunConfig
 from advisor.params import n_trainable, param_split
@@ -77,6 +83,11 @@ def _layer_total(model, g: Regime, targets, r: int) -> float:
 
 
 @by_identity()
+def _layer_const(model, g: Regime, targets) -> float:
+    return layer_constant_bytes(model, g, targets)
+
+
+@by_identity()
 def _head_total(model, g: Regime, lm_head_trains: bool) -> float:
     return head_bytes_per_token(model, g, lm_head_trains)
 
@@ -99,11 +110,12 @@ def memory(cfg: RunConfig, padded_len: int, stack: Stack = Stack()) -> Memory:
     lm_head_trains = g.full
     head = _head_total(model, g, lm_head_trains)
     amp_cache = 2.0 * param_split(model).linear_weights if g.amp else 0.0  # 16-bit weight copies
+    const = _layer_const(model, g, method.target_modules)  # per layer, independent of tokens (MoE LoRA)
     if train.gradient_checkpointing:
         saved = tokens * (d.layers * g.res * d.h + head)  # each layer's input (+ head)
-        recompute = tokens * layer  # one layer's full activations while it is recomputed
+        recompute = tokens * layer + const  # one layer's full activations while it is recomputed
     else:
-        saved = tokens * (d.layers * layer + head)
+        saved = tokens * (d.layers * layer + head) + d.layers * const
         recompute = 0.0
     acts = saved + amp_cache
     # backward transients at the MLP: grads of the product, gate and up, plus two residual grads
@@ -138,7 +150,7 @@ def memory(cfg: RunConfig, padded_len: int, stack: Stack = Stack()) -> Memory:
         "forward_end": (g0, acts, logits_fwd, 0.0),
         "backward_start": (g0, acts, logits_bwd, 0.0),
         "backward_layers": (g0, acts + recompute, kept, transient),
-        "backward_end": (grads + ddp_buckets, recompute or tokens * layer, 0.0, transient),
+        "backward_end": (grads + ddp_buckets, recompute or tokens * layer + const, 0.0, transient),
         "optimizer_step": (grads + ddp_buckets, 0.0, 0.0, step_tmp),
     }
     phases = {k: sum(v) for k, v in parts.items()}

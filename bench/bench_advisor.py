@@ -31,6 +31,7 @@ CACHED = [
     params._lora_trainable,
     params.n_trainable,
     memory._layer_total,
+    memory._layer_const,
     memory._head_total,
     activations.layer_bytes_per_token,
     static._q4_linear_bytes,

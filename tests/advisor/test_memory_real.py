@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
-from advisor.activations import layer_bytes_per_token, pos_bytes_per_token  # noqa: E402
+from advisor.activations import layer_bytes_per_token, layer_constant_bytes, pos_bytes_per_token  # noqa: E402
 from advisor.config import from_names  # noqa: E402
 from advisor.memory import Stack, regime, static_bytes  # noqa: E402
 
@@ -282,3 +282,34 @@ def test_gradient_checkpointing_keeps_layer_inputs_only():
     finally:
         w.__exit__(None, None, None)
     assert measured == 2 * TINY["hidden_size"]  # one bf16 hidden state per token per layer
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_moe_saved_activations_per_token_and_per_layer(method):
+    """Mixtral (transformers 5 fused experts): per routed token as for a gated MLP; with LoRA on the
+    experts PEFT materializes W + B·A per layer and saves it — a per-layer constant, not per token."""
+    moe = {"num_local_experts": 4, "num_experts_per_tok": 2}
+
+    def saved(layers: int, seq: int) -> int:
+        c = _hf_config("mixtral", **{**moe, "num_hidden_layers": layers})
+        c._attn_implementation = "sdpa"
+        torch.manual_seed(0)
+        m = transformers.AutoModelForCausalLM.from_config(c).to(torch.bfloat16)
+        m.train()
+        if method == "lora":
+            m = peft.get_peft_model(m, peft.LoraConfig(r=R, target_modules="all-linear"))
+        return _saved_bytes(m, torch.randint(1, TINY["vocab_size"], (1, seq)))
+
+    w = _quiet()
+    try:
+        a = (saved(3, 64) - saved(1, 64)) / 2  # one layer at 64 tokens
+        b = (saved(3, 128) - saved(1, 128)) / 2  # one layer at 128 tokens
+    finally:
+        w.__exit__(None, None, None)
+    per_token, const = (b - a) / 64, a - (b - a)
+    cfg = from_names("mixtral-8x7b", method, "cpu", arch={**TINY, **moe}, lora={"r": R, "dropout": 0.0})
+    g = regime(cfg, Stack())
+    pred_token = sum(layer_bytes_per_token(cfg.model, g, "all-linear", R).values())
+    pred_const = layer_constant_bytes(cfg.model, g, "all-linear")
+    assert per_token == pytest.approx(pred_token, rel=0.06)  # routing details (gathers, weights) approximated
+    assert const == pytest.approx(pred_const, rel=0.15) if method == "lora" else const < 1024
