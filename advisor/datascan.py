@@ -4,9 +4,10 @@ Per readable row: line (8 bytes), shape and prompt-template style (1 + 1), stray
 three 8-byte hashes — the exact content (messages as read, nothing normalised), the normalised prompt
 and the normalised response — the token count (4) and the 128-byte MinHash signature
 (advisor.neardup): 167 bytes per row. Per unreadable row: its line and problem kind (9 bytes), and
-the messages of the first MAX_MESSAGES of them. Peak memory is about 300 bytes per row: the digest
-plus, while the columns are assembled and the duplicates searched, one more copy of the signature
-column at most. `data check` and `data prepare` both start here.
+the messages of the first MAX_MESSAGES of them. The columns are allocated once, at an upper bound of
+the row count (row_capacity), so they are never copied to grow; searching duplicates adds transient
+sort buffers of about 100 bytes per row (bench/bench_datacheck.py measured a peak of 310 bytes per
+row, 336 MiB in all, for 1,000,000 rows). `data check` and `data prepare` both start here.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from array import array
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -102,50 +106,92 @@ def template_style(example: Example) -> int:
     return 0
 
 
+COLUMNS = {  # name: (dtype, width) of the per-row digest
+    "lines": (np.int64, 0),
+    "shapes": (np.uint8, 0),
+    "styles": (np.uint8, 0),
+    "stray_ws": (np.bool_, 0),
+    "exact": (np.uint64, 0),
+    "prompt": (np.uint64, 0),
+    "response": (np.uint64, 0),
+    "tokens": (np.uint32, 0),
+    "sig": (np.uint8, neardup.MINHASHES),
+}
+
+
+def row_capacity(path: Path) -> int:
+    """An upper bound on the rows of a file, cheap to get: its line count (JSONL, CSV), the Parquet
+    footer, else bytes / 16. Columns are allocated at this size up front: pages never written cost no
+    memory, and the digest is never copied to grow (which would double the peak)."""
+    if path.is_file() and path.suffix.lower() in (".jsonl", ".ndjson", ".csv"):
+        lines = 1
+        with open(path, "rb") as f:
+            while block := f.read(1 << 22):
+                lines += block.count(b"\n")
+        return lines
+    if path.is_file() and path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    files = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()]
+    return sum(f.stat().st_size for f in files) // 16 + 1
+
+
 class _Columns:
-    def __init__(self) -> None:
-        self.parts: dict[str, list[np.ndarray]] = {}
+    """The digest columns, preallocated; grown by copying only if `capacity` was an underestimate."""
 
-    def add(self, name: str, values, dtype) -> None:
-        self.parts.setdefault(name, []).append(np.asarray(values, dtype=dtype))
+    def __init__(self, capacity: int) -> None:
+        self.n = 0
+        self.arrays = {
+            k: np.empty((capacity, w) if w else capacity, dtype=t) for k, (t, w) in COLUMNS.items()
+        }
 
-    def get(self, name: str, dtype, width: int = 0) -> np.ndarray:
-        """One column as an array; its parts are freed at once, so assembling the columns needs at most
-        the largest column (the signature) twice, never the whole digest."""
-        parts = self.parts.pop(name, None)
-        if not parts:
-            return np.zeros((0, width) if width else 0, dtype=dtype)
-        out = np.concatenate(parts)
-        parts.clear()
-        return out
+    def add(self, values: dict[str, Any]) -> None:
+        m = len(values["lines"])
+        cap = len(self.arrays["lines"])
+        if self.n + m > cap:
+            new = max(self.n + m, cap + cap // 2)
+            for k, a in self.arrays.items():
+                grown = np.empty((new, *a.shape[1:]), dtype=a.dtype)
+                grown[: self.n] = a[: self.n]
+                self.arrays[k] = grown
+        for k, v in values.items():
+            self.arrays[k][self.n : self.n + m] = v
+        self.n += m
+
+    def get(self, name: str) -> np.ndarray:
+        return self.arrays[name][: self.n]
 
 
 def _digest(batch: list[Example], counter: TokenCounter, cols: _Columns) -> None:
     msg_words = [[neardup.words(c) for _, c in e.messages] for e in batch]  # normalised once per message
-    cols.add("lines", [e.line for e in batch], np.int64)
-    cols.add("shapes", [SHAPES.index(e.kind) for e in batch], np.uint8)
-    cols.add("styles", [template_style(e) for e in batch], np.uint8)
-    cols.add("stray_ws", [any(c != c.strip() for _, c in e.messages) for e in batch], bool)
-    cols.add("exact", [_hash(json.dumps(e.messages, ensure_ascii=False)) for e in batch], np.uint64)
     prompts = [
         "\n".join(f"{r}: {' '.join(w)}" for (r, _), w in zip(e.prompt_messages, ws[:-1], strict=True))
         for e, ws in zip(batch, msg_words, strict=True)
     ]
-    # 0 = no prompt text (e.g. assistant-only rows): such rows never "share a prompt"
-    has_prompt = [any(w for w in ws[:-1]) for ws in msg_words]
-    cols.add("prompt", [_hash(p) if h else 0 for p, h in zip(prompts, has_prompt, strict=True)], np.uint64)
-    cols.add("response", [_hash(" ".join(ws[-1])) for ws in msg_words], np.uint64)
-    cols.add("tokens", counter.count(batch), np.uint32)
-    cols.add("sig", neardup.signatures([[w for m in ws for w in m] for ws in msg_words]), np.uint8)
+    has_prompt = [any(w for w in ws[:-1]) for ws in msg_words]  # rows without prompt text get key 0
+    cols.add(
+        {
+            "lines": [e.line for e in batch],
+            "shapes": [SHAPES.index(e.kind) for e in batch],
+            "styles": [template_style(e) for e in batch],
+            "stray_ws": [any(c != c.strip() for _, c in e.messages) for e in batch],
+            "exact": [_hash(json.dumps(e.messages, ensure_ascii=False)) for e in batch],
+            "prompt": [_hash(p) if h else 0 for p, h in zip(prompts, has_prompt, strict=True)],
+            "response": [_hash(" ".join(ws[-1])) for ws in msg_words],
+            "tokens": counter.count(batch),
+            "sig": neardup.signatures([[w for m in ws for w in m] for ws in msg_words]),
+        }
+    )
 
 
 def scan(path: str, cfg: RunConfig, counter: TokenCounter | None = None) -> Scan:
     """Read `path` once, streaming, and keep BYTES_PER_ROW bytes per readable row."""
     counter = counter or TokenCounter(cfg.model.path)
-    cols = _Columns()
+    cols = _Columns(row_capacity(Path(path)))
     batch: list[Example] = []
-    bad_lines: list[int] = []
-    bad_kinds: list[int] = []
+    bad_lines = array("q")
+    bad_kinds = array("B")
     messages: list[str] = []
     for line, ex, problems in iter_examples(path, cfg.data):
         if problems or ex is None:
@@ -164,16 +210,8 @@ def scan(path: str, cfg: RunConfig, counter: TokenCounter | None = None) -> Scan
     return Scan(
         path=str(path),
         tokenizer=counter.name,
-        lines=cols.get("lines", np.int64),
-        shapes=cols.get("shapes", np.uint8),
-        styles=cols.get("styles", np.uint8),
-        stray_ws=cols.get("stray_ws", bool),
-        exact=cols.get("exact", np.uint64),
-        prompt=cols.get("prompt", np.uint64),
-        response=cols.get("response", np.uint64),
-        tokens=cols.get("tokens", np.uint32),
-        sig=cols.get("sig", np.uint8, neardup.MINHASHES),
-        bad_lines=np.asarray(bad_lines, dtype=np.int64),
-        bad_kinds=np.asarray(bad_kinds, dtype=np.uint8),
+        **{name: cols.get(name) for name in COLUMNS},
+        bad_lines=np.frombuffer(bad_lines, dtype=np.int64) if bad_lines else np.zeros(0, np.int64),
+        bad_kinds=np.frombuffer(bad_kinds, dtype=np.uint8) if bad_kinds else np.zeros(0, np.uint8),
         messages=messages,
     )

@@ -317,3 +317,14 @@ def test_rows_without_a_prompt_never_conflict(tmp_path):
     rows = [{"messages": [{"role": "assistant", "content": words(random.Random(i), 12)}]} for i in range(5)]
     doc, _ = check(cfg_for(write_jsonl(tmp_path / "d.jsonl", rows)))
     assert doc["clean"], [c for c in doc["checks"] if c["count"]]
+
+
+def test_digest_columns_grow_when_the_row_estimate_is_short(tmp_path, monkeypatch):
+    import advisor.datascan
+
+    src = crafted(tmp_path / "bad.jsonl")
+    want, _ = check(cfg_for(src))
+    monkeypatch.setattr(advisor.datascan, "row_capacity", lambda path: 1)
+    monkeypatch.setattr(advisor.datascan, "BATCH_ROWS", 4)
+    got, _ = check(cfg_for(src))
+    assert got == want
