@@ -8,6 +8,7 @@ peak = weights + optimizer states + max(forward_end, backward, optimizer_step)  
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from advisor.activations import (
     Regime,
@@ -92,25 +93,86 @@ def _head_total(model, g: Regime, lm_head_trains: bool) -> float:
     return head_bytes_per_token(model, g, lm_head_trains)
 
 
-def memory(cfg: RunConfig, padded_len: int, stack: Stack = Stack()) -> Memory:
-    """Per-process (per-GPU) peak memory for micro-batches of `padded_len` tokens per sequence."""
-    model, method, train = cfg.model, cfg.method, cfg.train
-    g = regime(cfg, stack)
-    d = dims(model)
-    n_gpu, par = cfg.gpu.count, cfg.parallel
-    tokens = train.micro_batch_size * padded_len
+class _Fixed(NamedTuple):
+    """What memory() needs that does not depend on the sequence length or batch size."""
+
+    g: Regime
+    pbytes: int  # bytes per trainable parameter (and its gradient)
+    weights: float
+    grads: float
+    opt: float
+    paged: float
+    layer: float  # saved bytes per token per layer
+    pos: float  # saved bytes per token per layer per key position
+    head: float  # saved bytes per token outside the layers (final norm, lm_head input, ids)
+    amp_cache: float  # autocast's 16-bit weight copies
+    const: float  # saved bytes per layer independent of tokens (MoE LoRA)
+    large: int  # persistent tensors above 10 MiB
+    n_train: int
+
+
+_FIXED: dict[tuple, tuple[object, object, _Fixed]] = {}
+
+
+def _fixed(cfg: RunConfig, stack: Stack) -> _Fixed:
+    """Cached on the model and stack objects and the few config values that matter (the frozen
+    dataclasses' own hashes are too slow for ≥ 10,000 estimates per second)."""
+    m, t = cfg.method, cfg.train
+    key = (
+        id(cfg.model),
+        id(stack),
+        m.name,
+        m.r,
+        m.target_modules,
+        m.dropout > 0,
+        m.double_quant,
+        cfg.precision,
+        t.attention,
+        t.optimizer,
+        t.packing or t.micro_batch_size > 1,
+        cfg.gpu.is_cpu,
+    )
+    hit = _FIXED.get(key)
+    if hit is not None and hit[0] is cfg.model and hit[1] is stack:
+        return hit[2]
+    if len(_FIXED) > 8192:
+        _FIXED.clear()
+    model, g = cfg.model, regime(cfg, stack)
     wide = cfg.precision == "fp32" or g.amp
     pbytes = (4 if wide else 2) if g.full else g.adapter  # trainable params' dtype
-    weights = _weight_bytes(cfg, g, stack)
-    grads = n_trainable(cfg) * pbytes
     opt, paged = optimizer_bytes(cfg, pbytes)
+    n_train = n_trainable(cfg)
+    f = _Fixed(
+        g=g,
+        pbytes=pbytes,
+        weights=_weight_bytes(cfg, g, stack),
+        grads=n_train * pbytes,
+        opt=opt,
+        paged=paged,
+        layer=_layer_total(model, g, m.target_modules, m.r or 0),
+        pos=pos_bytes_per_token(model, g),
+        head=_head_total(model, g, g.full),
+        amp_cache=2.0 * param_split(model).linear_weights if g.amp else 0.0,
+        const=_layer_const(model, g, m.target_modules),
+        large=_large_persistent_tensors(model, m.name, cfg.precision, t.optimizer),
+        n_train=n_train,
+    )
+    _FIXED[key] = (model, stack, f)
+    return f
+
+
+def memory(cfg: RunConfig, padded_len: int, stack: Stack = Stack()) -> Memory:
+    """Per-process (per-GPU) peak memory for micro-batches of `padded_len` tokens per sequence."""
+    train = cfg.train
+    f = _fixed(cfg, stack)
+    g, d = f.g, dims(cfg.model)
+    n_gpu, par = cfg.gpu.count, cfg.parallel
+    tokens = train.micro_batch_size * padded_len
+    pbytes, weights, grads, opt, paged = f.pbytes, f.weights, f.grads, f.opt, f.paged
     # ---- activations (per token) -----------------------------------------------------------------
-    layer = _layer_total(model, g, method.target_modules, method.r or 0)
-    layer += pos_bytes_per_token(model, g) * padded_len
+    layer = f.layer + f.pos * padded_len
+    head, const, amp_cache = f.head, f.const, f.amp_cache
     lm_head_trains = g.full
-    head = _head_total(model, g, lm_head_trains)
-    amp_cache = 2.0 * param_split(model).linear_weights if g.amp else 0.0  # 16-bit weight copies
-    const = _layer_const(model, g, method.target_modules)  # per layer, independent of tokens (MoE LoRA)
     if train.gradient_checkpointing:
         saved = tokens * (d.layers * g.res * d.h + head)  # each layer's input (+ head)
         recompute = tokens * layer + const  # one layer's full activations while it is recomputed
@@ -144,7 +206,7 @@ def memory(cfg: RunConfig, padded_len: int, stack: Stack = Stack()) -> Memory:
     # torch's foreach AdamW allocates one parameter-sized temporary (sqrt of exp_avg_sq) per step, over
     # the parameters this process updates (its shard under ZeRO/FSDP)
     sharded = n_gpu > 1 and par in ("zero2", "zero3", "fsdp")
-    step_tmp = n_trainable(cfg) * pbytes / (n_gpu if sharded else 1) if train.optimizer == "adamw" else 0.0
+    step_tmp = f.n_train * pbytes / (n_gpu if sharded else 1) if train.optimizer == "adamw" else 0.0
     # (gradients, activations, logits, temporaries) live in each phase
     parts = {
         "forward_end": (g0, acts, logits_fwd, 0.0),
@@ -160,12 +222,7 @@ def memory(cfg: RunConfig, padded_len: int, stack: Stack = Stack()) -> Memory:
         reserved, device = allocated, allocated + paged + CPU_PROCESS_GIB * GIB
     else:
         frac = RESERVED_FRACTION_FIXED if train.packing else RESERVED_FRACTION_VARIABLE
-        reserved = (
-            allocated
-            + frac * phases[phase]
-            + STATIC_ROUNDING_BYTES
-            * _large_persistent_tensors(model, method.name, cfg.precision, train.optimizer)
-        )
+        reserved = allocated + frac * phases[phase] + STATIC_ROUNDING_BYTES * f.large
         device = reserved + (CUDA_CONTEXT_GIB + CUBLAS_WORKSPACE_GIB) * GIB + paged
     g_peak, a_peak, l_peak, t_peak = parts[phase]
     return Memory(

@@ -23,6 +23,7 @@ from advisor.config import from_names  # noqa: E402
 from advisor.estimate import estimate  # noqa: E402
 
 CACHED = [
+    memory._FIXED,
     arch.traits,
     arch.dims,
     params.linear_layers,
@@ -40,6 +41,11 @@ CACHED = [
     timing._quantile_grid,
     timing.expected_padded,
 ]
+
+
+def clear_caches() -> None:
+    for f in CACHED:
+        f.clear() if isinstance(f, dict) else f.cache_clear()
 
 
 def configs(n: int) -> list:
@@ -60,8 +66,7 @@ def run(cfgs: list, clear: bool) -> float:
     t0 = time.perf_counter()
     for cfg in cfgs:
         if clear:
-            for f in CACHED:
-                f.cache_clear()
+            clear_caches()
         estimate(cfg)
     return time.perf_counter() - t0
 
@@ -74,8 +79,7 @@ def main() -> None:
     run(cfgs[:200], clear=False)  # import-time warm-up
     base_n = max(1, n // 20)
     baseline = run(cfgs[:base_n], clear=True)
-    for f in CACHED:
-        f.cache_clear()
+    clear_caches()
     cached = run(cfgs, clear=False)
     print(f"baseline (caches cleared per call): {base_n / baseline:,.0f} estimates/s ({base_n} configs)")
     print(
