@@ -227,8 +227,9 @@ def run_time(cfg: RunConfig, ln: Lengths, rows: int, weight_bytes: float, state_
     util = mfu(cfg, mb * padded)
     compute_s = flops / (peak * 1e12 * util * n_gpu)
     dequant_s = 0.0
+    split = param_split(cfg.model)
     if cfg.method.name == "qlora" and cfg.gpu.bandwidth_gbs:
-        n = param_split(cfg.model).linear_weights
+        n = split.linear_weights
         passes = 3 if t.gradient_checkpointing else 2  # forward, backward (+ recompute)
         moved = 0.5 * n + 2 * 2 * n  # read 4-bit, write + read 16-bit weights
         per_pass = moved / (cfg.gpu.bandwidth_gbs * 1e9 * DEQUANT_BANDWIDTH_EFFICIENCY)
@@ -236,10 +237,11 @@ def run_time(cfg: RunConfig, ln: Lengths, rows: int, weight_bytes: float, state_
     train_s = compute_s + dequant_s + steps * optimizer_step_s(cfg)
     rate = tokens / train_s if train_s else 0.0
     # fixed wall-clock costs
-    load_s = 2.0 * param_split(cfg.model).total / (DISK_READ_GBS * 1e9)
+    load_s = 2.0 * split.total / (DISK_READ_GBS * 1e9)  # 16-bit safetensors
     val_rows = min(cfg.data.val_rows_max, max(1, int(rows * cfg.data.val_fraction)))
     eval_tokens = t.eval_points * val_rows * padded
-    eval_fpt = flops_per_token(cfg, padded) / (4 if cfg.method.is_adapter else 6) * 2  # forward only
+    d = dims(cfg.model)
+    eval_fpt = 2 * matmul_params(cfg.model) + 4 * d.layers * d.q * padded  # forward only
     eval_s = eval_tokens * eval_fpt / (peak * 1e12 * util * n_gpu)
     if t.metric != "none" and cfg.gpu.bandwidth_gbs:  # greedy decoding: one weight read per token step
         metric_rows = t.metric_rows or val_rows
