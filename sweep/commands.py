@@ -29,7 +29,8 @@ HELP = {
     "data": (
         "tunewise data check [overrides]    problems (with line numbers) and token statistics of data.path\n"
         "tunewise data prepare [overrides]  write a cleaned, deduplicated, seeded train/validation split\n"
-        "                                   to data.out_dir (default outputs/data/<name>) with a manifest"
+        "                                   to data.out_dir (default outputs/data/<name>) with a manifest\n"
+        "exit status: 0 clean (warnings alone: 0) · 1 problems found · 2 bad input"
     ),
     "report": "tunewise report SWEEP_DIR\n\nRebuild report.md / report.html of a finished or running sweep and print its summary.",
 }
