@@ -125,10 +125,17 @@ def layer_bytes_per_token(model: ModelConfig, g: Regime, targets: str | tuple[st
 
 def _attention(s: Saved, g: Regime, t, d, r: int, hit: set[str]) -> None:
     c = g.cmp
-    if t.conv1d:  # GPT-2 (transformers 5): attention runs with fp32 q/k/v and scores, attn dropout
+    if t.conv1d and g.mask != 1:  # GPT-2 on CPU (measured): fp32 q/k/v and scores with attn dropout
         for name in ("q", "k", "v"):
             s.put(name, 4 * d.q)
         _linear(s, g, "o_in", c, "c_proj", d.q, r, "c_proj" in hit)
+        s.put("resid_drop1", g.mask * d.h)
+        return
+    if t.conv1d:  # GPT-2 on CUDA: SDPA (dropout inside the kernel) on views of the c_attn output
+        s.put("qkv", c * (d.q + 2 * d.kv))
+        s.put("attn_out", c * d.q)
+        s.put("lse", 4 * d.heads)
+        _linear(s, g, "attn_out", c, "c_proj", d.q, r, "c_proj" in hit)
         s.put("resid_drop1", g.mask * d.h)
         return
     if t.qk_norm:  # RMSNorm over head_dim on q and k (outputs feed RoPE, which saves only cos/sin)
@@ -206,8 +213,8 @@ def pos_bytes_per_token(model: ModelConfig, g: Regime) -> float:
     additive float mask (b, 1, s, s) per call and saved. GPT-2: fp32 softmax, dropout mask and output.
     """
     t, d, c = traits(model), dims(model), g.cmp
-    if t.conv1d:
-        return d.heads * (4 + (4 if g.mask != 1 else 1) + 4)
+    if t.conv1d and g.mask != 1:
+        return d.heads * (4 + 4 + 4)
     if g.attention == "eager":
         return d.heads * (4 + (c if c != 4 else 0) + (c if t.attn_softcap else 0))
     return float(c) if g.masked and g.attention == "sdpa" else 0.0
@@ -221,4 +228,16 @@ def head_bytes_per_token(model: ModelConfig, g: Regime, lm_head_trains: bool) ->
     if lm_head_trains:
         s.put(ln, g.res * d.h)
     s.put("input_ids", 8)
+    s.put("labels", 8)  # int64 targets saved by the loss
+    if not t.learned_positions:  # RoPE cos and sin (b, s, head_dim), shared by every layer
+        s.put("cos_sin", 2 * d.head_dim * g.cmp)
     return float(sum(s.values()))
+
+
+def mask_bytes_per_token_per_pos(g: Regime) -> float:
+    """The (b, 1, s, s) attention mask transformers builds once per forward and every layer keeps
+    (checkpointed layers save it as an input): boolean for SDPA with padding/packing, a 16-bit additive
+    mask for eager attention, none for flash-attention or unmasked SDPA."""
+    if g.attention == "eager":
+        return float(g.cmp)
+    return 1.0 if g.masked and g.attention == "sdpa" else 0.0

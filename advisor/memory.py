@@ -15,9 +15,10 @@ from advisor.activations import (
     head_bytes_per_token,
     layer_bytes_per_token,
     layer_constant_bytes,
+    mask_bytes_per_token_per_pos,
     pos_bytes_per_token,
 )
-from advisor.arch import by_identity, dims
+from advisor.arch import by_identity, dims, traits
 from advisor.config import RunConfig
 from advisor.params import n_trainable, param_split
 from advisor.static import (  # noqa: F401  (re-exported: Stack, regime, static_bytes, q4_bytes)
@@ -59,6 +60,9 @@ class Memory:
     paged: float  # paged optimizer states (cudaMallocManaged: outside torch's counters)
     peak_phase: str
     precision: str
+    forward_saved: float = (
+        0.0  # saved for backward at the end of the forward (+ autocast copies), logits aside
+    )
 
     def gib(self) -> dict[str, float]:
         """The row's memory block. allocated = weights + gradients + optimizer (less paged) +
@@ -104,10 +108,12 @@ class _Fixed(NamedTuple):
     paged: float
     layer: float  # saved bytes per token per layer
     pos: float  # saved bytes per token per layer per key position
+    mask_pos: float  # the shared attention mask, bytes per token per key position
     head: float  # saved bytes per token outside the layers (final norm, lm_head input, ids)
     amp_cache: float  # autocast's 16-bit weight copies
     const: float  # saved bytes per layer independent of tokens (MoE LoRA)
     large: int  # persistent tensors above 10 MiB
+    final_softcap: bool
     n_train: int
 
 
@@ -151,10 +157,12 @@ def _fixed(cfg: RunConfig, stack: Stack) -> _Fixed:
         paged=paged,
         layer=_layer_total(model, g, m.target_modules, m.r or 0),
         pos=pos_bytes_per_token(model, g),
+        mask_pos=mask_bytes_per_token_per_pos(g),
         head=_head_total(model, g, g.full),
         amp_cache=2.0 * param_split(model).linear_weights if g.amp else 0.0,
         const=_layer_const(model, g, m.target_modules),
         large=_large_persistent_tensors(model, m.name, cfg.precision, t.optimizer),
+        final_softcap=traits(model).final_softcap,
         n_train=n_train,
     )
     _FIXED[key] = (model, stack, f)
@@ -171,7 +179,8 @@ def memory(cfg: RunConfig, padded_len: int, stack: Stack = Stack()) -> Memory:
     pbytes, weights, grads, opt, paged = f.pbytes, f.weights, f.grads, f.opt, f.paged
     # ---- activations (per token) -----------------------------------------------------------------
     layer = f.layer + f.pos * padded_len
-    head, const, amp_cache = f.head, f.const, f.amp_cache
+    head = f.head + f.mask_pos * padded_len  # + the shared (b, 1, s, s) mask
+    const, amp_cache = f.const, f.amp_cache
     lm_head_trains = g.full
     if train.gradient_checkpointing:
         saved = tokens * (d.layers * g.res * d.h + head)  # each layer's input (+ head)
@@ -186,6 +195,8 @@ def memory(cfg: RunConfig, padded_len: int, stack: Stack = Stack()) -> Memory:
     # ---- logits and loss (estimator-notes §4) ----------------------------------------------------
     lb = 4 if (g.cmp == 4 or stack.lm_head_fp32 or cfg.precision == "fp32") else 2
     kept = lb * d.vocab * tokens if stack.logits_kept else 0.0
+    if f.final_softcap:  # Gemma-2: tanh(logits / cap) * cap — tanh saves its output
+        kept += lb * d.vocab * tokens
     if train.chunked_loss:  # chunked CE in the logits dtype: per-chunk log-softmax, no fp32 copies
         logits_fwd = kept + lb * d.vocab * tokens
         logits_bwd = logits_fwd
@@ -238,4 +249,5 @@ def memory(cfg: RunConfig, padded_len: int, stack: Stack = Stack()) -> Memory:
         paged=paged,
         peak_phase=phase,
         precision=cfg.precision,
+        forward_saved=acts,
     )

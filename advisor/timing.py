@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
 
-from advisor.arch import by_identity, dims
+from advisor.arch import by_identity, dims, traits
 from advisor.catalog import repo_root
 from advisor.config import RunConfig
 from advisor.params import n_trainable, param_split
@@ -146,17 +146,21 @@ def matmul_params(model) -> float:
 
 
 def flops_per_token(cfg: RunConfig, seq: float) -> float:
-    """estimator-notes §6: N = matmul parameters (lm_head included, embedding lookup excluded; MoE:
-    active experts), attention 12·L·d·s (16 with recompute); LoRA skips frozen weight gradients."""
-    n = matmul_params(cfg.model)
+    """FLOPs per trained token. Matmuls (estimator-notes §6): N = Linear weights taking part (MoE: top-k
+    experts) + lm_head, embedding lookup excluded; forward 2N, backward 4N for full fine-tuning and 2N
+    (input gradients only) + the adapters' 6·trainable for LoRA/QLoRA; gradient checkpointing re-runs
+    the decoder layers' forward (+2·(N − lm_head)), not the lm_head. Attention per layer: forward
+    QKᵀ and PV = 4·s·q; backward 8·s·q for eager (saved probabilities) but 10·s·q for SDPA/flash,
+    whose backward recomputes the scores (5 matmuls) — 12 or 14 in all, + 4 with recompute."""
     d = dims(cfg.model)
-    attn = d.layers * d.q * seq
+    n = matmul_params(cfg.model)
     gc = cfg.train.gradient_checkpointing
-    if cfg.method.is_adapter:
-        f = (6 if gc else 4) * n + (16 if gc else 12) * attn + 6 * n_trainable(cfg)
-    else:
-        f = (8 if gc else 6) * n + (16 if gc else 12) * attn
-    return float(f)
+    eager = cfg.train.attention == "eager" or traits(cfg.model).attn_softcap
+    attn = ((12 if eager else 14) + (4 if gc else 0)) * d.layers * d.q * seq
+    f = 4 * n + 6 * n_trainable(cfg) if cfg.method.is_adapter else 6 * n
+    if gc:
+        f += 2 * (n - d.vocab * d.h)
+    return float(f + attn)
 
 
 def mfu(cfg: RunConfig, tokens_per_micro_batch: float) -> float:
