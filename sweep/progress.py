@@ -43,7 +43,9 @@ def snapshot(plan: LoadedPlan) -> dict[str, Any]:
 
 
 def render(plan: LoadedPlan, started: float):
+    from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
     snap = snapshot(plan)
     c = snap["counts"]
@@ -51,14 +53,12 @@ def render(plan: LoadedPlan, started: float):
     skipped = c["infeasible"] + c["over_budget"]
     b = plan.base
     budget = f" / ${b.budget_usd:.4f}" if b.budget_usd is not None else ""
-    t = Table(
-        title=(
-            f"sweep {plan.settings.dir.name}: {done} done, {len(snap['running'])} running, "
-            f"{skipped} skipped of {snap['total']} · elapsed {time.time() - started:.0f} s · "
-            f"spent ${snap['spent_usd']:.4f}{budget} · ETA {snap['eta_h'] * 3600:.0f} s (advisor)"
-        ),
-        title_justify="left",
+    header = Text(
+        f"sweep {plan.settings.dir.name}: {done} done, {len(snap['running'])} running, "
+        f"{skipped} skipped of {snap['total']} · elapsed {time.time() - started:.0f} s · "
+        f"spent ${snap['spent_usd']:.4f}{budget} · ETA {snap['eta_h'] * 3600:.0f} s (advisor estimate)"
     )
+    t = Table()
     for col in ("cell", "overrides", "step", "loss", "last eval", "heartbeat"):
         t.add_column(col)
     for pc, rec in snap["running"]:
@@ -73,7 +73,7 @@ def render(plan: LoadedPlan, started: float):
             f"{evals[-1][2]:.4f}" if evals and evals[-1][2] is not None else "-",
             f"{time.time() - hb['t']:.0f} s ago" if hb.get("t") else "-",
         )
-    return t
+    return Group(header, t)
 
 
 class View:

@@ -109,3 +109,20 @@ def test_bad_sweep_settings_name_key_value_and_allowed(tiny_assets, tmp_path):
     assert out.returncode == 2 and "Traceback" not in out.stderr
     for key in ("sweep.workers=0", "sweep.pruner='best'", "sweep.seeds=-1", "median"):
         assert key in out.stderr
+
+
+@pytest.mark.slow
+def test_measured_spend_stops_the_sweep_before_a_cell_it_cannot_afford(tiny_assets, tmp_path):
+    """The plan fits the budget on estimates; the first cell's measured cost (process start-up and model
+    load dominate a tiny CPU run) eats it, so the next cell is not started."""
+    d = tmp_path / "spend"
+    args = base_overrides(tiny_assets, d, "matrix=t_small", "gpu.usd_per_hour=1000000", "sweep.pruner=none")
+    plan = _plan(tunewise(tiny_assets, [*args, "sweep.dry_run=true"]).stdout)
+    total = sum(usd for _, usd in plan.values())
+    out = tunewise(tiny_assets, [*args, f"budget.usd={total * 1.5}"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    recs = sorted(load_records(d).values(), key=lambda r: r["attempts"][0]["ended"])
+    assert [r["status"] for r in recs] == ["complete", "over_budget"]
+    first, second = recs
+    assert first["spent"]["usd"] + plan[second["cell_id"]][1] > total * 1.5  # what the worker checked
+    assert "measured" in second["reason"] and not (d / "cells" / second["cell_id"]).exists()
