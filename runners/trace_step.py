@@ -180,7 +180,11 @@ def run_step(cfg: RunConfig, model: nn.Module, static: list[torch.Tensor]) -> di
     opt.step()
     b, s = cfg.train.micro_batch_size, cfg.train.seq_len
     ids = torch.zeros((b, s), dtype=torch.long)
-    mask = torch.ones((b, s), dtype=torch.long)  # the runner's padded batches carry a mask
+    # The runner's batches carry a padding mask; one unpadded sequence (micro-batch 1, no packing) lets
+    # transformers drop it (is_causal). Fake tensors hide the mask's values, so give it only when a real
+    # batch would need one.
+    masked = b > 1 or cfg.train.packing
+    mask = torch.ones((b, s), dtype=torch.long) if masked else None
     amp = cfg.precision.startswith("amp_")
     autocast = torch.autocast("cpu", dtype=torch.bfloat16 if cfg.precision == "amp_bf16" else torch.float16)
 

@@ -147,3 +147,63 @@ def test_trace_row_shape(tmp_path, monkeypatch):
         "allocated_gib",
     }
     assert math.isclose(row["time"]["flops_per_step"], row["time"]["flops_per_micro_batch"])
+
+
+# ---- the analytic estimator held to the trace ---------------------------------------------------------
+# Gaps found by bench/bench_trace.py and documented with numbers in docs/trace-vs-analytic.md: they are
+# the analytic model's to close (advisor/), so they are expected failures here until it does.
+
+
+def known_gap(family: str, method: str, seq: int, ckpt: bool, component: str) -> str | None:
+    if component == "activations" and ckpt:
+        return "checkpointed layers share inputs the analytic model omits: the (b,1,s,s) mask and RoPE cos/sin"
+    if component == "flops" and ckpt:
+        return "analytic counts the lm_head in the recompute; transformers checkpoints decoder layers only"
+    if component == "flops" and seq >= 1024 and family != "gemma2":
+        return "SDPA backward recomputes the scores (5 matmuls, 2.5× forward): attention is 14·s·q, not 12"
+    if family == "gemma2" and component in ("logits", "activations", "allocated"):
+        return "Gemma-2 soft-capping (final logits; eager attention scores) saves tensors the model omits"
+    if family == "gpt2" and not ckpt and component in ("activations", "allocated"):
+        return "analytic models GPT-2's dropout attention as the CPU math path; CUDA SDPA keeps no s² tensors"
+    if family == "phi3" and not ckpt and component == "activations":
+        return "phi3's fused qkv/gate_up projections: split copies the model omits"
+    return None
+
+
+def _grid_case(request, tmp_path, family, method, seq, ckpt, component):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from bench_trace import TOLERANCE, small_cfg
+
+    from runners.trace_compare import compare
+
+    reason = known_gap(family, method, seq, ckpt, component)
+    if reason:
+        request.applymarker(pytest.mark.xfail(reason=reason, strict=False))
+    cache = tmp_path.parent / "trace-grid-cache"  # shared by the cases of one session
+    c = compare(small_cfg(family, method, seq, ckpt), cache)[component]
+    assert c["error"] is None or abs(c["error"]) <= TOLERANCE, (
+        f"{family}/{method}/seq {seq}/ckpt {ckpt} {component}: trace {c['trace']:.6g}, "
+        f"analytic {c['analytic']:.6g} ({c['error']:+.1%})"
+    )
+
+
+COMPONENTS = ("weights", "gradients", "optimizer", "activations", "logits", "allocated", "flops")
+
+
+@pytest.mark.parametrize("component", COMPONENTS)
+@pytest.mark.parametrize("method", ["full", "lora", "qlora"])
+def test_analytic_within_5_percent_of_trace_fast(request, tmp_path, method, component):
+    _grid_case(request, tmp_path, "llama", method, 256, False, component)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("component", COMPONENTS)
+@pytest.mark.parametrize("ckpt", [True, False])
+@pytest.mark.parametrize("seq", [256, 1024])
+@pytest.mark.parametrize("method", ["full", "lora", "qlora"])
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma2", "phi3", "gpt2"])
+def test_analytic_within_5_percent_of_trace_grid(request, tmp_path, family, method, seq, ckpt, component):
+    _grid_case(request, tmp_path, family, method, seq, ckpt, component)
