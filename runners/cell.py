@@ -120,18 +120,18 @@ def _train(cfg, out_dir, resume, baseline, progress, info, live, emit) -> str:
         import torch
 
         torch.cuda.reset_peak_memory_stats()
-    with live if live is not None else contextlib.nullcontext():
-        if live is not None:
-            live.register(measure.model_tensors(loop.model, loop.optimizer))
-        if baseline:
-            t1 = time.perf_counter()
+    loop.live = live
+    if baseline:
+        t1 = time.perf_counter()
+        with loop.tracking():
             progress.eval_curve = [[0, 0.0, loop.evaluate()]]
-            progress.wall_s["eval"] += time.perf_counter() - t1
-            status = "complete"
-        else:
-            status = loop.run()
-        if status == "complete":
-            t1 = time.perf_counter()
+        progress.wall_s["eval"] += time.perf_counter() - t1
+        status = "complete"
+    else:
+        status = loop.run()
+    if status == "complete":
+        t1 = time.perf_counter()
+        with loop.tracking():
             info["metric"] = task_metric(
                 cfg.train.metric,
                 loop.model,
@@ -141,7 +141,7 @@ def _train(cfg, out_dir, resume, baseline, progress, info, live, emit) -> str:
                 cfg.train.metric_rows,
                 loop.device,
             )
-            progress.wall_s["eval"] += time.perf_counter() - t1
+        progress.wall_s["eval"] += time.perf_counter() - t1
     if not baseline:
         info["adapter_bytes"] = model_mod.save_adapter(loop.model, out_dir / "adapter")
         if cfg.train.merge and status == "complete":
@@ -169,14 +169,20 @@ def _measured(cfg: RunConfig, progress: Progress, info: dict, live, sampler) -> 
         "reserved_gib": _gib(reserved),
         "device_gib": _gib(sampler.device_peak),
         "rss_gib": _gib(sampler.rss_peak_bytes()),
-        "tokens_per_s": round(p.timed_tokens / p.timed_s, 2) if p.timed_s else None,
+        "tokens_per_s": round(p.timed_tokens / p.timed_s, 2)
+        if p.timed_s
+        else (round(p.train_tokens / p.wall_s["train"], 2) if p.wall_s["train"] else None),
         "train_tokens": p.train_tokens,
         "padding_fraction": round(1 - p.train_tokens / p.batch_tokens, 4) if p.batch_tokens else None,
         "wall_s": wall_s,
         "usd": round(hours * cfg.price.usd_per_gpu_hour * cfg.gpu.count, 6),
         "eval_loss": p.eval_curve[-1][2] if p.eval_curve else None,
         "eval_curve": p.eval_curve,
-        "metric": info.get("metric"),
+        "metric": (info.get("metric") or {}).get(
+            "value"
+        ),  # the task metric's value (fraction for exact_match)
+        "metric_name": (info.get("metric") or {}).get("name"),
+        "metric_rows": (info.get("metric") or {}).get("rows"),
         "trainable_params": info.get("trainable_params"),
         "adapter_bytes": info.get("adapter_bytes"),
         "steps": p.step,

@@ -24,6 +24,8 @@ from runners.data import Row, Stream, collate, real_tokens
 
 MAX_GRAD_NORM = 1.0
 WARMUP_STEPS_UNTIMED = 2  # first optimizer steps of a process excluded from tokens/s (allocator, kernels)
+# tokens/s also excludes the steps run under the CPU live-bytes counter (its per-op Python cost; see
+# runners.measure); when every step was tracked or untimed, tokens/s falls back to all steps.
 
 
 def eval_schedule(steps: int, eval_every_steps: int | None, eval_points: int) -> list[int]:
@@ -110,6 +112,7 @@ class Loop:
     progress: Progress
     emit: object  # emit(event: dict) -> bool (False = prune)
     on_step: object = None  # on_step(progress) after each optimizer step (heartbeats)
+    live: measure.LiveBytes | None = None  # CPU live-bytes counter (None on CUDA)
 
     def _autocast(self):
         if self.autocast_dtype is None:
@@ -154,27 +157,52 @@ class Loop:
         p.train_tokens += sum(real_tokens(r) for r in micro)
         p.batch_tokens += sum(int(b["input_ids"].numel()) for b in batches)
 
+    def tracking(self):
+        """The CPU live-bytes counter as a context (a no-op on CUDA, where the allocator counts)."""
+        if self.live is None:
+            return contextlib.nullcontext()
+        self.live.register(measure.model_tensors(self.model, self.optimizer))
+        return self.live
+
+    def tracked_steps(self) -> set[int]:
+        """Steps run under the CPU live-bytes counter: the first untimed ones (the optimizer state is
+        created there) and the step holding the largest padded micro-batch (where activations peak)."""
+        if self.live is None:
+            return set()
+        first = self.progress.step
+        heaviest, size = first, -1
+        for step in range(first, self.steps):
+            for k in range(self.grad_accum):
+                rows = self.stream.micro_batch(step * self.grad_accum + k)
+                n = len(rows) * max(len(r.input_ids) for r in rows)
+                if n > size:
+                    heaviest, size = step, n
+        return set(range(first, first + WARMUP_STEPS_UNTIMED + 1)) | {heaviest}
+
     def run(self) -> str:
         """Train to the end ('complete') or until the control prunes ('pruned')."""
         p = self.progress
         first = p.step
+        tracked = self.tracked_steps()
         while p.step < self.steps:
             t0 = time.perf_counter()
             tokens0 = p.train_tokens
-            self._step(p.step)
+            with self.tracking() if p.step in tracked else contextlib.nullcontext():
+                self._step(p.step)
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
             dt = time.perf_counter() - t0
-            p.step += 1
             p.wall_s["train"] += dt
-            if p.step - first > WARMUP_STEPS_UNTIMED or self.steps - first <= WARMUP_STEPS_UNTIMED:
+            if p.step - first >= WARMUP_STEPS_UNTIMED and p.step not in tracked:
                 p.timed_tokens += p.train_tokens - tokens0
                 p.timed_s += dt
+            p.step += 1
             if self.on_step is not None:
                 self.on_step(p)
             if p.step in self.eval_steps:
                 t1 = time.perf_counter()
-                loss = self.evaluate()
+                with self.tracking():
+                    loss = self.evaluate()
                 p.wall_s["eval"] += time.perf_counter() - t1
                 frac = p.step / self.steps
                 p.eval_curve.append([p.step, frac, loss])

@@ -95,5 +95,5 @@ def test_method_trains_reloads_and_matches_the_advisor(
     assert sb["weights"] == adv.weights  # quant_state (absmax, code tables) counted on both sides
     assert m["allocated_gib"] > sum(sb.values()) / 2**30 and m["rss_gib"] > m["allocated_gib"]
     assert m["tokens_per_s"] > 0 and m["train_tokens"] > 0 and 0 <= m["padding_fraction"] < 1
-    assert m["metric"]["name"] == "exact_match" and m["metric"]["rows"] == 4
+    assert m["metric_name"] == "exact_match" and m["metric_rows"] == 4 and 0 <= m["metric"] <= 1
     assert res["provenance"]["versions"]["torch"] == torch.__version__
