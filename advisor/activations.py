@@ -151,7 +151,10 @@ def _attention(s: Saved, g: Regime, t, d, r: int, hit: set[str]) -> None:
         s.put("v_rep", c * d.q)
     else:
         s.put("k_rot", c * d.kv)
-        s.put("v", c * d.kv)  # fused qkv: SDPA makes the strided v slice contiguous (own copy)
+        if t.fused_qkv and g.mask == 1:  # CUDA SDPA takes the strided v slice: the qkv output stays alive
+            s.put("qkv", c * (d.q + 2 * d.kv))
+        else:  # CPU SDPA makes the strided v slice contiguous (own copy)
+            s.put("v", c * d.kv)
     if g.attention != "eager":  # SDPA/flash save their output and an fp32 log-sum-exp per head
         s.put("attn_out", c * d.q)
         s.put("lse", 4 * d.heads)
@@ -229,15 +232,24 @@ def head_bytes_per_token(model: ModelConfig, g: Regime, lm_head_trains: bool) ->
         s.put(ln, g.res * d.h)
     s.put("input_ids", 8)
     s.put("labels", 8)  # int64 targets saved by the loss
-    if not t.learned_positions:  # RoPE cos and sin (b, s, head_dim), shared by every layer
-        s.put("cos_sin", 2 * d.head_dim * g.cmp)
+    if t.learned_positions:  # GPT-2: dropout on the embedding sum keeps its mask
+        s.put("embd_drop", g.mask * d.h)
     return float(sum(s.values()))
 
 
-def mask_bytes_per_token_per_pos(g: Regime) -> float:
-    """The (b, 1, s, s) attention mask transformers builds once per forward and every layer keeps
-    (checkpointed layers save it as an input): boolean for SDPA with padding/packing, a 16-bit additive
-    mask for eager attention, none for flash-attention or unmasked SDPA."""
+def position_bytes_per_pos(model: ModelConfig, g: Regime) -> float:
+    """Per sequence position, shared by the batch (position_ids are (1, s)): RoPE's cos and sin
+    (head_dim each, compute dtype), or GPT-2's int64 position ids saved by the wpe lookup."""
+    t, d = traits(model), dims(model)
+    return 8.0 if t.learned_positions else float(2 * d.head_dim * g.cmp)
+
+
+def mask_bytes_per_token_per_pos(model: ModelConfig, g: Regime) -> float:
+    """The (b, 1, s, s) attention mask transformers builds once per forward, as checkpointed layers keep
+    it (an input of every layer): boolean for SDPA with padding/packing, a 16-bit additive mask for
+    eager attention, none for flash-attention or unmasked SDPA. Without checkpointing no op saves it
+    (SDPA saves its own float copy per layer: pos_bytes_per_token)."""
+    masks = 2 if traits(model).sliding_window else 1  # Gemma: a sliding-window mask beside the causal one
     if g.attention == "eager":
-        return float(g.cmp)
-    return 1.0 if g.masked and g.attention == "sdpa" else 0.0
+        return float(g.cmp * masks)
+    return float(masks) if g.masked and g.attention == "sdpa" else 0.0

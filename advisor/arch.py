@@ -75,6 +75,7 @@ class Traits:
     moe: bool = False
     attn_softcap: bool = False  # Gemma-2: tanh soft-capping of attention logits (eager only)
     final_softcap: bool = False  # Gemma-2: tanh soft-capping of the output logits
+    sliding_window: bool = False  # alternating sliding-window layers: a second (b, 1, s, s) mask
 
 
 FAMILIES: dict[str, Traits] = {
@@ -82,8 +83,10 @@ FAMILIES: dict[str, Traits] = {
     "mistral": Traits(),
     "qwen2": Traits(qkv_bias=True),
     "qwen3": Traits(qk_norm=True),
-    "gemma2": Traits(norms_per_layer=4, gemma_norm=True, attn_softcap=True, final_softcap=True),
-    "gemma3_text": Traits(norms_per_layer=4, gemma_norm=True, qk_norm=True),
+    "gemma2": Traits(
+        norms_per_layer=4, gemma_norm=True, attn_softcap=True, final_softcap=True, sliding_window=True
+    ),
+    "gemma3_text": Traits(norms_per_layer=4, gemma_norm=True, qk_norm=True, sliding_window=True),
     "phi3": Traits(fused_qkv=True, fused_gate_up=True),
     "mixtral": Traits(moe=True),
     "gpt2": Traits(

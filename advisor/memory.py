@@ -17,6 +17,7 @@ from advisor.activations import (
     layer_constant_bytes,
     mask_bytes_per_token_per_pos,
     pos_bytes_per_token,
+    position_bytes_per_pos,
 )
 from advisor.arch import by_identity, dims, traits
 from advisor.config import RunConfig
@@ -109,6 +110,7 @@ class _Fixed(NamedTuple):
     layer: float  # saved bytes per token per layer
     pos: float  # saved bytes per token per layer per key position
     mask_pos: float  # the shared attention mask, bytes per token per key position
+    position: float  # RoPE cos/sin or position ids, bytes per sequence position (shared by the batch)
     head: float  # saved bytes per token outside the layers (final norm, lm_head input, ids)
     amp_cache: float  # autocast's 16-bit weight copies
     const: float  # saved bytes per layer independent of tokens (MoE LoRA)
@@ -157,7 +159,8 @@ def _fixed(cfg: RunConfig, stack: Stack) -> _Fixed:
         paged=paged,
         layer=_layer_total(model, g, m.target_modules, m.r or 0),
         pos=pos_bytes_per_token(model, g),
-        mask_pos=mask_bytes_per_token_per_pos(g),
+        mask_pos=mask_bytes_per_token_per_pos(model, g),
+        position=position_bytes_per_pos(model, g),
         head=_head_total(model, g, g.full),
         amp_cache=2.0 * param_split(model).linear_weights if g.amp else 0.0,
         const=_layer_const(model, g, m.target_modules),
@@ -179,7 +182,10 @@ def memory(cfg: RunConfig, padded_len: int, stack: Stack = Stack()) -> Memory:
     pbytes, weights, grads, opt, paged = f.pbytes, f.weights, f.grads, f.opt, f.paged
     # ---- activations (per token) -----------------------------------------------------------------
     layer = f.layer + f.pos * padded_len
-    head = f.head + f.mask_pos * padded_len  # + the shared (b, 1, s, s) mask
+    # + per position: RoPE cos/sin or position ids (shared by the batch); the mask kept by checkpoints
+    head = f.head + f.position / train.micro_batch_size
+    if train.gradient_checkpointing:
+        head += f.mask_pos * padded_len
     const, amp_cache = f.const, f.amp_cache
     lm_head_trains = g.full
     if train.gradient_checkpointing:

@@ -18,7 +18,13 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
-from advisor.activations import layer_bytes_per_token, layer_constant_bytes, pos_bytes_per_token  # noqa: E402
+from advisor.activations import (  # noqa: E402
+    head_bytes_per_token,
+    layer_bytes_per_token,
+    layer_constant_bytes,
+    pos_bytes_per_token,
+    position_bytes_per_pos,
+)
 from advisor.config import from_names  # noqa: E402
 from advisor.memory import Stack, regime, static_bytes  # noqa: E402
 
@@ -188,7 +194,10 @@ def _saved_bytes(model, ids, mask=None) -> int:
     return sum(seen.values())
 
 
-def _measured_per_layer(arch, method, dtype, attn, batch, seq, dropout, targets, gc, **over) -> float:
+def _measured_per_layer(
+    arch, method, dtype, attn, batch, seq, dropout, targets, gc, **over
+) -> tuple[float, float]:
+    """(saved bytes per token per decoder layer, saved bytes per token outside the layers)."""
     totals = []
     for layers in (1, 3):
         c = _hf_config(arch, **({"num_hidden_layers": layers} if arch != "gpt2" else {}), **over)
@@ -208,7 +217,8 @@ def _measured_per_layer(arch, method, dtype, attn, batch, seq, dropout, targets,
             mask = torch.ones(batch, seq, dtype=torch.long)
             mask[0, -5:] = 0  # padding: transformers passes a mask to SDPA
         totals.append(_saved_bytes(m, ids, mask))
-    return (totals[1] - totals[0]) / 2 / (batch * seq)
+    per_layer = (totals[1] - totals[0]) / 2 / (batch * seq)
+    return per_layer, totals[0] / (batch * seq) - per_layer
 
 
 NAMES = {
@@ -243,7 +253,7 @@ def test_saved_activations_per_layer(arch, method, precision, attn, batch, dropo
     hf_over = {k: v for k, v in over.items() if k != "num_key_value_heads" or arch != "gpt2"}
     w = _quiet()
     try:
-        measured = _measured_per_layer(
+        measured, outside = _measured_per_layer(
             arch,
             method,
             dtype,
@@ -271,12 +281,16 @@ def test_saved_activations_per_layer(arch, method, precision, attn, batch, dropo
     # Gemma's (1 + weight).float() is one h-sized fp32 tensor per norm call, not per token
     const = 4 * TINY["hidden_size"] * 4 / (batch * seq) if arch == "gemma2" else 0.0
     assert measured == pytest.approx(pred + const, abs=1e-6)
+    if method == "full" and arch != "gemma2":  # outside the layers: final norm, lm_head input, ids,
+        # labels, RoPE cos/sin, the shared mask, and the loss's fp32 log-softmax output (4 × vocab)
+        head = head_bytes_per_token(cfg.model, g, True) + position_bytes_per_pos(cfg.model, g) / batch
+        assert outside == pytest.approx(head + 4 * TINY["vocab_size"], abs=0.5)  # + the loss scalars
 
 
 def test_gradient_checkpointing_keeps_layer_inputs_only():
     w = _quiet()
     try:
-        measured = _measured_per_layer(
+        measured, _ = _measured_per_layer(
             "llama", "lora", torch.bfloat16, "sdpa", 1, 64, 0.0, "all-linear", True
         )
     finally:
