@@ -256,4 +256,5 @@ def memory(cfg: RunConfig, padded_len: int, stack: Stack = Stack()) -> Memory:
         peak_phase=phase,
         precision=cfg.precision,
         forward_saved=acts,
+        forward_logits=logits_fwd,
     )
