@@ -61,9 +61,9 @@ class Memory:
     paged: float  # paged optimizer states (cudaMallocManaged: outside torch's counters)
     peak_phase: str
     precision: str
-    forward_saved: float = (
-        0.0  # saved for backward at the end of the forward (+ autocast copies), logits aside
-    )
+    # at the end of the forward: saved for backward (+ autocast copies), and logits/loss tensors
+    forward_saved: float = 0.0
+    forward_logits: float = 0.0
 
     def gib(self) -> dict[str, float]:
         """The row's memory block. allocated = weights + gradients + optimizer (less paged) +
