@@ -167,7 +167,7 @@ def suggest_lr(method: str, history: list[tuple[float, float]], seed: int, index
     """The next learning rate for a cell from its own finished LR trials (TPE over the method's
     log-uniform range, seeded per cell and trial, so a rerun proposes the same values)."""
     lo, hi = LR_RANGES[method]
-    sampler = optuna.samplers.TPESampler(seed=seed * 1000 + index, n_startup_trials=2)
+    sampler = optuna.samplers.TPESampler(seed=(seed * 1000 + index) % 2**32, n_startup_trials=2)
     local = optuna.create_study(direction="minimize", sampler=sampler)
     dist = FloatDistribution(lo, hi, log=True)
     for lr, loss in history:
