@@ -14,6 +14,7 @@ scheduler step. Evals (loss on the validation split, token-weighted) run at the 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -152,6 +153,11 @@ class Loop:
             self.progress.static_bytes = measure.static_bytes(self.model, self.optimizer)
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
+        if not math.isfinite(loss_sum):
+            raise FloatingPointError(
+                f"training loss is {loss_sum} at step {step + 1}: the run diverged or overflowed "
+                "(pure fp16 commonly does; try train.precision=bf16 or amp_fp16, or a lower train.lr)"
+            )
         p = self.progress
         p.loss = loss_sum
         p.train_tokens += sum(real_tokens(r) for r in micro)
@@ -203,6 +209,10 @@ class Loop:
                 t1 = time.perf_counter()
                 with self.tracking():
                     loss = self.evaluate()
+                if not math.isfinite(loss):
+                    raise FloatingPointError(
+                        f"eval loss is {loss} at step {p.step}: the model diverged or overflowed"
+                    )
                 p.wall_s["eval"] += time.perf_counter() - t1
                 frac = p.step / self.steps
                 p.eval_curve.append([p.step, frac, loss])
