@@ -11,7 +11,7 @@ matters. Printed: tokens/s over non-padding trained tokens, excluding the first 
   which is the measurement overhead.
 Target: the runner is not slower than Trainer, and packing is at least 1.3× faster.
 
-    python bench/bench_runner_vs_trainer.py [--steps 30] [--out outputs/bench-runner-vs-trainer.json]
+    python bench/bench_runner_vs_trainer.py [--steps 30] [--rounds 3] [--out outputs/bench-runner-vs-trainer.json]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -213,6 +214,7 @@ def run_runner(cfg, out_dir: Path, live: bool = True) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=30, help="optimizer steps per variant")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported")
     ap.add_argument("--out", type=Path, default=Path("outputs/bench-runner-vs-trainer.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(torch.get_num_threads())
@@ -220,18 +222,30 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp)
         model_dir, data_path, vocab = make_assets(tmp)
         padded, packed = (make_cfg(model_dir, data_path, vocab, args.steps, p) for p in (False, True))
-        results = {
-            "trainer": run_trainer(padded, args.steps, tmp / "trainer"),
-            "runner_padded": run_runner(padded, tmp / "padded"),
-            "runner_packed": run_runner(packed, tmp / "packed"),
-            "runner_padded_no_tracking": run_runner(padded, tmp / "padded-nolive", live=False),
+        variants = {
+            "trainer": lambda k: run_trainer(padded, args.steps, tmp / f"trainer{k}"),
+            "runner_padded": lambda k: run_runner(padded, tmp / f"padded{k}"),
+            "runner_packed": lambda k: run_runner(packed, tmp / f"packed{k}"),
+            "runner_padded_no_tracking": lambda k: run_runner(padded, tmp / f"nolive{k}", live=False),
         }
+        runs: dict[str, list[dict]] = {name: [] for name in variants}
+        for k in range(args.rounds):  # interleaved rounds: a busy machine slows every variant alike
+            for name, fn in variants.items():
+                runs[name].append(fn(k))
+    results = {}
+    for name, rs in runs.items():
+        speeds = sorted(r["tokens_per_s"] for r in rs)
+        results[name] = {**rs[0], "tokens_per_s": statistics.median(speeds), "rounds_tokens_per_s": speeds}
     base = results["trainer"]["tokens_per_s"]
     for name, r in results.items():
         r["vs_trainer"] = round(r["tokens_per_s"] / base, 3)
-        print(f"{name:28s} {r['tokens_per_s']:10.1f} tokens/s  ×{r['vs_trainer']:.2f} vs Trainer", flush=True)
+        print(
+            f"{name:28s} {r['tokens_per_s']:10.1f} tokens/s (median of {args.rounds})  ×{r['vs_trainer']:.2f} vs Trainer",
+            flush=True,
+        )
     doc = {
         "steps": args.steps,
+        "rounds": args.rounds,
         "micro_batch_size": MICRO_BATCH_SIZE,
         "seq_len": SEQ_LEN,
         "rows": ROWS,
