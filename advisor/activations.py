@@ -76,7 +76,12 @@ def _linear(s: Saved, g: Regime, x: str, x_bytes: int, name: str, in_f: int, r: 
             s.put(x, x_bytes * in_f)
     elif g.q4_saves_input:  # bitsandbytes < 0.43.2: MatMul4Bit saved its (16-bit) input regardless
         s.put(x if x_bytes == 2 else f"{name}.in16", 2 * in_f)
-    if lora:
+    if lora and g.amp:  # autocast casts the adapter's input to 16-bit per call: lora_A saves that copy
+        if g.dropout:
+            s.put(f"{name}.lora_mask", (g.mask if g.mask == 1 else g.adapter) * in_f)
+        s.put(f"{name}.lora_in16", 2 * in_f)
+        s.put(f"{name}.lora_mid", 2 * r)
+    elif lora:
         a = g.adapter
         if g.dropout:
             s.put(f"{name}.lora_mask", (g.mask if g.mask == 1 else a) * in_f)

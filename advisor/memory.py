@@ -162,7 +162,7 @@ def _fixed(cfg: RunConfig, stack: Stack) -> _Fixed:
         mask_pos=mask_bytes_per_token_per_pos(model, g),
         position=position_bytes_per_pos(model, g),
         head=_head_total(model, g, g.full),
-        amp_cache=2.0 * param_split(model).linear_weights if g.amp else 0.0,
+        amp_cache=2.0 * (param_split(model).linear_weights + (n_train if g.adapter else 0)) if g.amp else 0.0,
         const=_layer_const(model, g, m.target_modules),
         large=_large_persistent_tensors(model, m.name, cfg.precision, t.optimizer),
         final_softcap=traits(model).final_softcap,

@@ -27,6 +27,7 @@ from advisor.activations import (  # noqa: E402
 )
 from advisor.config import from_names  # noqa: E402
 from advisor.memory import Stack, regime, static_bytes  # noqa: E402
+from advisor.params import param_split, trainable_params  # noqa: E402
 
 TINY = dict(
     hidden_size=128,
@@ -205,7 +206,7 @@ def _measured_per_layer(
             c.n_layer = layers
         c._attn_implementation = attn
         torch.manual_seed(0)
-        m = transformers.AutoModelForCausalLM.from_config(c).to(dtype)
+        m = transformers.AutoModelForCausalLM.from_config(c).to(dtype or torch.float32)
         if gc:
             m.gradient_checkpointing_enable()
         m.train()
@@ -216,7 +217,8 @@ def _measured_per_layer(
         if batch > 1:
             mask = torch.ones(batch, seq, dtype=torch.long)
             mask[0, -5:] = 0  # padding: transformers passes a mask to SDPA
-        totals.append(_saved_bytes(m, ids, mask))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is None):  # None = amp_bf16
+            totals.append(_saved_bytes(m, ids, mask))
     per_layer = (totals[1] - totals[0]) / 2 / (batch * seq)
     return per_layer, totals[0] / (batch * seq) - per_layer
 
@@ -237,6 +239,8 @@ ACT_CASES = [  # arch, method, precision, attention, batch, dropout, targets, ex
     ("llama", "lora", "bf16", "sdpa", 2, 0.1, "all-linear", {}),
     ("llama", "lora", "bf16", "sdpa", 1, 0.0, ("q_proj", "v_proj"), {}),
     ("llama", "lora", "bf16", "eager", 1, 0.0, "all-linear", {}),
+    ("llama", "full", "amp_bf16", "sdpa", 1, 0.0, "all-linear", {}),
+    ("llama", "lora", "amp_bf16", "sdpa", 1, 0.0, "all-linear", {}),
     ("qwen2", "lora", "bf16", "sdpa", 1, 0.0, "all-linear", {}),
     ("qwen3", "full", "bf16", "sdpa", 1, 0.0, "all-linear", {"head_dim": 64}),
     ("gemma2", "lora", "bf16", "eager", 1, 0.0, "all-linear", {"head_dim": 64}),
@@ -249,7 +253,7 @@ ACT_CASES = [  # arch, method, precision, attention, batch, dropout, targets, ex
 @pytest.mark.parametrize("arch,method,precision,attn,batch,dropout,targets,over", ACT_CASES)
 def test_saved_activations_per_layer(arch, method, precision, attn, batch, dropout, targets, over):
     seq = 64
-    dtype = torch.float32 if precision == "fp32" else torch.bfloat16
+    dtype = {"fp32": torch.float32, "amp_bf16": None}.get(precision, torch.bfloat16)
     hf_over = {k: v for k, v in over.items() if k != "num_key_value_heads" or arch != "gpt2"}
     w = _quiet()
     try:
@@ -280,8 +284,16 @@ def test_saved_activations_per_layer(arch, method, precision, attn, batch, dropo
     pred += pos_bytes_per_token(cfg.model, g) * seq
     # Gemma's (1 + weight).float() is one h-sized fp32 tensor per norm call, not per token
     const = 4 * TINY["hidden_size"] * 4 / (batch * seq) if arch == "gemma2" else 0.0
+    if precision == "amp_bf16":  # autocast's 16-bit copies of the layer's weights (per layer, not per token)
+        weights = param_split(cfg.model).linear_weights / cfg.model.num_hidden_layers
+        adapters = (
+            trainable_params(cfg.model, cfg.method) / cfg.model.num_hidden_layers if method != "full" else 0
+        )
+        const += 2 * (weights + adapters) / (batch * seq)
     assert measured == pytest.approx(pred + const, abs=1e-6)
-    if method == "full" and arch != "gemma2":  # outside the layers: final norm, lm_head input, ids,
+    if (
+        method == "full" and arch != "gemma2" and precision != "amp_bf16"
+    ):  # outside the layers: final norm, lm_head input, ids,
         # labels, RoPE cos/sin, the shared mask, and the loss's fp32 log-softmax output (4 × vocab)
         head = head_bytes_per_token(cfg.model, g, True) + position_bytes_per_pos(cfg.model, g) / batch
         assert outside == pytest.approx(head + 4 * TINY["vocab_size"], abs=0.5)  # + the loss scalars
