@@ -16,8 +16,15 @@ counted once. Rules used throughout (PyTorch autograd formulas):
 - Eager attention saves the fp32 softmax output and its 16-bit copy (heads × s per token) on top.
 - PEFT LoRA (`lora.Linear.forward`): x is cast to the adapter dtype (fp32 by default; a new tensor
   unless x already has it), dropout saves a 1-byte mask and lora_A saves the dropped input; without
-  dropout lora_A saves the cast input; lora_B saves lora_A's output (r values).
-Verified against `torch.autograd.graph.saved_tensors_hooks` on tiny models (tests/advisor/test_memory_real.py).
+  dropout lora_A saves the cast input; lora_B saves lora_A's output (r values). Dropout masks are
+  1 byte on CUDA (fused kernel) and in the input dtype on CPU. Under autocast every Linear saves a
+  16-bit cast of its input (a new copy per call) and the 16-bit weight copies live until backward.
+- SDPA/flash kernels write their output in (b, s, heads·head_dim) layout, so o_proj's input is the
+  saved output itself; eager attention (and CPU SDPA handed Phi-3's strided v) copies it.
+Checked exactly against `torch.autograd.graph.saved_tensors_hooks` on tiny real models on CPU
+(tests/advisor/test_memory_real.py: Llama, Qwen2/3, Gemma-2, Phi-3, GPT-2, Mixtral; full, LoRA with and
+without dropout, QLoRA with and without kbit upcast, bf16/fp32/amp) and within 2.5 % of the CUDA-
+faithful fake-tensor trace (runners/trace_compare.py) except GPT-2 LoRA with checkpointing.
 """
 
 from __future__ import annotations
