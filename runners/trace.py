@@ -73,6 +73,7 @@ def cache_key(cfg: RunConfig, points: tuple[int, ...]) -> str:
         ],
         "precision": cfg.precision,
         "cpu": cfg.gpu.is_cpu,
+        "ddp": cfg.gpu.count > 1,
         "points": list(points),
     }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:20]
@@ -87,6 +88,11 @@ def _check(cfg: RunConfig) -> None:
         )
     if cfg.train.chunked_loss:
         problems.append("train.chunked_loss=True: not traced yet (allowed: false; use advisor.mode=analytic)")
+    if cfg.gpu.count > 1 and cfg.parallel != "ddp":
+        problems.append(
+            f"parallel={cfg.parallel!r} with gpu.count={cfg.gpu.count}: trace mode traces one unsharded "
+            "process (allowed: ddp or gpu.count=1; use advisor.mode=analytic for sharded runs)"
+        )
     if cfg.model.trust_remote_code:
         problems.append(
             "model.trust_remote_code=True: trace mode builds only transformers' own architectures"
@@ -107,6 +113,8 @@ def _trace_depth(cfg: RunConfig, layers: int) -> dict[str, Any]:
         model, notes = trace_model.build(cfg, layers, mode)
         with mode:
             out = trace_step.run_step(cfg, model, trace_model.static_tensors(model))
+    if cfg.gpu.count > 1:
+        notes.append(f"one of {cfg.gpu.count} DDP processes traced (DDP's gradient buckets not included)")
     out["notes"] = notes
     return out
 

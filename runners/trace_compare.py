@@ -9,8 +9,7 @@ Both sides are put on the same definitions:
     logits               output-layer and loss tensors alive at the end of the forward
     allocated            peak of live bytes over the step (the row's allocated_gib)
     flops                FLOPs per trained token (advisor.timing.flops_per_token at seq_len)
-The analytic forward-end terms are composed from advisor.activations' per-token functions the same
-way advisor.memory.memory composes its `forward_end` phase.
+The analytic forward-end terms are advisor.memory.Memory.forward_saved / forward_logits.
 """
 
 from __future__ import annotations
@@ -26,32 +25,18 @@ COMPONENTS = ("weights", "gradients", "optimizer", "activations", "logits", "all
 
 def analytic(cfg: RunConfig) -> dict[str, float]:
     """The analytic model's numbers under the definitions above (GiB; flops per token)."""
-    from advisor.activations import head_bytes_per_token, layer_bytes_per_token, pos_bytes_per_token
-    from advisor.arch import dims
-    from advisor.memory import Stack, memory, regime
-    from advisor.params import param_split
+    from advisor.memory import memory
     from advisor.timing import flops_per_token
 
-    stack, seq = Stack(), cfg.train.seq_len
-    mem = memory(cfg, seq, stack)
-    accum = memory(cfg.replace(train={"grad_accum": 2}), seq, stack)
-    g, d, model = regime(cfg, stack), dims(cfg.model), cfg.model
-    tokens = cfg.train.micro_batch_size * seq
-    layer = sum(layer_bytes_per_token(model, g, cfg.method.target_modules, cfg.method.r or 0).values())
-    layer += pos_bytes_per_token(model, g) * seq
-    head = head_bytes_per_token(model, g, g.full)
-    per_layer = g.res * d.h if cfg.train.gradient_checkpointing else layer
-    acts = tokens * (d.layers * per_layer + head) + (
-        2.0 * param_split(model).linear_weights if g.amp else 0.0
-    )
-    lb = 4 if (g.cmp == 4 or stack.lm_head_fp32 or cfg.precision == "fp32") else 2
-    logits = (lb if stack.logits_kept else 0) * d.vocab * tokens + 4 * d.vocab * tokens
+    seq = cfg.train.seq_len
+    mem = memory(cfg, seq)
+    accum = memory(cfg.replace(train={"grad_accum": 2}), seq)
     return {
         "weights": mem.weights / GIB,
         "gradients": accum.gradients / GIB,
         "optimizer": mem.optimizer / GIB,
-        "activations": acts / GIB,
-        "logits": logits / GIB,
+        "activations": mem.forward_saved / GIB,
+        "logits": mem.forward_logits / GIB,
         "allocated": mem.allocated / GIB,
         "flops": flops_per_token(cfg, seq),
     }

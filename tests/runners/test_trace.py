@@ -131,6 +131,9 @@ def test_unsupported_configs_are_named():
     assert "mixture-of-experts" in str(e.value) and "advisor.mode=analytic" in str(e.value)
     with pytest.raises(ConfigError, match="train.chunked_loss"):
         trace(cfg_for("lora", chunked_loss=True))
+    sharded = from_names("llama-3.1-8b", "full", "a100-80gb", card={"count": 2}, parallel="fsdp")
+    with pytest.raises(ConfigError, match="parallel='fsdp' with gpu.count=2"):
+        trace(sharded)
 
 
 def test_trace_row_shape(tmp_path, monkeypatch):
@@ -151,22 +154,17 @@ def test_trace_row_shape(tmp_path, monkeypatch):
 
 # ---- the analytic estimator held to the trace ---------------------------------------------------------
 # Gaps found by bench/bench_trace.py and documented with numbers in docs/trace-vs-analytic.md: they are
-# the analytic model's to close (advisor/), so they are expected failures here until it does.
+# the analytic model's to close (advisor/), so they are expected failures (non-strict) until it does.
 
 
 def known_gap(family: str, method: str, seq: int, ckpt: bool, component: str) -> str | None:
-    if component == "activations" and ckpt:
-        return "checkpointed layers share inputs the analytic model omits: the (b,1,s,s) mask and RoPE cos/sin"
-    if component == "flops" and ckpt:
-        return "analytic counts the lm_head in the recompute; transformers checkpoints decoder layers only"
-    if component == "flops" and seq >= 1024 and family != "gemma2":
-        return "SDPA backward recomputes the scores (5 matmuls, 2.5× forward): attention is 14·s·q, not 12"
-    if family == "gemma2" and component in ("logits", "activations", "allocated"):
-        return "Gemma-2 soft-capping (final logits; eager attention scores) saves tensors the model omits"
-    if family == "gpt2" and not ckpt and component in ("activations", "allocated"):
-        return "analytic models GPT-2's dropout attention as the CPU math path; CUDA SDPA keeps no s² tensors"
-    if family == "phi3" and not ckpt and component == "activations":
-        return "phi3's fused qkv/gate_up projections: split copies the model omits"
+    if family == "gpt2" and method != "full" and ckpt and component == "activations":
+        return (
+            "GPT-2 adapters + checkpointing: the embedding output, made a leaf requiring grad by "
+            "enable_input_require_grads, is held by its AccumulateGrad node (b·s·h) — not in the model"
+        )
+    if family == "gemma2" and method == "lora" and seq >= 1024 and ckpt and component == "allocated":
+        return "Gemma-2 LoRA checkpointed backward peak −5.9 % (eager soft-capped scores in the recompute)"
     return None
 
 
