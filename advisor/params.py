@@ -19,7 +19,7 @@ class Linear(NamedTuple):
     name: str  # module name PEFT matches in target_modules (last path component)
     in_features: int
     out_features: int
-    count: int  # instances in the whole model (num_hidden_layers for decoder layers, 1 for lm_head)  # type: ignore[assignment]  (shadows tuple.count)
+    count: int  # type: ignore[assignment]  # instances in the model (layers for decoder Linears, 1 for lm_head)
     bias: bool
     experts: int = 1  # > 1: a fused (experts, out, in) parameter; PEFT's LoRA uses rank r × experts
     part: str = "attn"  # attn | mlp | router | experts | lm_head
