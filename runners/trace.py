@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +110,8 @@ def _trace_depth(cfg: RunConfig, layers: int) -> dict[str, Any]:
 
     mode = FakeTensorMode()
     bnb = cfg.method.name == "qlora" or "8bit" in cfg.train.optimizer or "paged" in cfg.train.optimizer
-    with trace_model.bnb_constants(mode) if bnb else contextlib.nullcontext():
+    with trace_model.bnb_constants(mode) if bnb else contextlib.nullcontext(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # transformers' deprecation notes, once per trace
         model, notes = trace_model.build(cfg, layers, mode)
         with mode:
             out = trace_step.run_step(cfg, model, trace_model.static_tensors(model))
