@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from report_records import copy_fixture, cpu_record, write_sweep
+from tests.reports.report_records import copy_fixture, cpu_record, write_sweep
 
 from reports.build import build_report
 from reports.records import STATUSES

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from matplotlib.image import imread
-from report_records import copy_fixture
+from tests.reports.report_records import copy_fixture
 
 from reports.build import build_report
 

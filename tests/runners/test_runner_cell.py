@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_cfg, write_jsonl
+from tests.runners.conftest import make_cfg, write_jsonl
 
 from runners import model as model_mod
 from runners.cell import run_cell
@@ -77,7 +77,7 @@ def test_subprocess_reports_bad_data_and_exits_zero(tiny_plain, tmp_path):
 
 
 def test_real_out_of_memory_ends_oom_and_the_caller_carries_on(tmp_path, learn_data):
-    from conftest import build_model_dir
+    from tests.runners.conftest import build_model_dir
 
     big, vocab = build_model_dir(
         tmp_path / "big", chat=False, hidden_size=512, intermediate_size=1536, layers=4

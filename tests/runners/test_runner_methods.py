@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_cfg
+from tests.runners.conftest import make_cfg
 
 from advisor import dataset
 from advisor.memory import memory

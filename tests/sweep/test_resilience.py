@@ -15,7 +15,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import ROOT, base_overrides, env_for, load_records, tunewise
+from tests.sweep.conftest import ROOT, base_overrides, env_for, load_records, tunewise
 
 from sweep.claims import driver_url
 

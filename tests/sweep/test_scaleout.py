@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, base_overrides, env_for, load_records, tunewise
+from tests.sweep.conftest import ROOT, base_overrides, env_for, load_records, tunewise
 
 from sweep.study import LR_RANGES
 
