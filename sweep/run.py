@@ -35,7 +35,7 @@ from sweep.planfile import STORAGE_ENV, load_plan, write_plan
 from sweep.progress import View
 from sweep.provenance import sweep_doc
 from sweep.settings import settings_from
-from sweep.skipped import skip_planned
+from sweep.skipped import reopen_over_budget, skip_planned
 from sweep.study import make_pruner, open_study
 from sweep.worker import Worker
 
@@ -134,6 +134,7 @@ def run_sweep(cfg_dict: dict[str, Any], overrides: list[str]) -> int:
     claims = Claims(settings.storage, settings.study_name)
     claims.ensure([pc.cell_id for pc in loaded.cells] + [BASELINE])
     study = open_study(settings.storage, settings.study_name, make_pruner(settings.pruner, len(loaded.cells)))
+    reopen_over_budget(loaded, claims)
     skip_planned(loaded, claims, study)
     t0 = time.time()
     with View(loaded):

@@ -46,3 +46,21 @@ def skip_planned(plan: LoadedPlan, claims: Claims, study: optuna.Study) -> int:
             log.info("cell %s %s: %s", pc.cell_id, pc.status, pc.reason)
             n += 1
     return n
+
+
+def reopen_over_budget(plan: LoadedPlan, claims: Claims) -> int:
+    """On a rerun with a larger budget, cells skipped as over_budget that now fit run after all."""
+    n = 0
+    rows = claims.rows()
+    for pc in plan.cells:
+        row = rows.get(pc.cell_id)
+        if pc.status != "run" or row is None or row.status != "over_budget":
+            continue
+        if claims.cas(row, status="pending", usd=None, wall_s=None):
+            rec = records.load_record(plan.dir, pc.cell_id)
+            if rec is not None:
+                rec.update(status="pending", reason=None)
+                records.save_record(plan.dir, rec)
+            log.info("cell %s: no longer over budget, will run", pc.cell_id)
+            n += 1
+    return n

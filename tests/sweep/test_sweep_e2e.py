@@ -9,7 +9,7 @@ import re
 
 import optuna
 import pytest
-from conftest import base_overrides, load_records, tunewise
+from tests.sweep.conftest import base_overrides, load_records, tunewise
 
 PLAN_LINE = re.compile(r"^([0-9a-f]{10})\s+(\w+)\s+([0-9.e+-]+)\s")
 
@@ -126,3 +126,10 @@ def test_measured_spend_stops_the_sweep_before_a_cell_it_cannot_afford(tiny_asse
     first, second = recs
     assert first["spent"]["usd"] + plan[second["cell_id"]][1] > total * 1.5  # what the worker checked
     assert "measured" in second["reason"] and not (d / "cells" / second["cell_id"]).exists()
+
+    out = tunewise(tiny_assets, [*args, "budget.usd=1000000000"])  # more money: the skipped cell runs now
+    assert out.returncode == 0, out.stderr[-3000:]
+    recs = load_records(d)
+    assert recs[first["cell_id"]]["attempts"] == first["attempts"]  # never rerun
+    assert recs[second["cell_id"]]["status"] == "complete"
+    assert [a["status"] for a in recs[second["cell_id"]]["attempts"]] == ["over_budget", "complete"]
