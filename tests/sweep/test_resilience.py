@@ -15,9 +15,9 @@ from pathlib import Path
 
 import optuna
 import pytest
-from tests.sweep.conftest import ROOT, base_overrides, env_for, load_records, tunewise
 
 from sweep.claims import driver_url
+from tests.sweep.conftest import ROOT, base_overrides, env_for, load_records, tunewise
 
 TERMINAL = {"complete", "pruned", "failed", "oom", "infeasible", "over_budget"}
 

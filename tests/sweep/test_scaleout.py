@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
-from tests.sweep.conftest import ROOT, base_overrides, env_for, load_records, tunewise
 
 from sweep.study import LR_RANGES
+from tests.sweep.conftest import ROOT, base_overrides, env_for, load_records, tunewise
 
 
 @pytest.mark.slow

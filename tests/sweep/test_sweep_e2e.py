@@ -9,6 +9,7 @@ import re
 
 import optuna
 import pytest
+
 from tests.sweep.conftest import base_overrides, load_records, tunewise
 
 PLAN_LINE = re.compile(r"^([0-9a-f]{10})\s+(\w+)\s+([0-9.e+-]+)\s")
