@@ -21,128 +21,30 @@ import json
 import random
 from collections.abc import Iterator
 
-NAMES = (
-    "Maria",
-    "Tom",
-    "Anna",
-    "Luca",
-    "Sofia",
-    "Omar",
-    "Yuki",
-    "Ivan",
-    "Chloe",
-    "Pedro",
-    "Nina",
-    "Kofi",
-    "Elena",
-    "Jonas",
-    "Amara",
-    "Felix",
-    "Hana",
-    "Diego",
-    "Lena",
-    "Ravi",
-    "Greta",
-    "Malik",
-    "Ines",
-    "Oscar",
-    "Priya",
-    "Sven",
-    "Zara",
-    "Hugo",
-    "Mei",
-    "Tariq",
-    "Clara",
-    "Mateo",
-    "Ada",
-    "Emil",
-    "Leila",
-    "Bruno",
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+NAMES = _words(
+    "Maria Tom Anna Luca Sofia Omar Yuki Ivan Chloe Pedro Nina Kofi Elena Jonas Amara Felix Hana Diego "
+    "Lena Ravi Greta Malik Ines Oscar Priya Sven Zara Hugo Mei Tariq Clara Mateo Ada Emil Leila Bruno"
 )
-ITEMS = {  # singular -> plural
-    "lamp": "lamps",
-    "chair": "chairs",
-    "table": "tables",
-    "mug": "mugs",
-    "box": "boxes",
-    "bench": "benches",
-    "shelf": "shelves",
-    "rug": "rugs",
-    "vase": "vases",
-    "clock": "clocks",
-    "pillow": "pillows",
-    "basket": "baskets",
-    "mirror": "mirrors",
-    "kettle": "kettles",
-    "glass": "glasses",
-    "brush": "brushes",
-    "candle": "candles",
-    "blanket": "blankets",
-    "plate": "plates",
-    "stool": "stools",
-}
-COLORS = (
-    "red",
-    "blue",
-    "green",
-    "black",
-    "white",
-    "yellow",
-    "grey",
-    "orange",
-    "purple",
-    "brown",
-    "pink",
-    "silver",
+ITEMS = dict(  # singular -> plural
+    pair.split(":")
+    for pair in _words(
+        "lamp:lamps chair:chairs table:tables mug:mugs box:boxes bench:benches shelf:shelves rug:rugs "
+        "vase:vases clock:clocks pillow:pillows basket:baskets mirror:mirrors kettle:kettles glass:glasses "
+        "brush:brushes candle:candles blanket:blankets plate:plates stool:stools"
+    )
 )
-CITIES = (
-    "Lisbon",
-    "Oslo",
-    "Porto",
-    "Berlin",
-    "Madrid",
-    "Dublin",
-    "Vienna",
-    "Prague",
-    "Warsaw",
-    "Athens",
-    "Rome",
-    "Paris",
-    "Lyon",
-    "Munich",
-    "Zurich",
-    "Geneva",
-    "Milan",
-    "Seville",
-    "Krakow",
-    "Riga",
-    "Tallinn",
-    "Helsinki",
-    "Bergen",
-    "Ghent",
-    "Utrecht",
-    "Bologna",
-    "Valencia",
-    "Nantes",
-    "Leeds",
-    "Cork",
+COLORS = _words("red blue green black white yellow grey orange purple brown pink silver")
+CITIES = _words(
+    "Lisbon Oslo Porto Berlin Madrid Dublin Vienna Prague Warsaw Athens Rome Paris Lyon Munich Zurich "
+    "Geneva Milan Seville Krakow Riga Tallinn Helsinki Bergen Ghent Utrecht Bologna Valencia Nantes Leeds Cork"
 )
-DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-NUMBER_WORDS = (
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-)
+DAYS = _words("Monday Tuesday Wednesday Thursday Friday Saturday Sunday")
+NUMBER_WORDS = _words("zero one two three four five six seven eight nine ten eleven twelve")
 MAX_QTY = 12
 
 INSTRUCTION = "Extract the order as JSON."
@@ -237,12 +139,21 @@ GENERAL_TEMPLATES = (
     "{name} said that {city} is beautiful in spring.",
     "The market in {city} opens on {day} and closes on {day2}.",
 )
-QUESTIONS = (
-    ("Where does {name} live?", "{name} lives in {city}."),
-    ("What colour is the {item}?", "The {item} is {color}."),
-    ("How many {items} are there?", "There are {qty} {items}."),
-    ("Which day is the market open?", "The market is open on {day}."),
-    ("Who went to {city}?", "{name} went to {city}."),
+# Questions answered from a context sentence (the answer copies entities from the context).
+CONTEXT_QA = (
+    ("{name} lives in {city}.", "Where does {name} live?", "{name} lives in {city}."),
+    ("The {item} in the hall is {color}.", "What colour is the {item}?", "The {item} is {color}."),
+    ("{name} has {qty} {items}.", "How many {items} does {name} have?", "{name} has {qty} {items}."),
+    ("The market in {city} opens on {day}.", "When does the market in {city} open?", "On {day}."),
+    ("{name} went to {city} on {day}.", "Who went to {city}?", "{name} went to {city}."),
+    ("{name} bought a {color} {item} in {city}.", "What did {name} buy?", "A {color} {item}."),
+)
+# Prose followed by the same facts as a JSON record (schemas other than the task's order schema).
+PROSE_RECORDS = (
+    ("{name} lives in {city} and is {age} years old.", ("name", "city", "age")),
+    ("A {color} {item} costs {price} euros.", ("item", "color", "price")),
+    ("{name} starts work at {hour} on {day}.", ("name", "day", "hour")),
+    ('{name} wrote "The {color} {item}" in {year}.', ("title", "author", "year")),
 )
 RECORD_KEYS = (
     ("name", "city", "age"),
@@ -278,16 +189,16 @@ def _slots(rng: random.Random) -> dict:
         "qty": _qty_text(rng, qty),
         "hour": rng.randint(1, 12),
         "price": rng.randint(2, 300),
+        "age": rng.randint(18, 90),
+        "year": rng.randint(1900, 2024),
     }
 
 
-def _record(rng: random.Random) -> str:
-    keys = rng.choice(RECORD_KEYS)
-    s = _slots(rng)
-    values = {
+def _values(rng: random.Random, s: dict) -> dict:
+    return {
         "name": s["name"],
         "city": s["city"],
-        "age": rng.randint(18, 90),
+        "age": s["age"],
         "country": "Europe",
         "population": rng.randint(10, 900) * 1000,
         "item": s["item"],
@@ -297,24 +208,35 @@ def _record(rng: random.Random) -> str:
         "hour": s["hour"],
         "title": f"The {s['color']} {s['item']}",
         "author": s["name"],
-        "year": rng.randint(1900, 2024),
+        "year": s["year"],
     }
+
+
+def _record(rng: random.Random) -> str:
+    keys = rng.choice(RECORD_KEYS)
+    values = _values(rng, _slots(rng))
     return json.dumps({k: values[k] for k in keys})
 
 
 def document(rng: random.Random) -> str:
-    """One pretraining document: a paragraph of sentences, a JSON record list, or a dialogue."""
+    """One pretraining document: prose, prose with its JSON record, JSON records, or a dialogue
+    answered from its context."""
     kind = rng.random()
     if kind < 0.15:  # orders told as prose (never as the task's JSON)
         return " ".join(order(rng)[0] for _ in range(rng.randint(1, 3)))
-    if kind < 0.6:
+    if kind < 0.45:
         sents = [rng.choice(GENERAL_TEMPLATES).format(**_slots(rng)) for _ in range(rng.randint(2, 5))]
         return " ".join(x[0].upper() + x[1:] for x in sents)
-    if kind < 0.8:
+    if kind < 0.65:
+        prose, keys = rng.choice(PROSE_RECORDS)
+        s = _slots(rng)
+        values = _values(rng, s)
+        return prose.format(**s) + "\n" + json.dumps({k: values[k] for k in keys})
+    if kind < 0.75:
         return "\n".join(_record(rng) for _ in range(rng.randint(1, 3)))
-    q, a = rng.choice(QUESTIONS)
+    context, q, a = rng.choice(CONTEXT_QA)
     s = _slots(rng)
-    return chat_text(q.format(**s), a.format(**s)).rstrip("\n")
+    return chat_text(f"{context.format(**s)} {q.format(**s)}", a.format(**s)).rstrip("\n")
 
 
 def corpus(n_docs: int, seed: int) -> Iterator[str]:
