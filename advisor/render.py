@@ -54,8 +54,9 @@ def _names() -> dict[str, str]:
 
 def _summary_text(s: dict[str, Any], names: dict[str, str]) -> str:
     par = f" ({s['parallel']})" if s["gpu_count"] > 1 else ""
+    mb = f", micro-batch {s['micro_batch_size']} × {s['grad_accum']}" if s.get("micro_batch_size") else ""
     return (
-        f"{s['gpu_count']}× {names.get(s['gpu'], s['gpu'])}{par}: {usd_text(s['usd'])}, "
+        f"{s['gpu_count']}× {names.get(s['gpu'], s['gpu'])}{par}{mb}: {usd_text(s['usd'])}, "
         f"{hours_text(s['hours'])} [dim]({_provider(s['price_source'])}, {s['price_as_of'] or 'no date'})[/]"
     )
 

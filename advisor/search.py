@@ -28,6 +28,7 @@ class Estimates:
         self._estimate = estimate
         self.stats, self.calibration = stats, calibration
         self._rows: dict[RunConfig, dict[str, Any]] = {}
+        self._fitted: dict[RunConfig, RunConfig | None] = {}
 
     def row(self, cfg: RunConfig) -> dict[str, Any]:
         if cfg not in self._rows:
@@ -36,6 +37,14 @@ class Estimates:
 
     def fits(self, cfg: RunConfig) -> bool:
         return bool(self.row(cfg)["fits"])
+
+    def fitted(self, cfg: RunConfig) -> RunConfig | None:
+        """`cfg` with the largest micro-batch that fits at the same global batch (fit_batch), or None."""
+        if cfg not in self._fitted:
+            from advisor.estimate import fit_batch
+
+            self._fitted[cfg] = fit_batch(cfg, stats=self.stats)
+        return self._fitted[cfg]
 
 
 def smallest_true(pred: Callable[[int], bool], lo: int, hi: int) -> int | None:
@@ -74,8 +83,9 @@ def at_count(cfg: RunConfig, count: int, parallel: str) -> RunConfig:
 
 
 def _fits_at(est: Estimates, cfg: RunConfig, parallel: str) -> Callable[[int], bool]:
-    """count -> whether cfg fits on `count` of its card with `parallel`."""
-    return lambda count: est.fits(at_count(cfg, count, parallel))
+    """count -> whether cfg fits on `count` of its card with `parallel`, at some micro-batch that keeps
+    the global batch (a user short of memory lowers the micro-batch before renting more cards)."""
+    return lambda count: est.fitted(at_count(cfg, count, parallel)) is not None
 
 
 def on_gpu(cfg: RunConfig, name: str) -> RunConfig:
@@ -103,6 +113,8 @@ def summary(row: dict[str, Any], parallel: str) -> dict[str, Any]:
         "price_source": cost["price_source"],
         "price_as_of": cost["price_as_of"],
         "within_budget": row["within_budget"],
+        "micro_batch_size": row.get("micro_batch_size"),
+        "grad_accum": row.get("grad_accum"),
     }
 
 
@@ -113,7 +125,9 @@ def min_gpus(est: Estimates, cfg: RunConfig) -> dict[str, Any]:
         n = smallest_true(_fits_at(est, cfg, parallel), 1, limit)
         if n is not None:
             used = cfg.parallel if n == 1 else parallel
-            out = {"count": n, **summary(est.row(at_count(cfg, n, used)), used), "reason": None}
+            fit = est.fitted(at_count(cfg, n, used))
+            assert fit is not None
+            out = {"count": n, **summary(est.row(fit), used), "reason": None}
             if used != cfg.parallel:
                 out["reason"] = (
                     f"parallel={cfg.parallel} keeps a full copy of the weights on every GPU and never fits; "
@@ -154,8 +168,9 @@ def candidates(est: Estimates, cfg: RunConfig) -> tuple[list[tuple[dict[str, Any
                 continue
             for n in range(n0, MAX_CHEAPEST_GPUS + 1):
                 used = g.parallel if n == 1 else parallel
-                c = at_count(g, n, used)
-                found.append((summary(est.row(c), used), c))
+                c = est.fitted(at_count(g, n, used))
+                if c is not None:
+                    found.append((summary(est.row(c), used), c))
             break
     return found, skipped
 

@@ -8,6 +8,7 @@ A100, ~80 % on H100; lower at short sequences and small batches). Override MFU_P
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -65,6 +66,12 @@ class Lengths:
 
 
 def lengths(cfg: RunConfig, stats: Any = None) -> Lengths:
+    """Example-length model; with packing every micro-batch row is filled to seq_len (the peak)."""
+    ln = _lengths(cfg, stats)
+    return dataclasses.replace(ln, longest=ln.seq_len) if cfg.train.packing else ln
+
+
+def _lengths(cfg: RunConfig, stats: Any = None) -> Lengths:
     seq = cfg.train.seq_len
     mean = getattr(stats, "tokens_mean", None)
     if mean:
