@@ -32,8 +32,9 @@ SMALL = replace(
     train_docs=1500,
     heldout_docs=100,
     batch_size=16,
-    steps=60,
+    steps=80,
     warmup_steps=5,
+    lr=1e-2,
 )
 
 
@@ -116,7 +117,7 @@ def test_small_base_learned_and_loads_like_a_downloaded_model(small_base):
     enc = encode(tok, ex, seq_len=256)
     learned = tok.decode([i for i, lab in zip(enc.input_ids, enc.labels, strict=True) if lab != -100])
     assert learned == ex.response + demo_text.END + "\n"  # labels = the JSON answer and end of turn
-    assert len(enc.input_ids) < 96  # short enough for the demo's seq_len and generation bound
+    assert len(enc.input_ids) < 128  # fits the demo's seq_len even with this smaller vocabulary
 
 
 def test_demo_base_yaml_is_the_built_architecture():
@@ -166,8 +167,10 @@ def test_demo_path_end_to_end(small_base, tmp_path):
         f"model.path={base}",
         f"model.config_path={base}",
         f"data.path={data}",
-        "train.max_steps=8",
-        "train.metric_rows=8",
+        "train.grad_accum=1",
+        "train.max_steps=6",
+        "train.metric_rows=4",
+        "train.max_new_tokens=40",
         "sweep.yes=true",
         f"sweep.dir={sweep_dir}",
     ]
@@ -177,7 +180,7 @@ def test_demo_path_end_to_end(small_base, tmp_path):
         text=True,
         cwd=ROOT,
         env=_env(conf),
-        timeout=170,
+        timeout=400,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     recs = [json.loads(p.read_text()) for p in (sweep_dir / "trials").glob("*.json") if p.stem != "baseline"]
