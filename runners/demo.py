@@ -37,7 +37,9 @@ class BaseSpec:
     num_hidden_layers: int = 4  # decoder layers
     num_attention_heads: int = 4  # query heads
     num_key_value_heads: int = 2  # key/value heads (GQA)
-    intermediate_size: int = 688  # MLP width (elements)
+    intermediate_size: int = (
+        704  # MLP width (elements); a multiple of 64: bitsandbytes' CPU 4-bit kernel needs it
+    )
     max_position_embeddings: int = 512  # longest context (tokens)
     train_docs: int = 12000  # pretraining documents (tokenizer and model)
     heldout_docs: int = 400  # held-out documents for the perplexity (a different seed)
