@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.runners.conftest import make_cfg, write_jsonl
 
 from runners import model as model_mod
 from runners.cell import run_cell
 from runners.protocol import PREFIX
+from tests.runners.conftest import make_cfg, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = {"instruction": "What colour is item1?", "output": "red"}

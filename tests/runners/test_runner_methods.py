@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.runners.conftest import make_cfg
 
 from advisor import dataset
 from advisor.memory import memory
@@ -15,6 +14,7 @@ from runners import data
 from runners import model as model_mod
 from runners.cell import run_cell
 from runners.train import eval_loss
+from tests.runners.conftest import make_cfg
 
 # method, lr, precision, optimizer
 CASES = [
