@@ -7,8 +7,9 @@ matters. Printed: tokens/s over non-padding trained tokens, excluding the first 
 - Trainer: per-batch dynamic padding (DataCollatorForSeq2Seq), its default sampler;
 - runner, padded: runners.cell.run_cell with train.packing=false (as users run it: memory tracking on);
 - runner, packed: train.packing=true (boundary-respecting packing up to seq_len);
-- runner, padded, no live-bytes tracking: the same as the second row with the CPU TorchDispatchMode off,
-  which is the measurement overhead.
+- runner, padded, no live-bytes tracking: the second row with the CPU TorchDispatchMode off (the runner
+  already leaves tracked steps out of tokens/s, so these two rows should agree);
+and the per-step cost of the live-bytes counter itself (same model, 8×160 tokens, interleaved).
 Target: the runner is not slower than Trainer, and packing is at least 1.3× faster.
 
     python bench/bench_runner_vs_trainer.py [--steps 30] [--rounds 3] [--out outputs/bench-runner-vs-trainer.json]
@@ -211,6 +212,34 @@ def run_runner(cfg, out_dir: Path, live: bool = True) -> dict:
     }
 
 
+def tracking_overhead(model_dir: Path, repeats: int = 8) -> dict:
+    """Step time with and without the CPU live-bytes counter (runners.measure.LiveBytes), interleaved."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    opt = torch.optim.AdamW(model.parameters(), lr=LR)
+    ids = torch.randint(0, model.config.vocab_size, (MICRO_BATCH_SIZE, 160))
+
+    def step() -> float:
+        t0 = time.perf_counter()
+        model(input_ids=ids, labels=ids, use_cache=False).loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return time.perf_counter() - t0
+
+    for _ in range(3):
+        step()
+    live = measure.LiveBytes()
+    plain, tracked = [], []
+    for _ in range(repeats):
+        plain.append(step())
+        live.register(measure.model_tensors(model, opt))
+        with live:
+            tracked.append(step())
+    a, b = statistics.median(plain), statistics.median(tracked)
+    return {"plain_step_s": round(a, 4), "tracked_step_s": round(b, 4), "overhead": round(b / a - 1, 4)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=30, help="optimizer steps per variant")
@@ -232,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         for k in range(args.rounds):  # interleaved rounds: a busy machine slows every variant alike
             for name, fn in variants.items():
                 runs[name].append(fn(k))
+        overhead = tracking_overhead(model_dir)
     results = {}
     for name, rs in runs.items():
         speeds = sorted(r["tokens_per_s"] for r in rs)
@@ -250,7 +280,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['best_tokens_per_s']:8.1f} ×{r['best_vs_trainer']:.2f} vs Trainer ({args.rounds} rounds)",
             flush=True,
         )
+    print(
+        f"live-bytes tracking overhead per step: {overhead['overhead']:.1%} "
+        f"({overhead['plain_step_s'] * 1e3:.0f} ms → {overhead['tracked_step_s'] * 1e3:.0f} ms)",
+        flush=True,
+    )
     doc = {
+        "tracking_overhead": overhead,
         "steps": args.steps,
         "rounds": args.rounds,
         "micro_batch_size": MICRO_BATCH_SIZE,
