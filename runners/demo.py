@@ -21,7 +21,7 @@ from pathlib import Path
 from runners import demo_text
 
 # Bump when the generated text or the base's recipe changes: cached assets are then rebuilt.
-DATA_VERSION = 1
+DATA_VERSION = 2  # 2: routing answers (category, size, weekend) instead of copied fields
 BASE_VERSION = 2
 DATA_ROWS = 1000  # rows in train.jsonl (the runner carves 10 % for validation, before any subsampling)
 DATA_SEED = 0  # seeds the task rows

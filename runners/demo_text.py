@@ -47,7 +47,41 @@ DAYS = _words("Monday Tuesday Wednesday Thursday Friday Saturday Sunday")
 NUMBER_WORDS = _words("zero one two three four five six seven eight nine ten eleven twelve")
 MAX_QTY = 12
 
-INSTRUCTION = "Extract the order as JSON."
+INSTRUCTION = "Route the order: answer with JSON (category, size, weekend)."
+
+# The answer is *derived* from the order, not copied from it: the item's department, the order's size
+# class from its quantity (digits or words), and whether the delivery day (not a distractor day) falls
+# on a weekend. A 3.4M-parameter base pretrained for a minute cannot learn to copy arbitrary spans
+# (measured: exact match 0 on a copy-the-fields version of this task), but it can learn these mappings.
+CATEGORIES = {
+    "lamp": "decor",
+    "vase": "decor",
+    "clock": "decor",
+    "mirror": "decor",
+    "candle": "decor",
+    "chair": "furniture",
+    "table": "furniture",
+    "bench": "furniture",
+    "shelf": "furniture",
+    "stool": "furniture",
+    "mug": "kitchen",
+    "kettle": "kitchen",
+    "glass": "kitchen",
+    "plate": "kitchen",
+    "brush": "kitchen",
+    "rug": "textile",
+    "pillow": "textile",
+    "blanket": "textile",
+    "basket": "textile",
+    "box": "textile",
+}
+WEEKEND = ("Saturday", "Sunday")
+
+
+def size_class(qty: int) -> str:
+    """single (1), small (2-5) or bulk (6 and more)."""
+    return "single" if qty == 1 else "small" if qty <= 5 else "bulk"
+
 
 # Order sentences. {qty} is digits or a word; {items} is the plural (or singular when qty == 1);
 # {other_city}/{other_day} are distractors that differ from the delivery's.
@@ -97,9 +131,18 @@ def order(rng: random.Random) -> tuple[str, dict]:
     return text[0].upper() + text[1:], fields
 
 
+def route(fields: dict) -> dict:
+    """What the answer holds: the routing derived from an order's fields."""
+    return {
+        "category": CATEGORIES[fields["item"]],
+        "size": size_class(fields["qty"]),
+        "weekend": fields["day"] in WEEKEND,
+    }
+
+
 def answer(fields: dict) -> str:
     """The expected output: compact JSON with a fixed key order."""
-    return json.dumps(fields, ensure_ascii=False)
+    return json.dumps(route(fields), ensure_ascii=False)
 
 
 def task_rows(n_rows: int, seed: int) -> list[dict]:

@@ -47,7 +47,7 @@ def small_base(tmp_path_factory) -> tuple[Path, dict]:
     return out, facts
 
 
-def test_task_data_is_deterministic_valid_and_answers_from_its_input(tmp_path):
+def test_task_data_is_deterministic_valid_and_answers_derive_from_its_input(tmp_path):
     a, b = tmp_path / "a" / "train.jsonl", tmp_path / "b" / "train.jsonl"
     demo.write_data(a, rows=300)
     demo.write_data(b, rows=300)
@@ -63,13 +63,17 @@ def test_task_data_is_deterministic_valid_and_answers_from_its_input(tmp_path):
     rows = [json.loads(line) for line in a.read_text().splitlines()]
     assert len({r["input"] for r in rows}) == 300  # distinct inputs
     for r in rows:
-        fields = json.loads(r["output"])
-        assert list(fields) == ["name", "qty", "item", "color", "city", "day"]
-        text = r["input"]
-        for k in ("name", "color", "city", "day"):
-            assert fields[k] in text
-        assert str(fields["qty"]) in text or demo_text.NUMBER_WORDS[fields["qty"]] in text.lower()
-        assert fields["item"] in text or demo_text.ITEMS[fields["item"]] in text
+        answer = json.loads(r["output"])
+        assert list(answer) == ["category", "size", "weekend"]
+        words = re.findall(r"[A-Za-z]+|\d+", r["input"])
+        items = [s for s, p in demo_text.ITEMS.items() if s in words or p in words]
+        assert len(items) == 1 and answer["category"] == demo_text.CATEGORIES[items[0]]
+        numbers = [int(w) for w in words if w.isdigit()] + [
+            demo_text.NUMBER_WORDS.index(w.lower()) for w in words if w.lower() in demo_text.NUMBER_WORDS
+        ]
+        assert answer["size"] in {demo_text.size_class(q) for q in numbers}
+        if not any(d in words for d in demo_text.WEEKEND):
+            assert answer["weekend"] is False  # derived from the delivery day, never invented
     shapes = [_shape(t) for t in demo_text.ORDER_TEMPLATES]
     used = {i for r in rows for i, rx in enumerate(shapes) if rx.fullmatch(r["input"])}
     assert used == set(range(len(shapes)))  # every sentence shape occurs
