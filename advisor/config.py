@@ -80,6 +80,8 @@ class MethodConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     lr: float | None = None
+    lr_full: float = LR_DEFAULTS["full"]  # default learning rate of full fine-tuning (when lr is null)
+    lr_adapter: float = LR_DEFAULTS["lora"]  # default learning rate of LoRA and QLoRA (when lr is null)
     micro_batch_size: int = 4
     grad_accum: int = 4
     seq_len: int = 1024
@@ -189,7 +191,9 @@ class RunConfig:
 
     @property
     def lr(self) -> float:
-        return self.train.lr if self.train.lr is not None else LR_DEFAULTS[self.method.name]
+        if self.train.lr is not None:
+            return self.train.lr
+        return self.train.lr_full if self.method.name == "full" else self.train.lr_adapter
 
     @property
     def precision(self) -> str:
@@ -388,6 +392,8 @@ def _train(d: dict[str, Any], p: Problems) -> TrainConfig:
         p.add(f"train.{k}", d[k], "unknown key", sorted(names))
     d = {k: v for k, v in d.items() if k in names}
     _positive(p, "train.lr", d.get("lr"), integer=False, allow_none=True)
+    _positive(p, "train.lr_full", d.get("lr_full", 1.0), integer=False)
+    _positive(p, "train.lr_adapter", d.get("lr_adapter", 1.0), integer=False)
     for k in ("micro_batch_size", "grad_accum", "seq_len"):
         _positive(p, f"train.{k}", d.get(k, 1))
     _positive(p, "train.epochs", d.get("epochs", 1), integer=False)
