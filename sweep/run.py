@@ -55,6 +55,18 @@ def _ensure_demo_assets(cfg: RunConfig) -> None:
         ensure_assets(model_path, data_path)
 
 
+def _ensure_cpu_throughput(cfg: RunConfig) -> None:
+    """gpu=cpu: the advisor's throughput prior is this CPU's measured matmul rate, measured on first use
+    (a few seconds) and cached in outputs/cpu-throughput.json."""
+    if not cfg.gpu.is_cpu:
+        return
+    from advisor import catalog, timing
+    from runners.cpu_probe import ensure_cpu_throughput
+
+    ensure_cpu_throughput(catalog.repo_root() / "outputs" / "cpu-throughput.json")
+    timing.cpu_probe.cache_clear()
+
+
 def _confirm(n_run: int) -> bool:
     if not sys.stdin.isatty():
         return True
@@ -113,6 +125,7 @@ def run_sweep(cfg_dict: dict[str, Any], overrides: list[str]) -> int:
     if not cells:
         raise ConfigError(f"matrix={settings.matrix_name!r}: every cell is excluded")
     _ensure_demo_assets(base)
+    _ensure_cpu_throughput(base)
     plan = build_plan(overrides, cells, base, settings.workers, settings.lr_trials, settings.prescreen)
     print(format_plan(plan))
     print(f"sweep.dir: {settings.dir}")
