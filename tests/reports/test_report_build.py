@@ -246,6 +246,7 @@ def test_gpu_axis_cells_on_different_cards(tmp_path):
     d = write_sweep(tmp_path / "s", [a, b])
     build_report(d)
     flat = " ".join((d / "report.md").read_text().split())
-    assert "| QLoRA r=4 · 100 rows · gpu=small | complete | 6.00 GiB | 75 % |" in flat
+    # static memory (not in this record), peak memory and its share of that cell's own card
+    assert "| QLoRA r=4 · 100 rows · gpu=small | complete | — | 6.00 GiB | 75 % |" in flat
     assert "each cell against its own card's usable memory" in flat
     assert "on Small card vs" in flat or "per run on this machine's CPU" in flat
