@@ -162,9 +162,11 @@ def test_demo_path_end_to_end(small_base, tmp_path):
     demo.write_data(data, rows=200)
     conf = tmp_path / "conf"
     shutil.copytree(ROOT / "conf", conf)
-    matrix = yaml.safe_load((ROOT / "conf" / "matrix" / "demo.yaml").read_text())
-    matrix["axes"] = {"method": ["full", "lora", "qlora"], "method.r": [4], "data.rows": [60]}
-    (conf / "matrix" / "demo_ci.yaml").write_text(yaml.safe_dump({**matrix, "name": "demo_ci"}))
+    option = yaml.safe_load((ROOT / "conf" / "matrix" / "demo.yaml").read_text())  # @package _global_
+    option["matrix"].update(
+        name="demo_ci", axes={"method": ["full", "lora", "qlora"], "method.r": [4], "data.rows": [60]}
+    )
+    (conf / "matrix" / "demo_ci.yaml").write_text("# @package _global_\n" + yaml.safe_dump(option))
     sweep_dir = tmp_path / "sweep"
     args = [
         "matrix=demo_ci",
@@ -176,6 +178,7 @@ def test_demo_path_end_to_end(small_base, tmp_path):
         "train.metric_rows=4",
         "train.max_new_tokens=40",
         "sweep.yes=true",
+        "sweep.seeds=1",
         f"sweep.dir={sweep_dir}",
     ]
     out = subprocess.run(
