@@ -37,9 +37,21 @@ def _reload(cfg, out_dir):
 
 @pytest.mark.parametrize("method,lr,precision,optimizer", CASES)
 def test_method_trains_reloads_and_matches_the_advisor(
-    method, lr, precision, optimizer, tiny_plain, learn_data, tmp_path
+    method, lr, precision, optimizer, tiny_plain, learn_data, tmp_path, monkeypatch
 ):
     folder, vocab = tiny_plain
+    # Logits of the trained model as the run saves it (a spy around the real save, which still runs).
+    probe = torch.arange(1, 17).remainder(vocab - 1).add(1).unsqueeze(0)
+    trained: dict[str, torch.Tensor] = {}
+    real_save = model_mod.save_adapter
+
+    def save_and_remember_logits(model, path):
+        model.eval()
+        with torch.no_grad():
+            trained["logits"] = model(input_ids=probe).logits.float()
+        return real_save(model, path)
+
+    monkeypatch.setattr(model_mod, "save_adapter", save_and_remember_logits)
     cfg = make_cfg(
         folder,
         vocab,
@@ -69,13 +81,17 @@ def test_method_trains_reloads_and_matches_the_advisor(
         m["eval_curve"],
     )
 
-    # the saved weights reload (PEFT format / merged) and give the same eval loss
+    # the saved weights reload (PEFT format / merged) and give the same logits and eval loss
     split = dataset.split(cfg.data, cfg.seed)
     tok = model_mod.load_tokenizer(cfg)
     val = data.build_rows(
         [data.encode(tok, e, cfg.train.seq_len) for e in split.val], cfg.train.seq_len, False, 0
     )
     reloaded = _reload(cfg, tmp_path)
+    reloaded.eval()
+    with torch.no_grad():
+        logits = reloaded(input_ids=probe).logits.float()
+    torch.testing.assert_close(logits, trained["logits"], rtol=0, atol=1e-4)  # the same logits
     again = eval_loss(reloaded, val, cfg.train.micro_batch_size, tok.pad_token_id, torch.device("cpu"))
     assert again == pytest.approx(m["eval_loss"], abs=1e-4)
     assert (m["adapter_bytes"] or 0) > 0 or method == "full"
