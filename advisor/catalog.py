@@ -31,7 +31,7 @@ def repo_root() -> Path:
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: ~10x faster to parse
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _options(group: str) -> dict[str, dict[str, Any]]:
     folder = conf_dir() / group
     out: dict[str, dict[str, Any]] = {}

@@ -208,7 +208,9 @@ class RunConfig:
         kw: dict[str, Any] = {}
         for k, v in changes.items():
             cur = getattr(self, k)
-            kw[k] = dataclasses.replace(cur, **v) if isinstance(v, dict) and dataclasses.is_dataclass(cur) else v
+            kw[k] = (
+                dataclasses.replace(cur, **v) if isinstance(v, dict) and dataclasses.is_dataclass(cur) else v
+            )
         return dataclasses.replace(self, **kw)
 
     def to_dict(self) -> dict[str, Any]:
@@ -320,7 +322,9 @@ def _model(d: dict[str, Any], p: Problems) -> ModelConfig | None:
     kv, heads, hidden = d.get("num_key_value_heads"), d.get("num_attention_heads"), d.get("hidden_size")
     if isinstance(heads, int) and heads > 0:
         if not isinstance(kv, int) or kv <= 0 or heads % kv:
-            p.add("model.num_key_value_heads", kv, f"must be a positive divisor of num_attention_heads={heads}")
+            p.add(
+                "model.num_key_value_heads", kv, f"must be a positive divisor of num_attention_heads={heads}"
+            )
         if d.get("head_dim") is None and isinstance(hidden, int) and hidden % heads:
             p.add(
                 "model.num_attention_heads",
@@ -382,7 +386,11 @@ def _positive(p: Problems, key: str, v: Any, integer: bool = True, allow_none: b
         return
     ok = isinstance(v, int) and not isinstance(v, bool) if integer else isinstance(v, (int, float))
     if not ok or v <= 0:
-        p.add(key, v, "must be a positive " + ("integer" if integer else "number") + (" or null" if allow_none else ""))
+        p.add(
+            key,
+            v,
+            "must be a positive " + ("integer" if integer else "number") + (" or null" if allow_none else ""),
+        )
 
 
 def _train(d: dict[str, Any], p: Problems) -> TrainConfig:
@@ -440,7 +448,10 @@ def _data(d: dict[str, Any], p: Problems) -> DataConfig:
 def _gpu(d: dict[str, Any], p: Problems) -> GpuConfig | None:
     d = dict(d)
     name = d.get("name")
-    prices = tuple(PriceRow(**{k: v for k, v in r.items() if k in PriceRow.__annotations__}) for r in d.get("prices") or [])
+    prices = tuple(
+        PriceRow(**{k: v for k, v in r.items() if k in PriceRow.__annotations__})
+        for r in d.get("prices") or []
+    )
     count = d.get("count", 1)
     _positive(p, "gpu.count", count)
     usd = d.get("usd_per_hour")
@@ -483,7 +494,12 @@ def choose_price(gpu: GpuConfig, provider: str | None, p: Problems | None = None
         provider = provider.split(" × ")[0]  # to_dict() writes per-core rows as "<provider> × N cores"
         match = [r for r in rows if provider.lower() in r.provider.lower()]
         if not match and p is not None:
-            p.add("price.provider", provider, f"no price row for gpu={gpu.name}", [r.provider for r in rows] or ["none"])
+            p.add(
+                "price.provider",
+                provider,
+                f"no price row for gpu={gpu.name}",
+                [r.provider for r in rows] or ["none"],
+            )
         rows = match or rows
     else:
         for tier in ("specialist", "hyperscaler", "marketplace"):
@@ -536,11 +552,22 @@ def build(d: dict[str, Any]) -> RunConfig:
     if gpu is not None:
         price = choose_price(gpu, (d.get("price") or {}).get("provider"), p)
         if method.name == "qlora" and not gpu.bnb_supported:
-            p.add("method", "qlora", f"bitsandbytes 4-bit does not run on gpu={gpu.name} ({gpu.display_name})",
-                  [g for g, v in catalog.gpus().items() if v.get("bnb_supported")])
-        if train.optimizer in ("adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit") and not gpu.bnb_supported:
-            p.add("train.optimizer", train.optimizer, f"bitsandbytes optimizers do not run on gpu={gpu.name}",
-                  ["adamw", "sgd"])
+            p.add(
+                "method",
+                "qlora",
+                f"bitsandbytes 4-bit does not run on gpu={gpu.name} ({gpu.display_name})",
+                [g for g, v in catalog.gpus().items() if v.get("bnb_supported")],
+            )
+        if (
+            train.optimizer in ("adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit")
+            and not gpu.bnb_supported
+        ):
+            p.add(
+                "train.optimizer",
+                train.optimizer,
+                f"bitsandbytes optimizers do not run on gpu={gpu.name}",
+                ["adamw", "sgd"],
+            )
         if not gpu.bf16_supported and train.precision in ("bf16", "amp_bf16"):
             notes.append(f"{gpu.display_name} has no bf16: using fp16 instead of {train.precision}.")
     p.raise_if_any()

@@ -66,7 +66,9 @@ def make_models() -> None:
                 lines.append(f"# Notes: {row['notes']}\n")
             for field, doc in MODEL_FIELDS.items():
                 lines.append(f"{field}: {_yaml_scalar(_value(field, row[field]))}  # {doc}\n")
-            lines.append("# Where the weights come from for real runs (local folder or Hub id); null = estimate only.\n")
+            lines.append(
+                "# Where the weights come from for real runs (local folder or Hub id); null = estimate only.\n"
+            )
             lines.append("path: null\n")
             lines.append("# Architecture from a local HF config.json instead of the fields above.\n")
             lines.append("config_path: null\n")
@@ -77,7 +79,9 @@ def make_models() -> None:
 
 # Cards bitsandbytes' 4-bit kernels and 8-bit/paged optimizers support in the standard (CUDA) build.
 # MI300X needs bitsandbytes' separate ROCm build, which tunewise does not assume.
-BNB_UNSUPPORTED = {"mi300x": "bitsandbytes' CUDA build does not run on AMD GPUs (its ROCm backend is a separate build)"}
+BNB_UNSUPPORTED = {
+    "mi300x": "bitsandbytes' CUDA build does not run on AMD GPUs (its ROCm backend is a separate build)"
+}
 
 
 def make_gpus() -> None:
@@ -101,7 +105,11 @@ def make_gpus() -> None:
                 f"bf16_supported: {'true' if row['bf16_supported'] == 'yes' else 'false'}  # false: bf16 falls back to fp16\n",
                 f"tdp_w: {row['tdp_w'] or 'null'}  # board power (W)\n",
                 f"bnb_supported: {'false' if gid in BNB_UNSUPPORTED else 'true'}"
-                + (f"  # {BNB_UNSUPPORTED[gid]}\n" if gid in BNB_UNSUPPORTED else "  # bitsandbytes 4-bit and 8-bit optimizers run here\n"),
+                + (
+                    f"  # {BNB_UNSUPPORTED[gid]}\n"
+                    if gid in BNB_UNSUPPORTED
+                    else "  # bitsandbytes 4-bit and 8-bit optimizers run here\n"
+                ),
                 "count: 1  # GPUs per run (gpu.count)\n",
                 "usd_per_hour: null  # price override per GPU-hour; null = catalog price (price.provider chooses the row)\n",
                 "prices:\n",
@@ -110,7 +118,7 @@ def make_gpus() -> None:
                 out.append(f"  - provider: {_yaml_scalar(p['provider'])}\n")
                 out.append(f"    tier: {p['tier']}  # specialist | hyperscaler | marketplace\n")
                 out.append(f"    usd_per_gpu_hour: {p['usd_per_gpu_hour']}\n")
-                out.append(f"    as_of: \"{p['as_of']}\"\n")
+                out.append(f'    as_of: "{p["as_of"]}"\n')
                 out.append(f"    source: {_yaml_scalar(p['source'])}\n")
             if gid not in prices:
                 out[-1] = "prices: []\n"

@@ -43,9 +43,14 @@ def _wants_help(args: list[str]) -> bool:
 def _print_help(cmd: str) -> None:
     print(HELP[cmd])
     if cmd != "report":
-        print("\nKeys (conf/config.yaml; groups: " + ", ".join(
-            f"{g}=<{'|'.join(catalog.option_names(g)[:6])}{'|…' if len(catalog.option_names(g)) > 6 else ''}>"
-            for g in ("model", "method", "gpu", "matrix")) + "):\n")
+        print(
+            "\nKeys (conf/config.yaml; groups: "
+            + ", ".join(
+                f"{g}=<{'|'.join(catalog.option_names(g)[:6])}{'|…' if len(catalog.option_names(g)) > 6 else ''}>"
+                for g in ("model", "method", "gpu", "matrix")
+            )
+            + "):\n"
+        )
         print((catalog.conf_dir() / "config.yaml").read_text())
 
 

@@ -57,7 +57,9 @@ def _compose(config_name: str, overrides: list[str]) -> dict[str, Any]:
     except (HydraException, OmegaConfBaseException) as e:
         msg = str(e).splitlines()[0]
         if "Could not override" in str(e) or "Key '" in msg:
-            msg += " — check the key's spelling against `tunewise <command> --help` (new keys need a leading +)"
+            msg += (
+                " — check the key's spelling against `tunewise <command> --help` (new keys need a leading +)"
+            )
         raise ConfigError(f"overrides {' '.join(overrides)!r}: {msg}") from None
     finally:
         GlobalHydra.instance().clear()

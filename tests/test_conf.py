@@ -9,7 +9,9 @@ from advisor import catalog
 from advisor.config import RunConfig
 from sweep.compose import compose
 
-GROUP_OPTIONS = [(g, name) for g in ("model", "method", "gpu", "data", "matrix") for name in catalog.option_names(g)]
+GROUP_OPTIONS = [
+    (g, name) for g in ("model", "method", "gpu", "data", "matrix") for name in catalog.option_names(g)
+]
 
 
 @pytest.mark.parametrize("config_name", ["config", "advise"])
@@ -58,8 +60,12 @@ def test_every_reference_model_and_gpu_is_in_the_catalog():
     assert gpus <= set(catalog.gpus())
     for p in prices:
         rows = catalog.gpus()[p["gpu_id"]]["prices"]
-        assert any(r["provider"] == p["provider"] and float(r["usd_per_gpu_hour"]) == float(p["usd_per_gpu_hour"])
-                   and str(r["as_of"]) == p["as_of"] for r in rows), p
+        assert any(
+            r["provider"] == p["provider"]
+            and float(r["usd_per_gpu_hour"]) == float(p["usd_per_gpu_hour"])
+            and str(r["as_of"]) == p["as_of"]
+            for r in rows
+        ), p
 
 
 def test_default_price_is_cheapest_on_demand_specialist_row():

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from tests.reports.report_records import copy_fixture, cpu_record, write_sweep
 
 from reports.build import build_report
 from reports.records import STATUSES
+from tests.reports.report_records import copy_fixture, cpu_record, write_sweep
 
 
 @pytest.fixture(scope="module")

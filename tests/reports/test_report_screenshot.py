@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from matplotlib.image import imread
-from tests.reports.report_records import copy_fixture
 
 from reports.build import build_report
+from tests.reports.report_records import copy_fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "screenshot_report.py"
