@@ -26,7 +26,6 @@ QUANT_TYPES = ("nf4", "fp4")
 DATA_FORMATS = ("auto", "instruction", "chat")
 ADVISOR_MODES = ("analytic", "trace")
 METRICS = ("exact_match", "none")
-LR_DEFAULTS = {"full": 2e-5, "lora": 2e-4, "qlora": 2e-4}
 
 
 @dataclass(frozen=True)
@@ -80,8 +79,8 @@ class MethodConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     lr: float | None = None
-    lr_full: float = LR_DEFAULTS["full"]  # default learning rate of full fine-tuning (when lr is null)
-    lr_adapter: float = LR_DEFAULTS["lora"]  # default learning rate of LoRA and QLoRA (when lr is null)
+    lr_full: float = 2e-5  # default learning rate of full fine-tuning (when lr is null)
+    lr_adapter: float = 2e-4  # default learning rate of LoRA and QLoRA (when lr is null)
     micro_batch_size: int = 4
     grad_accum: int = 4
     seq_len: int = 1024
