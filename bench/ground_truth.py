@@ -18,16 +18,28 @@ from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from advisor.arch import dims  # noqa: E402
 from advisor.config import from_names  # noqa: E402
-from advisor.memory import GIB, Stack, memory  # noqa: E402
+from advisor.memory import GIB, RESERVED_FRACTION_VARIABLE, Stack, memory  # noqa: E402
+from advisor.params import param_split  # noqa: E402
 
 GB = 1e9
 
 # Training stacks of the sources (what their code does, not tuned numbers):
 HF_PEFT = Stack()  # transformers + PEFT: fp32 adapters, logits kept by the output, fp32 loss upcast
-# torchtune (Apr 2024): LoRA matrices in the model dtype (bf16), no kbit upcast (own NF4 tensors),
-# TransformerDecoder returns `output(h).float()` (fp32 logits held by the recipe through backward)
+# torchtune 0.1.1 (Apr 2024; read from its wheel on PyPI): LoRA matrices in the model dtype (bf16,
+# `set_default_dtype`), no kbit upcast (torchao NF4 tensors), TransformerDecoder returns
+# `self.output(h).float()` and the recipe keeps `logits` (a shifted fp32 copy) through backward.
 TORCHTUNE = Stack(adapter_bytes=2, kbit_upcast=False, lm_head_fp32=True)
+# torchtune 0.1.1 pins torchao==0.1, whose NF4 quantization runs where the tensor is: on the GPU for
+# QLoRA (torchtune's `clone` and `copy_` overrides re-quantize every weight on the device while the
+# model is deep-copied per layer and while `load_state_dict` copies the bf16 checkpoint in).
+# torchao 0.1 `to_nf4` of an n-element bf16 weight holds, at its peak: the bf16 input (2n), the scaled
+# blocks (2n) and, in `quantize_tensor_nearest`, `(value - nf4).abs()`: two (n, 16) bf16 tensors
+# (32n + 32n) = 68 bytes per element of the largest quantized weight on top of the model. torchtune
+# resets the peak counters after model init, but the caching allocator keeps those segments reserved,
+# so max_memory_reserved during training never falls below the init high-water.
+TORCHAO_01_NF4_PEAK_BYTES_PER_ELEMENT = 2 + 2 + 32 + 32
 # lit-gpt (Oct 2023): bf16-true (adapters bf16), bitsandbytes 0.41 whose 4-bit matmul saved its input
 LITGPT = Stack(adapter_bytes=2, kbit_upcast=False, bnb_saves_input=True)
 
@@ -49,10 +61,13 @@ class Case:
     padded_len: int  # tokens per sequence of the micro-batch that sets the peak
     metric: str  # reserved | allocated
     measured_bytes: float
+    # bytes per element of the largest quantized weight that model init holds on the device on top
+    # of the model (0: quantization does not run on the device with large transients)
+    init_quant_bytes_per_element: float = 0.0
 
 
 def _t(mb: int, seq: int, gc: bool, **kw) -> dict:
-    return {"micro_batch_size": mb, "grad_accum": 1, "seq_len": seq, "gradient_checkpointing": gc, **kw}
+    return {"micro_batch_size": mb, "grad_accum": 1, "seq_len": seq, "gradient_checkpointing": gc} | kw
 
 
 LIT = {"chunked_loss": True}
@@ -99,32 +114,36 @@ CASES = [
         "reserved",
         20.55 * GIB,
     ),
-    # P4–P5: torchtune docs (Alpaca unpacked, batch 2; longest Alpaca sample 1,304 Llama-2 tokens)
+    # P4–P5: torchtune 0.1.1 recipes llama2/7B_lora_single_device and 7B_qlora_single_device:
+    # alpaca_cleaned_dataset truncated to its default max_seq_len=512, batch 2 padded to the batch's
+    # longest (so the longest batches are 2×512), gradient accumulation 64 (LoRA) / 16 (QLoRA),
+    # lora_dropout 0.05, activation checkpointing; `peak_memory_reserved` = max_memory_reserved.
     Case(
         "P4",
-        "Llama-2-7B LoRA r8 q,v, 2×1304, ckpt",
+        "Llama-2-7B LoRA r8 q,v, 2×512, ckpt",
         "llama-2-7b",
         "lora",
         "a100-80gb",
-        _t(2, 1304, True),
+        _t(2, 512, True, grad_accum=64),
         {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": QV},
         TORCHTUNE,
-        1304,
+        512,
         "reserved",
         15.57 * GB,
     ),
     Case(
         "P5",
-        "Llama-2-7B QLoRA r8 all, 2×1304, ckpt",
+        "Llama-2-7B QLoRA r8 all, 2×512, ckpt",
         "llama-2-7b",
         "qlora",
         "a100-80gb",
-        _t(2, 1304, True),
+        _t(2, 512, True, grad_accum=16),
         {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": ALL},
         TORCHTUNE,
-        1304,
+        512,
         "reserved",
         9.29 * GB,
+        TORCHAO_01_NF4_PEAK_BYTES_PER_ELEMENT,
     ),
     # P6–P7: lit-gpt resource tables (1 × 1,304, no ckpt, chunked loss; PagedAdamW when quantized)
     Case(
@@ -213,11 +232,34 @@ def predict(case: Case):
     return memory(cfg, case.padded_len, case.stack)
 
 
+def init_high_water(case: Case, m) -> tuple[float, float]:
+    """(allocated, reserved) at the peak of model init where the source quantizes on the device: the
+    whole model (plus the template layer torchtune deep-copies into every position, alive until its
+    builder returns) and the quantization transient of the largest quantized weight, with the same
+    caching-allocator headroom on the churning bytes that the training peak gets."""
+    if not case.init_quant_bytes_per_element:
+        return 0.0, 0.0
+    model = from_names(case.model, case.method, case.gpu).model
+    d, split = dims(model), param_split(model)
+    transient = case.init_quant_bytes_per_element * max(d.h * d.i, d.h * d.q, d.h * d.kv)
+    template_layer = (m.weights - 2 * (split.embedding + split.lm_head)) / d.layers  # bf16 embeddings
+    allocated = m.weights + template_layer + transient
+    return allocated, allocated + RESERVED_FRACTION_VARIABLE * transient
+
+
+def prediction(case: Case) -> tuple[float, str]:
+    """The number the source reports, predicted, and the phase that sets it."""
+    m = predict(case)
+    pred = m.reserved if case.metric == "reserved" else m.allocated
+    init_alloc, init_resv = init_high_water(case, m)
+    init = init_resv if case.metric == "reserved" else init_alloc
+    return (init, "model_init") if init > pred else (pred, m.peak_phase)
+
+
 def rows() -> list[dict]:
     out = []
     for c in CASES:
-        m = predict(c)
-        pred = m.reserved if c.metric == "reserved" else m.allocated
+        pred, phase = prediction(c)
         out.append(
             {
                 "id": c.id,
@@ -226,7 +268,7 @@ def rows() -> list[dict]:
                 "predicted_gib": pred / GIB,
                 "measured_gib": c.measured_bytes / GIB,
                 "error_pct": 100 * (pred - c.measured_bytes) / c.measured_bytes,
-                "peak_phase": m.peak_phase,
+                "peak_phase": phase,
             }
         )
     return out
