@@ -1,7 +1,8 @@
 """Exact parameter counts: total, per Linear layer, and LoRA-trainable for any target set.
 
-`total_params` equals transformers' `num_parameters()` and `trainable_params` equals PEFT's
-`get_nb_trainable_parameters()` (tests/advisor/test_params.py checks both on real modules).
+`total_params` equals transformers' `num_parameters()`, `trainable_params` equals PEFT's
+`get_nb_trainable_parameters()`, and `param_tensors` / `trainable_tensors` count the tensors
+`parameters()` yields (tests/advisor/test_params.py checks them on real modules).
 """
 
 from __future__ import annotations
@@ -155,6 +156,34 @@ def trainable_params(model: ModelConfig, method: MethodConfig) -> int:
     if not method.is_adapter:
         return total_params(model)
     return _lora_trainable(model, method.target_modules, method.r or 0)
+
+
+@by_identity()
+def param_tensors(model: ModelConfig) -> int:
+    """Parameter tensors as `model.parameters()` yields them (a tied lm_head once): one per weight,
+    bias, norm weight/bias and embedding table; a fused 3-D expert weight is one tensor."""
+    t, d = traits(model), dims(model)
+    n = sum(lin.count * (1 + lin.bias) for lin in linear_layers(model) if lin.part != "lm_head")
+    n += 0 if d.tied else 1  # lm_head weight
+    n += 2 if t.learned_positions else 1  # token (+ position) embedding tables
+    n += (d.layers * t.norms_per_layer + 1) * (2 if t.layernorm else 1)  # + the final norm
+    if t.qk_norm:
+        n += 2 * d.layers
+    return n
+
+
+def trainable_tensors(model: ModelConfig, method: MethodConfig) -> int:
+    """Parameter tensors that receive gradients: every one for full fine-tuning; for LoRA/QLoRA
+    lora_A and lora_B of every wrapped module (fused expert weights too: PEFT's ParamWrapper)."""
+    if not method.is_adapter:
+        return param_tensors(model)
+    return 2 * sum(lin.count for lin in targeted(model, method.target_modules))
+
+
+@by_identity()
+def n_trainable_tensors(cfg) -> int:
+    """trainable_tensors(cfg.model, cfg.method), cached on the RunConfig object."""
+    return trainable_tensors(cfg.model, cfg.method)
 
 
 @by_identity()

@@ -17,6 +17,7 @@ from advisor.params import (
     lora_params,
     lora_rank,
     n_trainable,
+    n_trainable_tensors,
     param_split,
     targeted,
     total_params,
@@ -27,6 +28,7 @@ DQ_BLOCK = 256  # double quantization: 8-bit absmax, one fp32 scale per 256 absm
 OPT8_BLOCK = 256  # bitsandbytes 8-bit optimizer: one fp32 absmax per 256 state values
 OPT8_MIN_SIZE = 4096  # tensors with fewer elements keep 32-bit states (bnb `min_8bit_size`)
 LARGE_TENSOR_BYTES = 10 * 2**20  # the caching allocator gives larger tensors their own segment
+STEP_COUNTER_BYTES = 4  # torch AdamW's per-tensor `step`: a 0-dim float32 tensor
 
 
 @dataclass(frozen=True)
@@ -131,20 +133,35 @@ def _trainable_tensors(model, method) -> tuple[tuple[int, int], ...]:
     return ((split.total - small, 1), (1, small)) if small else ((split.total, 1),)
 
 
+def step_counter_bytes(cfg: RunConfig) -> int:
+    """torch AdamW's `step` counters in the run's device memory.
+
+    torch (optim/adam.py, Adam._init_group, which AdamW inherits) creates `state["step"]` for every
+    parameter tensor as a 0-dim float32 tensor on the parameter's device when `fused` or `capturable`
+    is set, else on the CPU ("[special device hosting for step]"). The runner's AdamW sets neither
+    on CUDA, so there they are host memory and count nothing; a CPU run holds them beside the states:
+    4 bytes per trainable parameter tensor. Other optimizers: 0 (SGD without momentum keeps no state,
+    bitsandbytes keeps its step as a Python int)."""
+    if cfg.train.optimizer != "adamw" or not cfg.gpu.is_cpu:
+        return 0
+    return STEP_COUNTER_BYTES * n_trainable_tensors(cfg)
+
+
 def optimizer_bytes(cfg: RunConfig, state_bytes: int) -> tuple[float, float]:
     """(torch-visible, paged) optimizer-state bytes for train.optimizer.
 
-    adamw: torch AdamW keeps exp_avg and exp_avg_sq in the parameter dtype. adamw_8bit /
-    paged_adamw_8bit: bitsandbytes blockwise 8-bit states (2 B/param + fp32 absmax per 256), 32-bit
-    for tensors under 4,096 elements. paged_adamw_32bit: 8 B/param. Paged variants allocate with
-    cudaMallocManaged (visible to nvidia-smi, not to torch). sgd: our runner uses plain SGD without
-    momentum: no state.
+    adamw: torch AdamW keeps exp_avg and exp_avg_sq in the parameter dtype, plus one fp32 `step`
+    per parameter tensor on CPU runs (step_counter_bytes). adamw_8bit / paged_adamw_8bit:
+    bitsandbytes blockwise 8-bit states (2 B/param + fp32 absmax per 256), 32-bit for tensors under
+    4,096 elements. paged_adamw_32bit: 8 B/param. Paged variants allocate with cudaMallocManaged
+    (visible to nvidia-smi, not to torch). bitsandbytes keeps its `step` as a Python int (no tensor).
+    sgd: our runner uses plain SGD without momentum: no state.
     """
     opt = cfg.train.optimizer
     if opt == "sgd":
         return 0.0, 0.0
     if opt == "adamw":
-        return n_trainable(cfg) * 2.0 * state_bytes, 0.0
+        return n_trainable(cfg) * 2.0 * state_bytes + step_counter_bytes(cfg), 0.0
     if opt == "paged_adamw_32bit":
         return 0.0, n_trainable(cfg) * 8.0
     b, eight_bit = 0.0, False

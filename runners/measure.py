@@ -118,15 +118,25 @@ def _unique_bytes(tensors) -> int:
 
 def static_bytes(model, optimizer) -> dict[str, int]:
     """Bytes of weights (bitsandbytes quant_state included; tied weights once), gradients and optimizer
-    state, read from the real tensors (call after an optimizer step, before gradients are cleared)."""
+    state, read from the real tensors (call after an optimizer step, before gradients are cleared).
+
+    Only the run device's memory counts: on CUDA, torch AdamW's per-tensor `step` counters live on the
+    host (not fused/capturable; advisor.static.step_counter_bytes) and are left out; bitsandbytes' paged
+    states (CPU tensors over cudaMallocManaged memory, `is_paged`) stay in. On CPU everything counts."""
     params = list(model.parameters())
+    dev = params[0].device.type if params else "cpu"
     weights = list(params)
     for p in params:
         qs = getattr(p, "quant_state", None)
         if qs is not None:
             weights.extend(_quant_tensors(qs))
     grads = [p.grad for p in params if p.grad is not None]
-    states = [v for st in optimizer.state.values() for v in st.values() if isinstance(v, torch.Tensor)]
+    states = [
+        v
+        for st in optimizer.state.values()
+        for v in st.values()
+        if isinstance(v, torch.Tensor) and (v.device.type == dev or getattr(v, "is_paged", False))
+    ]
     return {
         "weights": _unique_bytes(weights),
         "gradients": _unique_bytes(grads),

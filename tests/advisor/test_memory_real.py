@@ -27,7 +27,8 @@ from advisor.activations import (  # noqa: E402
 )
 from advisor.config import from_names  # noqa: E402
 from advisor.memory import Stack, regime, static_bytes  # noqa: E402
-from advisor.params import param_split, trainable_params  # noqa: E402
+from advisor.params import param_split, trainable_params, trainable_tensors  # noqa: E402
+from advisor.static import step_counter_bytes  # noqa: E402
 
 TINY = dict(
     hidden_size=128,
@@ -155,9 +156,9 @@ def test_static_bytes_equal_real_tensors(tmp_path, method, precision, optimizer)
     measured = {
         "weights": weights,
         "gradients": sum(p.grad.nbytes for p in params),
-        # optimizer states; per-tensor `step` scalars (4 bytes each in torch AdamW) left out
+        # optimizer states, torch AdamW's 0-dim fp32 `step` per parameter tensor included (on the CPU)
         "optimizer": _storage_bytes(
-            t for st in opt.state.values() for t in st.values() if torch.is_tensor(t) and t.dim() > 0
+            t for st in opt.state.values() for t in st.values() if torch.is_tensor(t)
         ),
     }
     cfg = from_names(
@@ -173,6 +174,13 @@ def test_static_bytes_equal_real_tensors(tmp_path, method, precision, optimizer)
     assert pred["weights"] == measured["weights"]
     assert pred["gradients"] == measured["gradients"]
     assert pred_opt == measured["optimizer"]
+    steps = [st["step"] for st in opt.state.values() if torch.is_tensor(st.get("step"))]
+    if optimizer == "adamw":  # torch: a 0-dim fp32 `step` on the CPU per parameter tensor (not fused)
+        assert len(steps) == trainable_tensors(cfg.model, cfg.method) == len(params)
+        assert all(t.dim() == 0 and t.dtype == torch.float32 and t.device.type == "cpu" for t in steps)
+        assert step_counter_bytes(cfg) == 4 * len(steps)
+    else:  # SGD keeps no state; bitsandbytes keeps `step` as a Python int
+        assert not steps and step_counter_bytes(cfg) == 0
 
 
 # ---------------------------------------------------------------------------------------------

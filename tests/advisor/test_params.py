@@ -13,7 +13,13 @@ peft = pytest.importorskip("peft")
 
 from advisor import catalog  # noqa: E402
 from advisor.config import ModelConfig, from_names  # noqa: E402
-from advisor.params import linear_layers, total_params, trainable_params  # noqa: E402
+from advisor.params import (  # noqa: E402
+    linear_layers,
+    param_tensors,
+    total_params,
+    trainable_params,
+    trainable_tensors,
+)
 
 
 def hf_config(m: ModelConfig):
@@ -62,6 +68,7 @@ def test_total_params_equals_transformers(name):
     model = from_names(name, "full", "a100-80gb").model
     hf = meta_model(model)
     assert total_params(model) == hf.num_parameters()
+    assert param_tensors(model) == len(list(hf.parameters()))  # what torch AdamW keeps a `step` for
     if model.total_params is not None:  # the catalog's reference count agrees too
         assert total_params(model) == model.total_params
 
@@ -108,6 +115,7 @@ def test_lora_trainable_equals_peft(name, kind):
         pm = peft.get_peft_model(hf, peft.LoraConfig(r=8, target_modules=targets))
     trainable, total = pm.get_nb_trainable_parameters()
     assert trainable_params(cfg.model, cfg.method) == trainable
+    assert trainable_tensors(cfg.model, cfg.method) == sum(p.requires_grad for p in pm.parameters())
     assert total_params(cfg.model) + trainable == total
 
 
