@@ -24,7 +24,7 @@ counted once. Rules used throughout (PyTorch autograd formulas):
 Checked exactly against `torch.autograd.graph.saved_tensors_hooks` on tiny real models on CPU
 (tests/advisor/test_memory_real.py: Llama, Qwen2/3, Gemma-2, Phi-3, GPT-2, Mixtral; full, LoRA with and
 without dropout, QLoRA with and without kbit upcast, bf16/fp32/amp) and within 2.5 % of the CUDA-
-faithful fake-tensor trace (runners/trace_compare.py) except GPT-2 LoRA with checkpointing.
+faithful fake-tensor trace (runners/trace_compare.py, docs/trace-vs-analytic.md).
 """
 
 from __future__ import annotations
@@ -54,7 +54,11 @@ class Regime:
 
 
 class Saved(dict):
-    """name → bytes per token; `put` keeps the first size for a name (shared tensors count once)."""
+    """name → bytes per token; `put` keeps the first size for a name (shared tensors count once).
+    `before_o_proj`: the bytes saved before the attention output projection (forward order) — what is
+    still alive of a layer's saved tensors when its backward reaches the attention core."""
+
+    before_o_proj: float = 0.0
 
     def put(self, name: str, nbytes: float) -> str:
         self.setdefault(name, nbytes)
@@ -174,6 +178,7 @@ def _attention(s: Saved, g: Regime, t, d, r: int, hit: set[str]) -> None:
     # output in that layout already (`.transpose(1, 2).contiguous()` is a no-op); eager copies it, and
     # so does SDPA when it was handed a strided v (fused qkv_proj)
     o_in = "o_in" if g.attention == "eager" or t.fused_qkv else "attn_out"
+    s.before_o_proj = float(sum(s.values()))
     _linear(s, g, o_in, c, "o_proj", d.q, r, "o_proj" in hit)
 
 
@@ -265,3 +270,37 @@ def mask_bytes_per_token_per_pos(model: ModelConfig, g: Regime) -> float:
     if g.attention == "eager":
         return float(g.cmp * masks)
     return float(masks) if g.masked and g.attention == "sdpa" else 0.0
+
+
+def input_leaf_bytes_per_token(model: ModelConfig, g: Regime) -> float:
+    """The input embedding's output kept beside the first layer's input, per token, with gradient
+    checkpointing on a frozen embedding (adapters).
+
+    transformers' checkpointing (`activation_checkpointing_enable`, also reached through PEFT's
+    `prepare_model_for_kbit_training`) calls `enable_input_require_grads`: a forward hook on the input
+    embedding does `output.requires_grad_(True)`, so with the embedding frozen its output is a *leaf*
+    requiring grad, and the leaf's AccumulateGrad node (referenced by the graph) holds it until the
+    graph is freed. Where that output is the first decoder layer's input (Llama, Qwen, Phi-3, Mistral;
+    Gemma scales inside its embedding module, so the hooked output is already the scaled one) it is
+    the first checkpointed layer input, counted already. GPT-2 adds the position embeddings (wte + wpe)
+    and applies dropout first, so the leaf (residual dtype: fp32 after the kbit upcast) is one more
+    b·s·h tensor. Full fine-tuning: the output has a grad_fn (not a leaf); embedding saves only ids."""
+    if g.full or not traits(model).learned_positions:
+        return 0.0
+    return float(g.res * dims(model).h)
+
+
+def attn_grad_bytes_per_token_per_pos(model: ModelConfig, g: Regime) -> float:
+    """Backward transient of eager attention over its scores, per token per key position, on top of
+    the layer's saved activations (pos_bytes_per_token) — the backward's peak inside a layer at long
+    sequence lengths. At `_softmax_backward_data` these O(s²) tensors are live: the saved fp32 softmax
+    output (and Gemma-2's saved soft-capping tanh output), the incoming gradient of the probabilities
+    in fp32 (the backward of `.to(query.dtype)` upcasts the 16-bit gradient the matmul wrote; with fp32
+    compute the matmul's own gradient) and the softmax backward's fp32 output: 4 + 4 bytes per head
+    more than saved, less the 16-bit probabilities copy, freed once `probs @ v`'s backward has run.
+    SDPA / flash kernels keep no O(s²) tensors (their backward recomputes the scores in tiles): 0.
+    GPT-2's own eager path (softmax in the compute dtype, attention dropout) is not modelled: 0."""
+    if g.attention != "eager" or traits(model).conv1d:
+        return 0.0
+    c = g.cmp
+    return float(dims(model).heads * (4 + 4 - (c if c != 4 else 0)))

@@ -12,7 +12,9 @@ from typing import NamedTuple
 
 from advisor.activations import (
     Regime,
+    attn_grad_bytes_per_token_per_pos,
     head_bytes_per_token,
+    input_leaf_bytes_per_token,
     layer_bytes_per_token,
     layer_constant_bytes,
     mask_bytes_per_token_per_pos,
@@ -108,10 +110,13 @@ class _Fixed(NamedTuple):
     opt: float
     paged: float
     layer: float  # saved bytes per token per layer
+    layer_after_attn: float  # of which saved from o_proj on (freed when the backward reaches attention)
     pos: float  # saved bytes per token per layer per key position
     mask_pos: float  # the shared attention mask, bytes per token per key position
     position: float  # RoPE cos/sin or position ids, bytes per sequence position (shared by the batch)
     head: float  # saved bytes per token outside the layers (final norm, lm_head input, ids)
+    leaf: float  # checkpointing: the embedding output kept as a leaf beside layer 0's input (GPT-2)
+    attn_grad: float  # eager attention's backward over its scores, bytes per token per key position
     amp_cache: float  # autocast's 16-bit weight copies
     const: float  # saved bytes per layer independent of tokens (MoE LoRA)
     large: int  # persistent tensors above 10 MiB
@@ -146,6 +151,7 @@ def _fixed(cfg: RunConfig, stack: Stack) -> _Fixed:
     if len(_FIXED) > 8192:
         _FIXED.clear()
     model, g = cfg.model, regime(cfg, stack)
+    layer = _layer_total(model, g, m.target_modules, m.r or 0)
     wide = cfg.precision == "fp32" or g.amp
     pbytes = (4 if wide else 2) if g.full else g.adapter  # trainable params' dtype
     opt, paged = optimizer_bytes(cfg, pbytes)
@@ -157,11 +163,14 @@ def _fixed(cfg: RunConfig, stack: Stack) -> _Fixed:
         grads=n_train * pbytes,
         opt=opt,
         paged=paged,
-        layer=_layer_total(model, g, m.target_modules, m.r or 0),
+        layer=layer,
+        layer_after_attn=layer - layer_bytes_per_token(model, g, m.target_modules, m.r or 0).before_o_proj,
         pos=pos_bytes_per_token(model, g),
         mask_pos=mask_bytes_per_token_per_pos(model, g),
         position=position_bytes_per_pos(model, g),
         head=_head_total(model, g, g.full),
+        leaf=input_leaf_bytes_per_token(model, g),
+        attn_grad=attn_grad_bytes_per_token_per_pos(model, g),
         amp_cache=2.0 * (param_split(model).linear_weights + (n_train if g.adapter else 0)) if g.amp else 0.0,
         const=_layer_const(model, g, m.target_modules),
         large=_large_persistent_tensors(model, m.name, cfg.precision, t.optimizer),
@@ -184,8 +193,8 @@ def memory(cfg: RunConfig, padded_len: int, stack: Stack = Stack()) -> Memory:
     layer = f.layer + f.pos * padded_len
     # + per position: RoPE cos/sin or position ids (shared by the batch); the mask kept by checkpoints
     head = f.head + f.position / train.micro_batch_size
-    if train.gradient_checkpointing:
-        head += f.mask_pos * padded_len
+    if train.gradient_checkpointing:  # + the embedding output made a leaf by enable_input_require_grads
+        head += f.mask_pos * padded_len + f.leaf
     const, amp_cache = f.const, f.amp_cache
     lm_head_trains = g.full
     if train.gradient_checkpointing:
@@ -201,7 +210,8 @@ def memory(cfg: RunConfig, padded_len: int, stack: Stack = Stack()) -> Memory:
     # ---- logits and loss (estimator-notes §4) ----------------------------------------------------
     lb = 4 if (g.cmp == 4 or stack.lm_head_fp32 or cfg.precision == "fp32") else 2
     kept = lb * d.vocab * tokens if stack.logits_kept else 0.0
-    if f.final_softcap:  # Gemma-2: tanh(logits / cap) * cap — tanh saves its output
+    kept_layers = kept  # what stays of them while the backward runs through the layers
+    if f.final_softcap:  # Gemma-2: tanh(logits / cap) * cap — tanh saves its output (freed by its backward)
         kept += lb * d.vocab * tokens
     if train.chunked_loss:  # chunked CE in the logits dtype: per-chunk log-softmax, no fp32 copies
         logits_fwd = kept + lb * d.vocab * tokens
@@ -225,11 +235,18 @@ def memory(cfg: RunConfig, padded_len: int, stack: Stack = Stack()) -> Memory:
     sharded = n_gpu > 1 and par in ("zero2", "zero3", "fsdp")
     step_tmp = f.n_train * pbytes / (n_gpu if sharded else 1) if train.optimizer == "adamw" else 0.0
     # (gradients, activations, logits, temporaries) live in each phase
+    last = recompute or tokens * layer + const  # the first layer's activations, its backward last
+    drop, layer_t = 0.0, transient
+    if f.attn_grad:  # eager attention: a layer's backward at its softmax, once the MLP, the norms after
+        # attention and o_proj have run theirs (their saved tensors freed), holds O(s²) fp32 gradients
+        attn_t = tokens * (f.attn_grad * padded_len + 2 * g.res * d.h)
+        if attn_t - tokens * f.layer_after_attn > transient:  # the layer's peak is there, not at the MLP
+            drop, layer_t = tokens * f.layer_after_attn, attn_t
     parts = {
         "forward_end": (g0, acts, logits_fwd, 0.0),
         "backward_start": (g0, acts, logits_bwd, 0.0),
-        "backward_layers": (g0, acts + recompute, kept, transient),
-        "backward_end": (grads + ddp_buckets, recompute or tokens * layer + const, 0.0, transient),
+        "backward_layers": (g0, acts + recompute - drop, kept_layers, layer_t),
+        "backward_end": (grads + ddp_buckets, last - drop, 0.0, layer_t),
         "optimizer_step": (grads + ddp_buckets, 0.0, 0.0, step_tmp),
     }
     phases = {k: sum(v) for k, v in parts.items()}
