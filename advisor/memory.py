@@ -23,7 +23,7 @@ from advisor.activations import (
 )
 from advisor.arch import by_identity, dims, traits
 from advisor.config import RunConfig
-from advisor.params import n_trainable, param_split
+from advisor.params import linear_layers, n_trainable, param_split
 from advisor.static import (  # noqa: F401  (re-exported: Stack, regime, static_bytes, q4_bytes)
     Stack,
     _large_persistent_tensors,
@@ -100,6 +100,11 @@ def _head_total(model, g: Regime, lm_head_trains: bool) -> float:
     return head_bytes_per_token(model, g, lm_head_trains)
 
 
+@by_identity()
+def _largest_layer_weight(model) -> int:
+    return max(x.in_features * x.out_features for x in linear_layers(model) if x.part != "lm_head")
+
+
 class _Fixed(NamedTuple):
     """What memory() needs that does not depend on the sequence length or batch size."""
 
@@ -120,6 +125,7 @@ class _Fixed(NamedTuple):
     amp_cache: float  # autocast's 16-bit weight copies
     const: float  # saved bytes per layer independent of tokens (MoE LoRA)
     large: int  # persistent tensors above 10 MiB
+    q4_largest: int  # elements of the largest layer weight (what one 4-bit matmul dequantizes)
     final_softcap: bool
     n_train: int
 
@@ -174,6 +180,7 @@ def _fixed(cfg: RunConfig, stack: Stack) -> _Fixed:
         amp_cache=2.0 * (param_split(model).linear_weights + (n_train if g.adapter else 0)) if g.amp else 0.0,
         const=_layer_const(model, g, m.target_modules),
         large=_large_persistent_tensors(model, m.name, cfg.precision, t.optimizer),
+        q4_largest=_largest_layer_weight(model),
         final_softcap=traits(model).final_softcap,
         n_train=n_train,
     )
@@ -203,10 +210,21 @@ def memory(cfg: RunConfig, padded_len: int, stack: Stack = Stack()) -> Memory:
     else:
         saved = tokens * (d.layers * layer + head) + d.layers * const
         recompute = 0.0
+    lm_head_q4 = cfg.method.name == "qlora" and stack.lm_head_4bit and not d.tied
+    if lm_head_q4 and g.q4_saves_input:  # the 4-bit lm_head saves its input (the final norm's output)
+        saved += tokens * g.res * d.h
     acts = saved + amp_cache
     # backward transients at the MLP: grads of the product, gate and up, plus two residual grads
     i_eff = d.i * (2 if d.experts == 1 else 2 * d.active_experts)
     transient = tokens * (3 * g.cmp * i_eff / 2 + 2 * g.res * d.h)
+    # QLoRA: a 4-bit matmul dequantizes its weight for the forward and again for the backward; the
+    # largest layer weight's copy is live beside the layer's backward transients (and the 4-bit lm_head's
+    # beside everything saved, when its backward runs first)
+    deq = deq_head = 0.0
+    if cfg.method.name == "qlora":
+        deq = stack.dequant_bytes * f.q4_largest
+        deq_head = stack.dequant_bytes * d.vocab * d.h if lm_head_q4 else 0.0
+        transient += deq
     # ---- logits and loss (estimator-notes §4) ----------------------------------------------------
     lb = 4 if (g.cmp == 4 or stack.lm_head_fp32 or cfg.precision == "fp32") else 2
     kept = lb * d.vocab * tokens if stack.logits_kept else 0.0
@@ -243,8 +261,8 @@ def memory(cfg: RunConfig, padded_len: int, stack: Stack = Stack()) -> Memory:
         if attn_t - tokens * f.layer_after_attn > transient:  # the layer's peak is there, not at the MLP
             drop, layer_t = tokens * f.layer_after_attn, attn_t
     parts = {
-        "forward_end": (g0, acts, logits_fwd, 0.0),
-        "backward_start": (g0, acts, logits_bwd, 0.0),
+        "forward_end": (g0, acts, logits_fwd, deq_head),
+        "backward_start": (g0, acts, logits_bwd, deq_head),
         "backward_layers": (g0, acts + recompute - drop, kept_layers, layer_t),
         "backward_end": (grads + ddp_buckets, last - drop, 0.0, layer_t),
         "optimizer_step": (grads + ddp_buckets, 0.0, 0.0, step_tmp),

@@ -41,6 +41,14 @@ class Stack:
     logits_kept: bool = True  # the model output object holds the logits through backward
     lm_head_fp32: bool = False  # the model upcasts its logits itself (torchtune's `.float()`)
     bnb_saves_input: bool = False  # bitsandbytes < 0.43.2 (before July 2024): 4-bit matmuls save their input
+    # QLoRA quantizes the output layer too (Lightning Fabric's BitsandbytesPrecision replaces every
+    # nn.Linear; transformers keeps lm_head in 16-bit)
+    lm_head_4bit: bool = False
+    # bytes per element of the weight a 4-bit matmul dequantizes for its forward and its backward: 2 when
+    # bitsandbytes dequantizes straight into the compute dtype (the quant_state keeps the dtype the weight
+    # had, bf16 here); 4 when the weight was quantized from fp16 (Fabric) and the fp16 result is then
+    # cast to bf16 (`dequantize_4bit(B, state).to(A.dtype)`)
+    dequant_bytes: int = 2
 
 
 def q4_bytes(n: int, double_quant: bool) -> int:
@@ -91,8 +99,10 @@ def _weight_bytes(cfg: RunConfig, g: Regime, stack: Stack) -> float:
     if m.name == "lora":
         return total_params(model) * (4 if wide else 2) + adapters
     split = param_split(model)
-    other = split.other * (4 if stack.kbit_upcast or wide else 2)
-    return _q4_linear_bytes(model, m.double_quant) + other + adapters
+    other, q4 = split.other, _q4_linear_bytes(model, m.double_quant)
+    if stack.lm_head_4bit and split.lm_head:
+        other, q4 = other - split.lm_head, q4 + q4_bytes(split.lm_head, m.double_quant)
+    return q4 + other * (4 if stack.kbit_upcast or wide else 2) + adapters
 
 
 @by_identity()

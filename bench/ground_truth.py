@@ -30,7 +30,9 @@ HF_PEFT = Stack()  # transformers + PEFT: fp32 adapters, logits kept by the outp
 # torchtune 0.1.1 (Apr 2024; read from its wheel on PyPI): LoRA matrices in the model dtype (bf16,
 # `set_default_dtype`), no kbit upcast (torchao NF4 tensors), TransformerDecoder returns
 # `self.output(h).float()` and the recipe keeps `logits` (a shifted fp32 copy) through backward.
-TORCHTUNE = Stack(adapter_bytes=2, kbit_upcast=False, lm_head_fp32=True)
+# torchao 0.1's NF4 `weight.to(bf16)` (get_original_weight) holds both nibble halves as int64 (4n + 4n),
+# four bf16 half-size intermediates (4n) and the stacked result (2n) while it dequantizes a weight.
+TORCHTUNE = Stack(adapter_bytes=2, kbit_upcast=False, lm_head_fp32=True, dequant_bytes=14)
 # torchtune 0.1.1 pins torchao==0.1, whose NF4 quantization runs where the tensor is: on the GPU for
 # QLoRA (torchtune's `clone` and `copy_` overrides re-quantize every weight on the device while the
 # model is deep-copied per layer and while `load_state_dict` copies the bf16 checkpoint in).
@@ -41,7 +43,12 @@ TORCHTUNE = Stack(adapter_bytes=2, kbit_upcast=False, lm_head_fp32=True)
 # so max_memory_reserved during training never falls below the init high-water.
 TORCHAO_01_NF4_PEAK_BYTES_PER_ELEMENT = 2 + 2 + 32 + 32
 # lit-gpt (Oct 2023): bf16-true (adapters bf16), bitsandbytes 0.41 whose 4-bit matmul saved its input
-LITGPT = Stack(adapter_bytes=2, kbit_upcast=False, bnb_saves_input=True)
+# (`ctx.tensors = (A, B)`). Quantization through Lightning Fabric 2.1's BitsandbytesPrecision (read
+# from the lightning 2.1.0 wheel): the model is built under `fabric.init_module()`, which swaps every
+# nn.Linear — lm_head included — for a 4-bit one, and `_quantize_weight` quantizes from
+# `weight.to(torch.half)`, so bitsandbytes 0.41 dequantizes to fp16 and `MatMul4Bit` then casts to
+# bf16 (`F.dequantize_4bit(B, state).to(A.dtype)`, forward and backward): 4 bytes per element.
+LITGPT = Stack(adapter_bytes=2, kbit_upcast=False, bnb_saves_input=True, lm_head_4bit=True, dequant_bytes=4)
 
 QV = ["q_proj", "v_proj"]
 MLP = ["gate_proj", "up_proj", "down_proj"]
