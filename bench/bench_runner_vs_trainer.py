@@ -1,14 +1,21 @@
 """The runner's training speed beside a plain transformers `Trainer`, measured in one run.
 
-Same model (a small Llama built with from_config and saved locally), same training examples (the
-runner's split and tokenization, response-only labels), same micro-batch, same steps, same optimizer
-(torch AdamW, no weight decay), fp32 on CPU. The dataset has varied lengths (VARIED_WORDS), so padding
-matters. Printed: tokens/s over non-padding trained tokens, excluding the first WARMUP_STEPS steps, for
-- Trainer: per-batch dynamic padding (DataCollatorForSeq2Seq), its default sampler;
-- runner, padded: runners.cell.run_cell with train.packing=false (as users run it: memory tracking on);
-- runner, packed: train.packing=true (boundary-respecting packing up to seq_len);
-- runner, padded, no live-bytes tracking: the second row with the CPU TorchDispatchMode off (the runner
-  already leaves tracked steps out of tokens/s, so these two rows should agree);
+Same model (a small Llama built with from_config and saved locally), same micro-batches in the same
+order (the runner's split, tokenization, response-only labels and data stream; Trainer reads them with
+its sequential sampler and pads each batch itself: DataCollatorForSeq2Seq, per-batch dynamic padding),
+same steps, lr schedule and precision (fp32 on CPU). Trainer keeps its defaults otherwise, optimizer
+included (adamw_torch_fused on torch >= 2.8: the fused kernel the runner's AdamW also uses on CPU).
+The dataset has varied lengths (VARIED_WORDS), so padding matters. Tokens/s count non-padding tokens
+and leave out the first WARMUP_STEPS steps. Variants, interleaved round by round (Trainer, runner
+padded, runner packed, runner untracked, repeat) so machine drift hits all alike:
+- Trainer: per-step times from consecutive `on_step_end` calls (all of Trainer's per-step work);
+- runner, padded: runners.cell.run_cell with train.packing=false, as users run it (the CPU live-bytes
+  counter on for its first steps and the largest batch, which its tokens/s leaves out): compared
+  with Trainer over exactly the steps the runner timed, and end to end (gaps between its on_step
+  calls, i.e. including everything outside its timed region);
+- runner, packed: train.packing=true (boundary-respecting packing up to seq_len), against Trainer's
+  tokens/s over all steps after warm-up;
+- runner, padded, no live-bytes tracking: every step after warm-up timed, against the same for Trainer;
 and the per-step cost of the live-bytes counter itself (same model, 8×160 tokens, interleaved).
 Target: the runner is not slower than Trainer, and packing is at least 1.3× faster.
 
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import sys
@@ -36,6 +44,7 @@ from runners import data as data_mod  # noqa: E402
 from runners import measure  # noqa: E402
 from runners import model as model_mod  # noqa: E402
 from runners.cell import run_cell  # noqa: E402
+from runners.optim import make_optimizer  # noqa: E402
 
 ROWS = 600  # training examples generated
 VARIED_WORDS = (4, 160)  # response length range (words): the spread that makes padding matter
@@ -135,8 +144,23 @@ def make_cfg(model_dir: Path, data_path: Path, vocab: int, steps: int, packing: 
     )
 
 
-def run_trainer(cfg, steps: int, out_dir: Path) -> dict:
-    """transformers Trainer on the runner's training examples and tokenization."""
+def runner_batches(cfg, steps: int) -> list[list[data_mod.Row]]:
+    """The micro-batches the padded runner trains on, step by step (its split, tokenization, stream)."""
+    tok = model_mod.load_tokenizer(cfg)
+    split = dataset.split(cfg.data, cfg.seed)
+    encoded = [data_mod.encode(tok, e, SEQ_LEN) for e in split.train]
+    stream = data_mod.Stream(
+        data_mod.build_rows(encoded, SEQ_LEN, False, cfg.seed), MICRO_BATCH_SIZE, cfg.seed
+    )
+    return [stream.micro_batch(k) for k in range(steps)]
+
+
+def run_trainer(cfg, batches: list[list[data_mod.Row]], out_dir: Path) -> dict:
+    """transformers Trainer on the runner's micro-batches, in the runner's order (a sequential sampler
+    over them): the two sides train on identical batches, so their tokens/s compare loop against loop.
+    Everything else is Trainer's default, its optimizer included (adamw_torch_fused on torch >= 2.8).
+    Per-step times are the gaps between consecutive `on_step_end` calls: everything Trainer does for a
+    step (batch fetch and collation, forward/backward, clipping, optimizer, scheduler, callbacks)."""
     from transformers import (
         AutoModelForCausalLM,
         DataCollatorForSeq2Seq,
@@ -146,38 +170,35 @@ def run_trainer(cfg, steps: int, out_dir: Path) -> dict:
     )
 
     tok = model_mod.load_tokenizer(cfg)
-    split = dataset.split(cfg.data, cfg.seed)
-    train = [data_mod.encode(tok, e, SEQ_LEN) for e in split.train]
-    features = [{"input_ids": e.input_ids, "labels": e.labels} for e in train]
+    features = [{"input_ids": r.input_ids, "labels": r.labels} for rows in batches for r in rows]
     model = AutoModelForCausalLM.from_pretrained(
         cfg.model.path, dtype=torch.float32, attn_implementation="sdpa"
     )
     real: list[int] = []
+    padded: list[int] = []
     collator = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100)
 
     def collate(batch):
+        out = collator(batch)
         real.append(sum(len(f["input_ids"]) for f in batch))
-        return collator(batch)
+        padded.append(int(out["input_ids"].numel()))
+        return out
 
-    timing = {"t0": None, "t1": None}
+    ends: list[float] = []
 
     class Clock(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
-            if state.global_step == WARMUP_STEPS:
-                timing["t0"] = time.perf_counter()
-            if state.global_step == steps:
-                timing["t1"] = time.perf_counter()
+            ends.append(time.perf_counter())
 
     args = TrainingArguments(
         output_dir=str(out_dir),
-        max_steps=steps,
+        max_steps=len(batches),
         per_device_train_batch_size=MICRO_BATCH_SIZE,
         gradient_accumulation_steps=1,
         learning_rate=LR,
         weight_decay=0.0,
         lr_scheduler_type="cosine",
         warmup_steps=0,
-        optim="adamw_torch",
         logging_steps=10_000,
         save_strategy="no",
         report_to=[],
@@ -186,20 +207,41 @@ def run_trainer(cfg, steps: int, out_dir: Path) -> dict:
         dataloader_num_workers=0,
         remove_unused_columns=False,
         disable_tqdm=True,
+        train_sampling_strategy="sequential",
     )
-    Trainer(
+    trainer = Trainer(
         model=model, args=args, train_dataset=features, data_collator=collate, callbacks=[Clock()]
-    ).train()
-    tokens = sum(real[WARMUP_STEPS:steps])
-    return {"tokens_per_s": tokens / (timing["t1"] - timing["t0"]), "timed_tokens": tokens}
+    )
+    trainer.train()
+    steps = len(batches)
+    assert len(ends) == steps and len(real) == steps, (len(ends), len(real))
+    step_s = [None] + [b - a for a, b in zip(ends, ends[1:], strict=False)]  # step 0: no start mark
+    optim = getattr(trainer.args.optim, "value", trainer.args.optim)
+    return {"optim": optim, "step_s": step_s, "real": real, "padded": padded}
 
 
 def run_runner(cfg, out_dir: Path, live: bool = True) -> dict:
+    """runners.cell.run_cell as users run it; per step (via its on_step hook): real tokens, whether the
+    runner timed the step, and the wall-clock gap between consecutive on_step calls (end to end)."""
     saved = measure.LiveBytes
     if not live:
         measure.LiveBytes = lambda: None  # type: ignore[assignment]  # runners.cell reads it at run time
+    per_step: list[dict] = []
+    last = {"tokens": 0, "timed_s": 0.0, "t": None}
+
+    def on_step(p) -> None:
+        now = time.perf_counter()
+        per_step.append(
+            {
+                "real": p.train_tokens - last["tokens"],
+                "timed": p.timed_s > last["timed_s"],
+                "gap_s": None if last["t"] is None else now - last["t"],
+            }
+        )
+        last.update(tokens=p.train_tokens, timed_s=p.timed_s, t=now)
+
     try:
-        res = run_cell(cfg, out_dir, resume=False)
+        res = run_cell(cfg, out_dir, resume=False, on_step=on_step)
     finally:
         measure.LiveBytes = saved
     assert res["status"] == "complete", res["reason"]
@@ -209,7 +251,13 @@ def run_runner(cfg, out_dir: Path, live: bool = True) -> dict:
         "padding_fraction": m["padding_fraction"],
         "train_tokens": m["train_tokens"],
         "steps": m["steps"],
+        "per_step": per_step,
     }
+
+
+def rate(real: list[int], step_s: list[float | None], steps) -> float:
+    """Non-padding tokens per second over the given steps."""
+    return sum(real[k] for k in steps) / sum(step_s[k] for k in steps)  # type: ignore[misc]
 
 
 def tracking_overhead(model_dir: Path, repeats: int = 8) -> dict:
@@ -217,7 +265,7 @@ def tracking_overhead(model_dir: Path, repeats: int = 8) -> dict:
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    opt = torch.optim.AdamW(model.parameters(), lr=LR)
+    opt = make_optimizer("adamw", model.parameters(), LR)  # the runner's
     ids = torch.randint(0, model.config.vocab_size, (MICRO_BATCH_SIZE, 160))
 
     def step() -> float:
@@ -240,46 +288,124 @@ def tracking_overhead(model_dir: Path, repeats: int = 8) -> dict:
     return {"plain_step_s": round(a, 4), "tracked_step_s": round(b, 4), "overhead": round(b / a - 1, 4)}
 
 
+def compare_round(tr: dict, padded: dict, packed: dict, untracked: dict) -> dict:
+    """One round's figures: each runner variant beside Trainer on the same steps."""
+    steps = len(tr["real"])
+    late = range(WARMUP_STEPS, steps)
+    for r in (padded, untracked):  # identical batches on both sides, step by step
+        assert [s["real"] for s in r["per_step"]] == tr["real"], "runner and Trainer batches differ"
+    timed = [k for k, s in enumerate(padded["per_step"]) if s["timed"]]
+    untimed = [k for k, s in enumerate(untracked["per_step"]) if s["timed"]]
+    assert untimed == list(late), untimed
+    trainer_all = rate(tr["real"], tr["step_s"], late)
+    gaps = [s["gap_s"] for s in padded["per_step"]]
+    out = {
+        "trainer": trainer_all,
+        # the runner's own figure, and Trainer over exactly the steps the runner timed (it leaves out
+        # the steps run under the live-bytes counter: the first ones and the largest batch)
+        "runner_padded": padded["tokens_per_s"],
+        "trainer_same_steps": rate(tr["real"], tr["step_s"], timed),
+        # the runner end to end: gaps between its on_step calls (everything outside the timed region)
+        "runner_padded_end_to_end": rate(tr["real"], gaps, [k for k in timed if k > 0]),
+        "trainer_end_to_end_steps": rate(tr["real"], tr["step_s"], [k for k in timed if k > 0]),
+        "runner_padded_no_tracking": untracked["tokens_per_s"],
+        "runner_packed": packed["tokens_per_s"],
+    }
+    out["ratio_padded"] = out["runner_padded"] / out["trainer_same_steps"]
+    out["ratio_padded_end_to_end"] = out["runner_padded_end_to_end"] / out["trainer_end_to_end_steps"]
+    out["ratio_no_tracking"] = out["runner_padded_no_tracking"] / trainer_all
+    out["ratio_packed"] = out["runner_packed"] / trainer_all
+    out["step_s"] = {  # per step, end to end (None: step 0 has no start mark)
+        "trainer": tr["step_s"],
+        "runner_padded": gaps,
+        "runner_padded_no_tracking": [s["gap_s"] for s in untracked["per_step"]],
+        "runner_packed": [s["gap_s"] for s in packed["per_step"]],
+    }
+    out["real"] = {"padded": tr["real"], "packed": [s["real"] for s in packed["per_step"]]}
+    out["timed_steps"] = {
+        "runner_padded": timed,
+        "runner_packed": [k for k, s in enumerate(packed["per_step"]) if s["timed"]],
+    }
+    return out
+
+
+def best_of_rounds(rounds: list[dict]) -> dict:
+    """Each step's least-disturbed time over the rounds (timeit's min rule, per step: robust to a
+    neighbour's burst of load in one round), then the same comparisons as compare_round, end to end."""
+    best = {
+        name: [None if k == 0 else min(r["step_s"][name][k] for r in rounds) for k in range(len(times))]
+        for name, times in rounds[0]["step_s"].items()
+    }
+    real, real_packed = rounds[0]["real"]["padded"], rounds[0]["real"]["packed"]
+    late = range(WARMUP_STEPS, len(real))
+    timed = [k for k in rounds[0]["timed_steps"]["runner_padded"] if k > 0]
+    timed_packed = [k for k in rounds[0]["timed_steps"]["runner_packed"] if k > 0]
+    out = {
+        "trainer": rate(real, best["trainer"], late),
+        "trainer_same_steps": rate(real, best["trainer"], timed),
+        "runner_padded": rate(real, best["runner_padded"], timed),
+        "runner_padded_no_tracking": rate(real, best["runner_padded_no_tracking"], late),
+        "runner_packed": rate(real_packed, best["runner_packed"], timed_packed),
+    }
+    out["ratio_padded"] = out["runner_padded"] / out["trainer_same_steps"]
+    out["ratio_no_tracking"] = out["runner_padded_no_tracking"] / out["trainer"]
+    out["ratio_packed"] = out["runner_packed"] / out["trainer"]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=30, help="optimizer steps per variant")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     ap.add_argument("--out", type=Path, default=Path("outputs/bench-runner-vs-trainer.json"))
     args = ap.parse_args(argv)
-    torch.set_num_threads(torch.get_num_threads())
+    load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model_dir, data_path, vocab = make_assets(tmp)
         padded, packed = (make_cfg(model_dir, data_path, vocab, args.steps, p) for p in (False, True))
-        variants = {
-            "trainer": lambda k: run_trainer(padded, args.steps, tmp / f"trainer{k}"),
-            "runner_padded": lambda k: run_runner(padded, tmp / f"padded{k}"),
-            "runner_packed": lambda k: run_runner(packed, tmp / f"packed{k}"),
-            "runner_padded_no_tracking": lambda k: run_runner(padded, tmp / f"nolive{k}", live=False),
-        }
-        runs: dict[str, list[dict]] = {name: [] for name in variants}
+        batches = runner_batches(padded, args.steps)
+        rounds, info = [], {}
         for k in range(args.rounds):  # interleaved rounds: a busy machine slows every variant alike
-            for name, fn in variants.items():
-                runs[name].append(fn(k))
+            tr = run_trainer(padded, batches, tmp / f"trainer{k}")
+            pd = run_runner(padded, tmp / f"padded{k}")
+            pk = run_runner(packed, tmp / f"packed{k}")
+            nl = run_runner(padded, tmp / f"nolive{k}", live=False)
+            rounds.append(compare_round(tr, pd, pk, nl))
+            info = {
+                "trainer_optim": tr["optim"],
+                "padding_fraction_trainer": round(1 - sum(tr["real"]) / sum(tr["padded"]), 4),
+                "padding_fraction_runner": pd["padding_fraction"],
+                "padding_fraction_packed": pk["padding_fraction"],
+            }
+            r = rounds[-1]
+            print(
+                f"round {k + 1}: Trainer {r['trainer']:.0f} tok/s | runner padded ×{r['ratio_padded']:.3f} "
+                f"(end to end ×{r['ratio_padded_end_to_end']:.3f}, untracked ×{r['ratio_no_tracking']:.3f})"
+                f" | packed ×{r['ratio_packed']:.3f} | load {os.getloadavg()[0]:.2f}",
+                flush=True,
+            )
         overhead = tracking_overhead(model_dir)
-    results = {}
-    for name, rs in runs.items():
-        speeds = sorted(r["tokens_per_s"] for r in rs)
-        results[name] = {
-            **rs[0],
-            "tokens_per_s": statistics.median(speeds),
-            "best_tokens_per_s": speeds[-1],  # the least-disturbed round (timeit's min-time rule)
-            "rounds_tokens_per_s": speeds,
-        }
-    base = results["trainer"]["tokens_per_s"]
-    for name, r in results.items():
-        r["vs_trainer"] = round(r["tokens_per_s"] / base, 3)
-        r["best_vs_trainer"] = round(r["best_tokens_per_s"] / results["trainer"]["best_tokens_per_s"], 3)
-        print(
-            f"{name:28s} median {r['tokens_per_s']:8.1f} tokens/s ×{r['vs_trainer']:.2f} | best "
-            f"{r['best_tokens_per_s']:8.1f} ×{r['best_vs_trainer']:.2f} vs Trainer ({args.rounds} rounds)",
-            flush=True,
-        )
+    med = {k: statistics.median(r[k] for r in rounds) for k, v in rounds[0].items() if isinstance(v, float)}
+    best = best_of_rounds(rounds)
+    print(
+        f"\n{args.rounds} interleaved rounds of {args.steps} steps (Trainer optim={info['trainer_optim']}, "
+        f"same micro-batches; padding {info['padding_fraction_trainer']:.1%} both sides, packed "
+        f"{info['padding_fraction_packed']:.1%}); median of the rounds | each step's best round:"
+    )
+    rows = [
+        ("Trainer (steps >= 2)", "trainer", None),
+        ("Trainer (the runner's timed steps)", "trainer_same_steps", None),
+        ("runner padded (its tokens/s)", "runner_padded", "ratio_padded"),
+        ("runner padded, end to end", "runner_padded_end_to_end", "ratio_padded_end_to_end"),
+        ("runner padded, no live-bytes counter", "runner_padded_no_tracking", "ratio_no_tracking"),
+        ("runner packed", "runner_packed", "ratio_packed"),
+    ]
+    for name, key, ratio in rows:
+        line = f"  {name:38s} {med[key]:8.1f} tokens/s" + (f" ×{med[ratio]:.3f}" if ratio else " " * 7)
+        if key in best:
+            line += f" | {best[key]:8.1f}" + (f" ×{best[ratio]:.3f}" if ratio else "")
+        print(line)
     print(
         f"live-bytes tracking overhead per step: {overhead['overhead']:.1%} "
         f"({overhead['plain_step_s'] * 1e3:.0f} ms → {overhead['tracked_step_s'] * 1e3:.0f} ms)",
@@ -293,7 +419,12 @@ def main(argv: list[str] | None = None) -> int:
         "seq_len": SEQ_LEN,
         "rows": ROWS,
         "threads": torch.get_num_threads(),
-        "results": results,
+        "load_average_start": load0,
+        "load_average_end": os.getloadavg()[0],
+        **info,
+        "median": med,
+        "best_of_rounds": best,
+        "per_round": rounds,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2))
