@@ -12,16 +12,18 @@ training code that produced the number (all sourced below). No per-row correctio
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from advisor.arch import dims  # noqa: E402
+import torchtune01_init  # noqa: E402
+
 from advisor.config import from_names  # noqa: E402
-from advisor.memory import GIB, RESERVED_FRACTION_VARIABLE, Stack, memory  # noqa: E402
-from advisor.params import param_split  # noqa: E402
+from advisor.memory import GIB, Stack, memory  # noqa: E402
 
 GB = 1e9
 
@@ -34,14 +36,11 @@ HF_PEFT = Stack()  # transformers + PEFT: fp32 adapters, logits kept by the outp
 # four bf16 half-size intermediates (4n) and the stacked result (2n) while it dequantizes a weight.
 TORCHTUNE = Stack(adapter_bytes=2, kbit_upcast=False, lm_head_fp32=True, dequant_bytes=14)
 # torchtune 0.1.1 pins torchao==0.1, whose NF4 quantization runs where the tensor is: on the GPU for
-# QLoRA (torchtune's `clone` and `copy_` overrides re-quantize every weight on the device while the
-# model is deep-copied per layer and while `load_state_dict` copies the bf16 checkpoint in).
-# torchao 0.1 `to_nf4` of an n-element bf16 weight holds, at its peak: the bf16 input (2n), the scaled
-# blocks (2n) and, in `quantize_tensor_nearest`, `(value - nf4).abs()`: two (n, 16) bf16 tensors
-# (32n + 32n) = 68 bytes per element of the largest quantized weight on top of the model. torchtune
-# resets the peak counters after model init, but the caching allocator keeps those segments reserved,
-# so max_memory_reserved during training never falls below the init high-water.
-TORCHAO_01_NF4_PEAK_BYTES_PER_ELEMENT = 2 + 2 + 32 + 32
+# QLoRA, for the template layer, again for every deep copy of it and again for every weight of the
+# checkpoint. One `to_nf4` holds 68 bytes per element of its weight at its peak (two (n, 16) bf16
+# difference tensors); the caching allocator keeps the segments, and torchtune's reset of the peak
+# counters after init does not shrink `max_memory_reserved`. bench/torchtune01_init.py replays those
+# allocations (recorded from torchao 0.1's code) through advisor/allocator.py.
 # lit-gpt (Oct 2023): bf16-true (adapters bf16), bitsandbytes 0.41 whose 4-bit matmul saved its input
 # (`ctx.tensors = (A, B)`). Quantization through Lightning Fabric 2.1's BitsandbytesPrecision (read
 # from the lightning 2.1.0 wheel): the model is built under `fabric.init_module()`, which swaps every
@@ -68,9 +67,9 @@ class Case:
     padded_len: int  # tokens per sequence of the micro-batch that sets the peak
     metric: str  # reserved | allocated
     measured_bytes: float
-    # bytes per element of the largest quantized weight that model init holds on the device on top
-    # of the model (0: quantization does not run on the device with large transients)
-    init_quant_bytes_per_element: float = 0.0
+    # max_memory_reserved that the source's model init leaves behind, when it allocates more than the
+    # model on the device (None: loading holds little beyond the weights)
+    init_reserved: Callable[[], float] | None = None
 
 
 def _t(mb: int, seq: int, gc: bool, **kw) -> dict:
@@ -150,7 +149,7 @@ CASES = [
         512,
         "reserved",
         9.29 * GB,
-        TORCHAO_01_NF4_PEAK_BYTES_PER_ELEMENT,
+        lambda: torchtune01_init.replay(**torchtune01_init.llama_dims("llama-2-7b", r=8)).peak_reserved,
     ),
     # P6–P7: lit-gpt resource tables (1 × 1,304, no ckpt, chunked loss; PagedAdamW when quantized)
     Case(
@@ -239,27 +238,11 @@ def predict(case: Case):
     return memory(cfg, case.padded_len, case.stack)
 
 
-def init_high_water(case: Case, m) -> tuple[float, float]:
-    """(allocated, reserved) at the peak of model init where the source quantizes on the device: the
-    whole model (plus the template layer torchtune deep-copies into every position, alive until its
-    builder returns) and the quantization transient of the largest quantized weight, with the same
-    caching-allocator headroom on the churning bytes that the training peak gets."""
-    if not case.init_quant_bytes_per_element:
-        return 0.0, 0.0
-    model = from_names(case.model, case.method, case.gpu).model
-    d, split = dims(model), param_split(model)
-    transient = case.init_quant_bytes_per_element * max(d.h * d.i, d.h * d.q, d.h * d.kv)
-    template_layer = (m.weights - 2 * (split.embedding + split.lm_head)) / d.layers  # bf16 embeddings
-    allocated = m.weights + template_layer + transient
-    return allocated, allocated + RESERVED_FRACTION_VARIABLE * transient
-
-
 def prediction(case: Case) -> tuple[float, str]:
     """The number the source reports, predicted, and the phase that sets it."""
     m = predict(case)
     pred = m.reserved if case.metric == "reserved" else m.allocated
-    init_alloc, init_resv = init_high_water(case, m)
-    init = init_resv if case.metric == "reserved" else init_alloc
+    init = case.init_reserved() if case.init_reserved and case.metric == "reserved" else 0.0
     return (init, "model_init") if init > pred else (pred, m.peak_phase)
 
 
