@@ -27,17 +27,21 @@ def for_method(cfg: RunConfig, method: str, r: int | None = None) -> RunConfig:
 def _merge(row: dict[str, Any], traced: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
     """`traced` over the analytic `row`, nested dicts (memory, time) merged key by key.
 
-    A trace counts torch's live tensors (allocated) only; what it cannot see — the allocator's slack
-    (reserved − allocated) and memory outside torch (device − reserved) — stays the analytic model's,
-    added on top of the traced peak, and `fits` is judged again on the resulting device_gib."""
+    A trace counts torch's live tensors (allocated) and replays them through the caching-allocator
+    model (reserved); memory outside torch (device − reserved: CUDA context, workspaces, paged states)
+    stays the analytic model's, added on top, and `fits` is judged again on the resulting device_gib.
+    A trace without a reserved figure keeps the analytic slack (reserved − allocated) instead."""
     out = dict(row)
     for k, v in traced.items():
         out[k] = {**out[k], **v} if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     alloc = traced.get("memory", {}).get("allocated_gib")
     if alloc is not None:
-        mem, delta = out["memory"], alloc - row["memory"]["allocated_gib"]
-        mem["reserved_gib"] = row["memory"]["reserved_gib"] + delta
-        mem["device_gib"] = row["memory"]["device_gib"] + delta
+        mem, was = out["memory"], row["memory"]
+        resv = traced["memory"].get("reserved_gib")
+        if resv is None or cfg.gpu.is_cpu:  # on a CPU there is no caching allocator: RSS rules
+            resv = was["reserved_gib"] + alloc - was["allocated_gib"]
+        mem["reserved_gib"] = round(resv, 6)
+        mem["device_gib"] = round(resv + was["device_gib"] - was["reserved_gib"], 6)
         out["fits"] = mem["device_gib"] <= cfg.gpu.usable_mib / 1024
     return out
 

@@ -45,11 +45,14 @@ class LiveBytes(TorchDispatchMode):
         self.default = "activations"
         self.peak: dict[str, int] = dict.fromkeys(PHASES, 0)
         self.peak_cat: dict[str, dict[str, int]] = {ph: dict(self.by_cat) for ph in PHASES}
+        self.events: list[tuple] = []  # ("alloc", n, nbytes) / ("free", n), in order: replayed through
+        self._serial = 0  # advisor.allocator for reserved memory
 
     def _free(self, key: int) -> None:
-        nbytes, cat = self.live.pop(key)
+        nbytes, cat, serial = self.live.pop(key)
         self.by_cat[cat] -= nbytes
         self.total -= nbytes
+        self.events.append(("free", serial))
 
     def add(self, t: torch.Tensor, category: str | None = None) -> None:
         """Track t's storage (re-tag it if already tracked)."""
@@ -58,13 +61,15 @@ class LiveBytes(TorchDispatchMode):
         cat = category or self.default
         if key in self.live:
             if category is not None and self.live[key][1] != category:
-                nbytes, old = self.live[key]
+                nbytes, old, _ = self.live[key]
                 self.by_cat[old] -= nbytes
                 self.by_cat[category] += nbytes
                 self.live[key][1] = category
             return
         nbytes = st.nbytes()
-        self.live[key] = [nbytes, cat]
+        self.live[key] = [nbytes, cat, self._serial]
+        self.events.append(("alloc", self._serial, nbytes))
+        self._serial += 1
         self.by_cat[cat] += nbytes
         self.total += nbytes
         weakref.finalize(st, self._free, key)
@@ -223,6 +228,7 @@ def _traced_step(cfg, model, static, opt, paged, params, forward) -> dict[str, A
         p.register_post_accumulate_grad_hook(lambda p: tracker.add(p.grad, "gradients"))
     head = model.get_output_embeddings()
     hook = head.register_forward_pre_hook(lambda *_: setattr(tracker, "default", "logits"))
+    n_static = len(tracker.events)
     with tracker:
         with tracker.region("forward", "activations"):
             out = forward()
@@ -247,4 +253,24 @@ def _traced_step(cfg, model, static, opt, paged, params, forward) -> dict[str, A
         "peak_cat": {ph: dict(c) for ph, c in tracker.peak_cat.items()},
         "flops": int(flops.get_total_flops()),
         "trainable_params": sum(p.numel() for p in params),
+        "reserved": replay_reserved(tracker.events[:n_static], tracker.events[n_static:]),
     }
+
+
+def replay_reserved(static: list[tuple], step: list[tuple], steps: int = 2) -> int:
+    """Peak `max_memory_reserved` of the traced step, from a replay of its allocations through the
+    caching-allocator model: the persistent tensors first (as loading leaves them), then the same
+    step `steps` times (the second one starts from the cached blocks the first left behind)."""
+    from advisor.allocator import Allocator
+
+    a = Allocator().replay(static)
+    persistent = {e[1] for e in static if e[0] == "alloc"}
+    for i in range(steps):
+        for e in step:
+            if e[0] == "alloc":
+                a.malloc((i, e[1]), e[2])
+            elif e[1] not in persistent:
+                a.free((i, e[1]))
+            elif i == 0:  # a persistent tensor the step frees (accumulated gradients at zero_grad)
+                a.free(e[1])
+    return a.peak_reserved

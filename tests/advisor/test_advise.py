@@ -227,3 +227,17 @@ def test_tracer_rows_merge_over_the_analytic_row():
     assert row["memory"]["activations_gib"] == 1.25
     assert row["memory"]["weights_gib"] == estimate(cfg)["memory"]["weights_gib"]
     assert any("trace" in n for n in doc["query"]["notes"])
+
+
+def test_traced_reserved_memory_replaces_the_analytic_slack():
+    """A trace's reserved figure (its allocations replayed through the caching-allocator model) is the
+    row's reserved; memory outside torch (device − reserved) stays the analytic model's."""
+    cfg = from_names("llama-3.2-1b", "lora", "a100-80gb")
+    base = estimate(cfg)["memory"]
+
+    def tracer(c):
+        return {"memory": {"allocated_gib": 10.0, "reserved_gib": 10.4}}
+
+    (row,) = advise(cfg, ("lora",), given={"method", "method.r"}, tracer=tracer)["estimates"]
+    assert row["memory"]["reserved_gib"] == 10.4
+    assert row["memory"]["device_gib"] == pytest.approx(10.4 + base["device_gib"] - base["reserved_gib"])
