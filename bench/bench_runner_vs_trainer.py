@@ -353,6 +353,25 @@ def best_of_rounds(rounds: list[dict]) -> dict:
     return out
 
 
+def paired_step_ratios(rounds: list[dict]) -> dict:
+    """Median over rounds × steps of Trainer's time for step k ÷ the runner's time for the same step k
+    (the same micro-batch on both sides, end to end): batch-size differences cancel pair by pair and a
+    burst of load on a shared machine moves the median little. > 1: the runner is faster."""
+    out = {}
+    for name in ("runner_padded", "runner_padded_no_tracking"):
+        pairs = []
+        for r in rounds:
+            steps = (
+                r["timed_steps"]["runner_padded"]
+                if name == "runner_padded"
+                else range(WARMUP_STEPS, len(r["real"]["padded"]))
+            )
+            pairs += [r["step_s"]["trainer"][k] / r["step_s"][name][k] for k in steps if k > 0]
+        out[name] = statistics.median(pairs)
+        out[name + "_pairs"] = len(pairs)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=30, help="optimizer steps per variant")
@@ -406,6 +425,12 @@ def main(argv: list[str] | None = None) -> int:
         if key in best:
             line += f" | {best[key]:8.1f}" + (f" ×{best[ratio]:.3f}" if ratio else "")
         print(line)
+    paired = paired_step_ratios(rounds)
+    print(
+        f"  paired per step (Trainer step time ÷ runner step time, same batch; median of "
+        f"{paired['runner_padded_pairs']} / {paired['runner_padded_no_tracking_pairs']} pairs): runner padded "
+        f"×{paired['runner_padded']:.3f}, no live-bytes counter ×{paired['runner_padded_no_tracking']:.3f}"
+    )
     print(
         f"live-bytes tracking overhead per step: {overhead['overhead']:.1%} "
         f"({overhead['plain_step_s'] * 1e3:.0f} ms → {overhead['tracked_step_s'] * 1e3:.0f} ms)",
@@ -424,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         **info,
         "median": med,
         "best_of_rounds": best,
+        "paired_step_ratio": paired,
         "per_round": rounds,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -30,3 +30,6 @@ def test_bench_compares_on_identical_batches(tmp_path):
         assert doc["median"][key] > 0
     for key in ("ratio_padded", "ratio_no_tracking", "ratio_packed"):
         assert doc["best_of_rounds"][key] > 0
+    assert (
+        doc["paired_step_ratio"]["runner_padded"] > 0 and doc["paired_step_ratio"]["runner_padded_pairs"] > 0
+    )
