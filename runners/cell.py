@@ -71,6 +71,7 @@ def _prepare(
     eval_steps = [] if baseline else eval_schedule(steps, t.eval_every_steps, t.eval_points)
     info["planned_steps"] = steps
     model = model_mod.load_model(cfg)
+    _keep_alive_on_forward(model, info.get("keepalive"))
     dev = model_mod.device()
     info["trainable_params"] = model_mod.trainable_params(model)
     optimizer = make_optimizer(t.optimizer, model.parameters(), cfg.lr)
@@ -113,8 +114,22 @@ def _prepare(
     return loop, tok, split
 
 
+def _keep_alive_on_forward(model, keepalive) -> None:
+    """`keepalive()` on every forward pass (training micro-batches, eval batches, generated tokens): a
+    hook on the input embeddings, which every forward of the base model runs, PEFT-wrapped or not."""
+    if keepalive is None:
+        return
+    try:
+        module = model.get_input_embeddings()
+    except (AttributeError, NotImplementedError):
+        module = model
+    module.register_forward_hook(lambda *_: keepalive())
+
+
 def _train(cfg, out_dir, resume, baseline, progress, info, live, emit) -> str:
+    phase = info.get("keepalive") or (lambda _phase: None)
     loop, tok, split = _prepare(cfg, out_dir, resume, baseline, progress, info, emit)
+    phase("eval" if baseline else "train")
     info["cuda"] = loop.device.type == "cuda"
     if info["cuda"]:
         import torch
@@ -130,6 +145,7 @@ def _train(cfg, out_dir, resume, baseline, progress, info, live, emit) -> str:
     else:
         status = loop.run()
     if status == "complete":
+        phase("metric")
         t1 = time.perf_counter()
         # Generation runs thousands of tiny ops per row: under the CPU live-bytes counter (one Python
         # call per op) it took ~25x longer on the demo. On CUDA the allocator counts it for free; on
@@ -146,6 +162,7 @@ def _train(cfg, out_dir, resume, baseline, progress, info, live, emit) -> str:
             )
         progress.wall_s["eval"] += time.perf_counter() - t1
     if not baseline:
+        phase("save")
         info["adapter_bytes"] = model_mod.save_adapter(loop.model, out_dir / "adapter")
         if cfg.train.merge and status == "complete":
             model_mod.save_merged(loop.model, tok, out_dir / "merged")
@@ -205,12 +222,15 @@ def run_cell(
     baseline: bool = False,
     emit=None,
     on_step=None,
+    keepalive=None,
 ) -> dict:
     """Run one cell and write OUT_DIR/result.json; never raises for oom or a failed run.
 
     `control(event) -> bool` is called after every eval (False = prune); `emit(event)` receives every
-    protocol event (start, eval, end); `on_step(progress)` runs after every optimizer step; `baseline`
-    evaluates the untrained model instead of training."""
+    protocol event (start, eval, end); `on_step(progress)` runs after every optimizer step;
+    `keepalive(phase=None)` runs on every forward pass of the model and with the phase's name as each
+    phase begins (load, train or eval, metric, save) — the protocol's proof that the run moves;
+    `baseline` evaluates the untrained model instead of training."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     progress, info = Progress(), {}
@@ -233,6 +253,9 @@ def run_cell(
         model_mod.check(cfg)
         with sampler, cap:
             info["on_step"] = on_step
+            info["keepalive"] = keepalive
+            if keepalive is not None:
+                keepalive("load")
             status = _train(cfg, out_dir, resume, baseline, progress, info, live, on_event)
     except ConfigError as e:
         reason = "; ".join(e.problems)

@@ -1,8 +1,15 @@
 """The subprocess side of docs/internals.md's runner protocol.
 
 `python -m runners.cell CONFIG_JSON OUT_DIR [--baseline] [--control]`
-- stdout carries only `@@tunewise {json}` lines: start, heartbeat (every HEARTBEAT_S while running),
-  eval, end. File descriptor 1 is pointed at stderr for everything else (libraries, progress bars).
+- stdout carries only `@@tunewise {json}` lines: start, heartbeat (at once, then every HEARTBEAT_S
+  while running), eval, end. File descriptor 1 is pointed at stderr for everything else (libraries,
+  progress bars).
+- Keep-alive: heartbeats come from their own thread, so they alone do not show that the run moves. Each
+  carries `tick`, a count of the main thread's work — forward passes of the model, optimizer steps,
+  protocol events, phases entered (`phase`: load, train, eval, metric, save) and, between two
+  heartbeats, any change of the main thread's Python stack (loading, saving, checkpoints). A tick that
+  stops while heartbeats go on is a main thread blocked in one call: the sweep's stall watchdog
+  (sweep/watchdog.py) kills such a runner, and one that sends nothing at all (a stopped process).
 - With `--control`, after each eval event one line is read from stdin: `continue` or `prune`
   (EOF or CONTROL_TIMEOUT_S without an answer = continue).
 - Exit code 0 whenever OUT_DIR/result.json was written; 2 when it could not be.
@@ -33,8 +40,10 @@ class Channel:
         os.dup2(2, 1)
         sys.stdout = sys.stderr
         self._lock = threading.Lock()
-        self.state = {"step": 0, "loss": None}
+        self.state = {"step": 0, "loss": None, "tick": 0, "phase": "start"}
         self._stop = threading.Event()
+        self._main = threading.main_thread().ident
+        self._stack: tuple = ()
 
     def send(self, event: dict) -> None:
         with self._lock:
@@ -44,21 +53,53 @@ class Channel:
     def emit(self, event: dict) -> None:
         if event.get("type") == "eval":
             self.state["step"] = event["step"]
+        self.alive()
         self.send(event)
 
+    def alive(self, phase: str | None = None) -> None:
+        """Keep-alive from the main thread: one unit of work done, or `phase` entered (announced at
+        once with a heartbeat, so the sweep knows where a run that stalls next stalled)."""
+        self.state["tick"] += 1
+        if phase and phase != self.state["phase"]:
+            self.state["phase"] = phase
+            self.heartbeat()
+
+    def heartbeat(self) -> None:
+        self.send(
+            {
+                "type": "heartbeat",
+                "step": self.state["step"],
+                "loss": self.state["loss"],
+                "tick": self.state["tick"],
+                "phase": self.state["phase"],
+                "t": time.time(),
+            }
+        )
+
     def heartbeat_forever(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
-            self.send(
-                {
-                    "type": "heartbeat",
-                    "step": self.state["step"],
-                    "loss": self.state["loss"],
-                    "t": time.time(),
-                }
-            )
+        while True:
+            stack = stack_signature(self._main)
+            if stack != self._stack:  # the main thread moved since the last heartbeat
+                self._stack = stack
+                self.state["tick"] += 1
+            self.heartbeat()
+            if self._stop.wait(HEARTBEAT_S):
+                return
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def stack_signature(thread_id: int | None) -> tuple:
+    """Where a thread is: (code, last instruction) of every frame on its stack. The same signature at
+    two heartbeats means the thread sat in one call in between (or, rarely, came back to the same spot:
+    the other ticks cover loops)."""
+    frame = sys._current_frames().get(thread_id) if thread_id is not None else None
+    sig = []
+    while frame is not None:
+        sig.append((frame.f_code, frame.f_lasti))
+        frame = frame.f_back
+    return tuple(sig)
 
 
 def read_answer(timeout_s: float = CONTROL_TIMEOUT_S) -> bool:
@@ -102,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def on_step(progress) -> None:
             chan.state.update(step=progress.step, loss=progress.loss)
+            chan.alive()
 
         run_cell(
             cfg,
@@ -110,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             baseline=args.baseline,
             emit=chan.emit,
             on_step=on_step,
+            keepalive=chan.alive,
         )
     except Exception as e:  # noqa: BLE001 - result.json could not be written
         print(

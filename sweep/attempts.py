@@ -126,7 +126,12 @@ def _run_one(w, pc, live: Live, k: int, lr: float, out: Path) -> dict[str, Any]:
             return not prune
 
         outcome = run_runner(
-            pc.cfg.replace(train={"lr": lr}), out, on_event=on_event, control=control, env=w.env
+            pc.cfg.replace(train={"lr": lr}),
+            out,
+            on_event=on_event,
+            control=control,
+            env=w.env,
+            **s.runner_limits(),
         )
         result, cpu_s = outcome.result, outcome.cpu_s
     status = result.get("status") if result.get("status") in RUN_STATUSES else "failed"

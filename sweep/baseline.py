@@ -44,7 +44,9 @@ def measure_baseline(plan: LoadedPlan, claims: Claims, env: dict[str, str] | Non
     beater = threading.Thread(target=beat, daemon=True)
     beater.start()
     try:
-        outcome = run_runner(plan.base, plan.dir / "cells" / BASELINE, baseline=True, env=env)
+        outcome = run_runner(
+            plan.base, plan.dir / "cells" / BASELINE, baseline=True, env=env, **plan.settings.runner_limits()
+        )
     finally:
         stop.set()
         beater.join(timeout=10)

@@ -6,7 +6,10 @@ OUT_DIR/runner.log. The result is OUT_DIR/result.json (written atomically by the
 
 On Linux the child gets SIGKILL when this process dies (PR_SET_PDEATHSIG), so a `kill -9` of the
 sweep leaves no orphan training on the card; the rerun resumes the cell from OUT_DIR/checkpoint. The
-CPU seconds the child used come from `os.wait4`'s resource usage (what bench/bench_sweep.py sums).
+child leads its own process group (a new session), which the stall watchdog (sweep/watchdog.py) kills
+whole when the run stops making progress or passes its cap; the attempt then ends `failed` with the
+watchdog's reason. The CPU seconds the child used come from `os.wait4`'s resource usage (what
+bench/bench_sweep.py sums).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 
 from advisor.config import RunConfig
 from sweep.records import read_json, write_json
+from sweep.watchdog import Watchdog, kill_group
 
 log = logging.getLogger("tunewise.sweep")
 PREFIX = "@@tunewise "
@@ -59,8 +63,11 @@ def run_runner(
     control: Callable[[dict[str, Any]], bool] | None = None,
     baseline: bool = False,
     env: dict[str, str] | None = None,
+    stall_s: float | None = None,
+    timeout_s: float | None = None,
 ) -> Outcome:
-    """Run one cell (or the baseline) to its end; `control(eval_event) -> False` prunes it."""
+    """Run one cell (or the baseline) to its end; `control(eval_event) -> False` prunes it. A runner
+    without progress for `stall_s`, or running longer than `timeout_s` (None = no limit), is killed."""
     out_dir.mkdir(parents=True, exist_ok=True)
     config_path = out_dir / "config.json"
     write_json(config_path, cfg.to_dict())
@@ -80,33 +87,45 @@ def run_runner(
             bufsize=1,
             env={**os.environ, **(env or {})},
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            start_new_session=True,
         )
         assert proc.stdout is not None and proc.stdin is not None
-        for line in proc.stdout:
-            if not line.startswith(PREFIX):
-                continue
-            try:
-                ev = json.loads(line[len(PREFIX) :])
-            except ValueError:
-                log.warning("unreadable protocol line from the runner: %s", line.strip()[:200])
-                continue
-            events.append(ev)
-            if on_event is not None:
-                on_event(ev)
-            if ev.get("type") == "eval" and control is not None:
-                answer = "continue" if control(ev) else "prune"
-                try:
-                    proc.stdin.write(answer + "\n")
-                    proc.stdin.flush()
-                except (BrokenPipeError, OSError):
-                    pass
-        with contextlib.suppress(BrokenPipeError, OSError):
-            proc.stdin.close()
-        _, status, usage = os.wait4(proc.pid, 0)
+        try:
+            with Watchdog(proc.pid, stall_s, timeout_s) as dog:
+                for line in proc.stdout:
+                    if not line.startswith(PREFIX):
+                        continue
+                    try:
+                        ev = json.loads(line[len(PREFIX) :])
+                    except ValueError:
+                        log.warning("unreadable protocol line from the runner: %s", line.strip()[:200])
+                        continue
+                    events.append(ev)
+                    dog.saw(ev)
+                    if on_event is not None:
+                        on_event(ev)
+                    if ev.get("type") == "eval" and control is not None:
+                        answer = "continue" if control(ev) else "prune"
+                        dog.moved()  # the runner was waiting for this answer, not stuck
+                        try:
+                            proc.stdin.write(answer + "\n")
+                            proc.stdin.flush()
+                        except (BrokenPipeError, OSError):
+                            pass
+                with contextlib.suppress(BrokenPipeError, OSError):
+                    proc.stdin.close()
+                _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:  # the worker is going down: take the runner's group with it
+            kill_group(proc.pid)
+            proc.wait()
+            raise
         proc.returncode = os.waitstatus_to_exitcode(status)
     cpu_s = usage.ru_utime + usage.ru_stime
+    ended = any(ev.get("type") == "end" for ev in events)
     result = read_json(out_dir / "result.json")
-    if result is None:
+    if dog.reason and not ended:  # killed mid-run: whatever result.json holds is not this run's
+        result = {"status": "failed", "reason": dog.reason, "measured": None, "provenance": None}
+    elif result is None:
         tail = _log_tail(out_dir / "runner.log")
         result = {
             "status": "failed",

@@ -8,7 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import Problems
+from runners.protocol import HEARTBEAT_S
 from sweep.study import PRUNERS
+
+# a stall window must span a few of the runner's heartbeats (its progress reports): 3 × 5 s
+MIN_STALL_MINUTES = 3 * HEARTBEAT_S / 60
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,15 @@ class SweepSettings:
     heartbeat_timeout_s: float = 60.0  # a running cell silent this long (and its pid gone) is retried
     poll_s: float = 1.0  # how often an idle worker looks for claimable cells
     prescreen: bool = True  # false = run infeasible cells too and ignore the budget (benchmarks only)
+    cell_stall_minutes: float | None = 30.0  # a runner without progress this long is killed (None = never)
+    cell_timeout_minutes: float | None = None  # wall-clock cap per cell attempt (None = none)
+
+    def runner_limits(self) -> dict[str, float | None]:
+        """The stall watchdog's limits in seconds, as `sweep.cellrun.run_runner` takes them."""
+        return {
+            "stall_s": None if self.cell_stall_minutes is None else self.cell_stall_minutes * 60,
+            "timeout_s": None if self.cell_timeout_minutes is None else self.cell_timeout_minutes * 60,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -38,6 +51,18 @@ def _pos_int(p: Problems, key: str, v: Any) -> int:
         p.add(key, v, "must be a positive integer")
         return 1
     return v
+
+
+def _minutes(p: Problems, key: str, v: Any, least: float) -> float | None:
+    """null (no limit) or a number of minutes, fractions allowed: ≥ `least`, or > 0 when `least` is 0."""
+    if v is None:
+        return None
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (v >= least if least else v > 0)
+    if not ok:
+        bound = f"≥ {least:g} (three of the runner's {HEARTBEAT_S:g} s progress reports)" if least else "> 0"
+        p.add(key, v, f"must be null (no limit) or a number of minutes {bound}")
+        return None
+    return float(v)
 
 
 def default_dir(matrix_name: str, model_name: str, gpu_name: str) -> Path:
@@ -76,6 +101,8 @@ def settings_from(cfg_dict: dict[str, Any]) -> SweepSettings:
     if not isinstance(poll, (int, float)) or isinstance(poll, bool) or poll <= 0:
         p.add("sweep.poll_s", poll, "must be a positive number of seconds")
         poll = 1.0
+    stall = _minutes(p, "sweep.cell_stall_minutes", s.get("cell_stall_minutes", 30.0), MIN_STALL_MINUTES)
+    cap = _minutes(p, "sweep.cell_timeout_minutes", s.get("cell_timeout_minutes"), 0.0)
     for k in ("yes", "dry_run", "prescreen"):
         if not isinstance(s.get(k, False), bool):
             p.add(f"sweep.{k}", s.get(k), "must be true or false")
@@ -97,4 +124,6 @@ def settings_from(cfg_dict: dict[str, Any]) -> SweepSettings:
         heartbeat_timeout_s=float(timeout),
         poll_s=float(poll),
         prescreen=bool(s.get("prescreen", True)),
+        cell_stall_minutes=stall,
+        cell_timeout_minutes=cap,
     )

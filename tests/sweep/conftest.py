@@ -42,6 +42,8 @@ MATRICES = {
     },
     # three cells with enough steps to be killed mid-cell
     "t_kill": {"axes": {"method.r": [2, 4, 8]}, "exclude": []},
+    # three cells: one stopped mid-training, one deadlocked, one normal (the stall watchdog)
+    "t_stall": {"axes": {"method.r": [2, 4, 8]}, "exclude": []},
 }
 
 
