@@ -16,6 +16,8 @@ padded, runner packed, runner untracked, repeat) so machine drift hits all alike
 - runner, packed: train.packing=true (boundary-respecting packing up to seq_len), against Trainer's
   tokens/s over all steps after warm-up;
 - runner, padded, no live-bytes tracking: every step after warm-up timed, against the same for Trainer;
+- lock-step: Trainer's step k, then the runner's step k (its loop as run_cell builds it), alternating
+  in one process: each pair shares the batch and the machine's momentary load (the least noisy ratio);
 and the per-step cost of the live-bytes counter itself (same model, 8×160 tokens, interleaved).
 Target: the runner is not slower than Trainer, and packing is at least 1.3× faster.
 
@@ -155,12 +157,13 @@ def runner_batches(cfg, steps: int) -> list[list[data_mod.Row]]:
     return [stream.micro_batch(k) for k in range(steps)]
 
 
-def run_trainer(cfg, batches: list[list[data_mod.Row]], out_dir: Path) -> dict:
+def run_trainer(cfg, batches: list[list[data_mod.Row]], out_dir: Path, lockstep=None) -> dict:
     """transformers Trainer on the runner's micro-batches, in the runner's order (a sequential sampler
     over them): the two sides train on identical batches, so their tokens/s compare loop against loop.
     Everything else is Trainer's default, its optimizer included (adamw_torch_fused on torch >= 2.8).
     Per-step times are the gaps between consecutive `on_step_end` calls: everything Trainer does for a
-    step (batch fetch and collation, forward/backward, clipping, optimizer, scheduler, callbacks)."""
+    step (batch fetch and collation, forward/backward, clipping, optimizer, scheduler, callbacks).
+    `lockstep`: a runners.train.Loop whose step k runs right after Trainer's step k (timed apart)."""
     from transformers import (
         AutoModelForCausalLM,
         DataCollatorForSeq2Seq,
@@ -185,10 +188,17 @@ def run_trainer(cfg, batches: list[list[data_mod.Row]], out_dir: Path) -> dict:
         return out
 
     ends: list[float] = []
+    resumed: list[float] = []  # when Trainer got the machine back (after the lock-step runner step)
+    runner_s: list[float] = []
 
     class Clock(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
             ends.append(time.perf_counter())
+            if lockstep is not None:
+                t0 = time.perf_counter()
+                lockstep._step(state.global_step - 1)  # what Loop.run times for an untracked step
+                runner_s.append(time.perf_counter() - t0)
+            resumed.append(time.perf_counter())
 
     args = TrainingArguments(
         output_dir=str(out_dir),
@@ -215,9 +225,21 @@ def run_trainer(cfg, batches: list[list[data_mod.Row]], out_dir: Path) -> dict:
     trainer.train()
     steps = len(batches)
     assert len(ends) == steps and len(real) == steps, (len(ends), len(real))
-    step_s = [None] + [b - a for a, b in zip(ends, ends[1:], strict=False)]  # step 0: no start mark
+    step_s = [None] + [ends[k] - resumed[k - 1] for k in range(1, steps)]  # step 0: no start mark
     optim = getattr(trainer.args.optim, "value", trainer.args.optim)
-    return {"optim": optim, "step_s": step_s, "real": real, "padded": padded}
+    return {"optim": optim, "step_s": step_s, "real": real, "padded": padded, "runner_s": runner_s}
+
+
+def run_lockstep(cfg, batches: list[list[data_mod.Row]], out_dir: Path) -> dict:
+    """Trainer's step k, then the runner's step k (its training loop, built by runners.cell as run_cell
+    builds it; no live-bytes counter), then Trainer's step k+1 ...: the same batch on both sides under
+    the same momentary machine load, so the per-step ratio is the least noisy comparison."""
+    from runners.cell import _prepare
+    from runners.train import Progress
+
+    loop, _, _ = _prepare(cfg, out_dir / "runner", False, False, Progress(), {}, lambda event: True)
+    assert [loop.stream.micro_batch(k) for k in range(len(batches))] == batches
+    return run_trainer(cfg, batches, out_dir / "trainer", lockstep=loop)
 
 
 def run_runner(cfg, out_dir: Path, live: bool = True) -> dict:
@@ -288,7 +310,7 @@ def tracking_overhead(model_dir: Path, repeats: int = 8) -> dict:
     return {"plain_step_s": round(a, 4), "tracked_step_s": round(b, 4), "overhead": round(b / a - 1, 4)}
 
 
-def compare_round(tr: dict, padded: dict, packed: dict, untracked: dict) -> dict:
+def compare_round(tr: dict, padded: dict, packed: dict, untracked: dict, lock: dict) -> dict:
     """One round's figures: each runner variant beside Trainer on the same steps."""
     steps = len(tr["real"])
     late = range(WARMUP_STEPS, steps)
@@ -315,6 +337,11 @@ def compare_round(tr: dict, padded: dict, packed: dict, untracked: dict) -> dict
     out["ratio_padded_end_to_end"] = out["runner_padded_end_to_end"] / out["trainer_end_to_end_steps"]
     out["ratio_no_tracking"] = out["runner_padded_no_tracking"] / trainer_all
     out["ratio_packed"] = out["runner_packed"] / trainer_all
+    assert lock["real"] == tr["real"]
+    out["lockstep_trainer"] = rate(lock["real"], lock["step_s"], late)
+    out["lockstep_runner"] = rate(lock["real"], lock["runner_s"], late)
+    out["ratio_lockstep"] = out["lockstep_runner"] / out["lockstep_trainer"]
+    out["lockstep_pairs"] = [lock["step_s"][k] / lock["runner_s"][k] for k in late]
     out["step_s"] = {  # per step, end to end (None: step 0 has no start mark)
         "trainer": tr["step_s"],
         "runner_padded": gaps,
@@ -390,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
             pd = run_runner(padded, tmp / f"padded{k}")
             pk = run_runner(packed, tmp / f"packed{k}")
             nl = run_runner(padded, tmp / f"nolive{k}", live=False)
-            rounds.append(compare_round(tr, pd, pk, nl))
+            ls = run_lockstep(padded, batches, tmp / f"lockstep{k}")
+            rounds.append(compare_round(tr, pd, pk, nl, ls))
             info = {
                 "trainer_optim": tr["optim"],
                 "padding_fraction_trainer": round(1 - sum(tr["real"]) / sum(tr["padded"]), 4),
@@ -401,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"round {k + 1}: Trainer {r['trainer']:.0f} tok/s | runner padded ×{r['ratio_padded']:.3f} "
                 f"(end to end ×{r['ratio_padded_end_to_end']:.3f}, untracked ×{r['ratio_no_tracking']:.3f})"
-                f" | packed ×{r['ratio_packed']:.3f} | load {os.getloadavg()[0]:.2f}",
+                f" | packed ×{r['ratio_packed']:.3f} | lock-step ×{r['ratio_lockstep']:.3f}"
+                f" | load {os.getloadavg()[0]:.2f}",
                 flush=True,
             )
         overhead = tracking_overhead(model_dir)
@@ -426,10 +455,17 @@ def main(argv: list[str] | None = None) -> int:
             line += f" | {best[key]:8.1f}" + (f" ×{best[ratio]:.3f}" if ratio else "")
         print(line)
     paired = paired_step_ratios(rounds)
+    paired["lockstep"] = statistics.median(x for r in rounds for x in r["lockstep_pairs"])
+    paired["lockstep_pairs"] = sum(len(r["lockstep_pairs"]) for r in rounds)
     print(
         f"  paired per step (Trainer step time ÷ runner step time, same batch; median of "
         f"{paired['runner_padded_pairs']} / {paired['runner_padded_no_tracking_pairs']} pairs): runner padded "
         f"×{paired['runner_padded']:.3f}, no live-bytes counter ×{paired['runner_padded_no_tracking']:.3f}"
+    )
+    print(
+        f"  lock-step (Trainer step k, then the runner's step k, same process and batch): "
+        f"{med['lockstep_trainer']:.1f} vs {med['lockstep_runner']:.1f} tokens/s, ×{med['ratio_lockstep']:.3f}; "
+        f"per-step median ×{paired['lockstep']:.3f} over {paired['lockstep_pairs']} pairs"
     )
     print(
         f"live-bytes tracking overhead per step: {overhead['overhead']:.1%} "

@@ -1,5 +1,6 @@
 """bench/bench_runner_vs_trainer.py end to end on a few steps: Trainer and the runner train on identical
-micro-batches (the bench asserts it step by step), every comparison is reported."""
+micro-batches (the bench asserts it step by step, lock-step pairs included), every comparison is
+reported."""
 
 from __future__ import annotations
 
