@@ -6,8 +6,9 @@ its sequential sampler and pads each batch itself: DataCollatorForSeq2Seq, per-b
 same steps, lr schedule and precision (fp32 on CPU). Trainer keeps its defaults otherwise, optimizer
 included (adamw_torch_fused on torch >= 2.8: the fused kernel the runner's AdamW also uses on CPU).
 The dataset has varied lengths (VARIED_WORDS), so padding matters. Tokens/s count non-padding tokens
-and leave out the first WARMUP_STEPS steps. Variants, interleaved round by round (Trainer, runner
-padded, runner packed, runner untracked, repeat) so machine drift hits all alike:
+and leave out the first WARMUP_STEPS steps. Each variant trains in a fresh process (as users run
+either; see in_fresh_process), interleaved round by round (Trainer, runner padded, runner packed,
+runner untracked, lock-step, repeat) so machine drift hits all alike:
 - Trainer: per-step times from consecutive `on_step_end` calls (all of Trainer's per-step work);
 - runner, padded: runners.cell.run_cell with train.packing=false, as users run it (the CPU live-bytes
   counter on for its first steps and the largest batch, which its tokens/s leaves out): compared
@@ -31,6 +32,7 @@ import json
 import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -399,26 +401,57 @@ def paired_step_ratios(rounds: list[dict]) -> dict:
     return out
 
 
+VARIANTS = ("trainer", "runner_padded", "runner_packed", "runner_padded_no_tracking", "lockstep")
+
+
+def run_variant(name: str, folder: Path, steps: int, out_dir: Path) -> dict:
+    """One variant on the assets in `folder` (called in a fresh process: see main)."""
+    vocab = json.loads((folder / "model" / "config.json").read_text())["vocab_size"]
+    cfg = make_cfg(folder / "model", folder / "varied.jsonl", vocab, steps, name == "runner_packed")
+    if name == "trainer":
+        return run_trainer(cfg, runner_batches(cfg, steps), out_dir)
+    if name == "lockstep":
+        return run_lockstep(cfg, runner_batches(cfg, steps), out_dir)
+    return run_runner(cfg, out_dir, live=name != "runner_padded_no_tracking")
+
+
+def in_fresh_process(name: str, folder: Path, steps: int, out_dir: Path) -> dict:
+    """Each training in its own process, as users run either: several trainings in one process share
+    the C allocator's state, and its page faults per step (measured: 1,100 to 4,500 a step, 1.5 to 8 ms
+    of kernel time, ~1-5 % of a step) then depend on what ran before rather than on the loop."""
+    out = out_dir / "variant.json"
+    cmd = [sys.executable, __file__, "--variant", name, "--assets", str(folder), "--steps", str(steps)]
+    proc = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name} failed:\n{proc.stderr[-4000:]}")
+    return json.loads(out.read_text())
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=30, help="optimizer steps per variant")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     ap.add_argument("--out", type=Path, default=Path("outputs/bench-runner-vs-trainer.json"))
+    ap.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)  # child process: one variant
+    ap.add_argument("--assets", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.variant:
+        res = run_variant(args.variant, args.assets, args.steps, args.out.parent)
+        args.out.write_text(json.dumps(res))
+        return 0
     load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model_dir, data_path, vocab = make_assets(tmp)
-        padded, packed = (make_cfg(model_dir, data_path, vocab, args.steps, p) for p in (False, True))
-        batches = runner_batches(padded, args.steps)
+        model_dir, _, _ = make_assets(tmp)
         rounds, info = [], {}
         for k in range(args.rounds):  # interleaved rounds: a busy machine slows every variant alike
-            tr = run_trainer(padded, batches, tmp / f"trainer{k}")
-            pd = run_runner(padded, tmp / f"padded{k}")
-            pk = run_runner(packed, tmp / f"packed{k}")
-            nl = run_runner(padded, tmp / f"nolive{k}", live=False)
-            ls = run_lockstep(padded, batches, tmp / f"lockstep{k}")
-            rounds.append(compare_round(tr, pd, pk, nl, ls))
+            res = {}
+            for name in VARIANTS:
+                out_dir = tmp / f"{name}{k}"
+                out_dir.mkdir()
+                res[name] = in_fresh_process(name, tmp, args.steps, out_dir)
+            tr, pd, pk = res["trainer"], res["runner_padded"], res["runner_packed"]
+            rounds.append(compare_round(tr, pd, pk, res["runner_padded_no_tracking"], res["lockstep"]))
             info = {
                 "trainer_optim": tr["optim"],
                 "padding_fraction_trainer": round(1 - sum(tr["real"]) / sum(tr["padded"]), 4),
@@ -463,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
         f"×{paired['runner_padded']:.3f}, no live-bytes counter ×{paired['runner_padded_no_tracking']:.3f}"
     )
     print(
-        f"  lock-step (Trainer step k, then the runner's step k, same process and batch): "
+        f"  lock-step (Trainer step k, then the runner's step k, one process, same batch): "
         f"{med['lockstep_trainer']:.1f} vs {med['lockstep_runner']:.1f} tokens/s, ×{med['ratio_lockstep']:.3f}; "
         f"per-step median ×{paired['lockstep']:.3f} over {paired['lockstep_pairs']} pairs"
     )
