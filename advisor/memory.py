@@ -251,7 +251,9 @@ def memory(cfg: RunConfig, padded_len: int, stack: Stack = Stack()) -> Memory:
     # torch's foreach AdamW allocates one parameter-sized temporary (sqrt of exp_avg_sq) per step, over
     # the parameters this process updates (its shard under ZeRO/FSDP)
     sharded = n_gpu > 1 and par in ("zero2", "zero3", "fsdp")
-    step_tmp = f.n_train * pbytes / (n_gpu if sharded else 1) if train.optimizer == "adamw" else 0.0
+    # (the runner's CPU AdamW is the fused kernel: no temporaries)
+    foreach = train.optimizer == "adamw" and not cfg.gpu.is_cpu
+    step_tmp = f.n_train * pbytes / (n_gpu if sharded else 1) if foreach else 0.0
     # (gradients, activations, logits, temporaries) live in each phase
     last = recompute or tokens * layer + const  # the first layer's activations, its backward last
     drop, layer_t = 0.0, transient

@@ -160,8 +160,11 @@ def cuda_kernels(on: bool) -> Iterator[None]:
 def _optimizer(cfg: RunConfig, params: list[nn.Parameter]) -> tuple[torch.optim.Optimizer, bool]:
     """The configured optimizer and whether its state is paged (invisible to torch's allocator)."""
     name, lr = cfg.train.optimizer, cfg.lr
-    if name == "adamw":  # CUDA's default implementation is foreach (one param-size of temporaries)
-        return torch.optim.AdamW(params, lr=lr, foreach=not cfg.gpu.is_cpu), False
+    if name == "adamw":  # as the runner (runners/optim.py): foreach on CUDA (one param-size of
+        # temporaries, `step` counters on the host), fused on the CPU
+        if cfg.gpu.is_cpu:
+            return torch.optim.AdamW(params, lr=lr, fused=True), False
+        return torch.optim.AdamW(params, lr=lr, foreach=True), False
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, foreach=not cfg.gpu.is_cpu), False
     import bitsandbytes as bnb
@@ -216,6 +219,8 @@ def _traced_step(cfg, model, static, opt, paged, params, forward) -> dict[str, A
         tracker.add(t, "weights")
     paged_seen: set[int] = set()
     for name, t in _state_tensors(opt):  # bitsandbytes pages state1/state2 (cudaMallocManaged) only
+        if name == "step" and not cfg.gpu.is_cpu:  # torch keeps non-fused AdamW's counters on the host
+            continue
         if paged and name in ("state1", "state2"):
             if id(t.untyped_storage()) not in paged_seen:
                 paged_seen.add(id(t.untyped_storage()))
