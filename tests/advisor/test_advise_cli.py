@@ -87,6 +87,9 @@ def test_trace_mode_rows_come_from_the_tracer(tmp_path):
     assert t_row.get("traced") is True and "traced" not in a_row
     assert list(tmp_path.glob("*.json")), "the tracer wrote no cache entry: it did not run"
     mem = t_row["memory"]
-    assert mem["device_gib"] - mem["allocated_gib"] == pytest.approx(
-        a_row["memory"]["device_gib"] - a_row["memory"]["allocated_gib"], abs=1e-6
+    # reserved: the trace's allocations replayed through the caching-allocator model; memory outside
+    # torch (device − reserved) stays the analytic model's
+    assert mem["reserved_gib"] >= mem["allocated_gib"]
+    assert mem["device_gib"] - mem["reserved_gib"] == pytest.approx(
+        a_row["memory"]["device_gib"] - a_row["memory"]["reserved_gib"], abs=1e-5
     )
