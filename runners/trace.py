@@ -38,7 +38,7 @@ from advisor.catalog import repo_root
 from advisor.config import RunConfig
 from advisor.errors import ConfigError
 
-TRACE_VERSION = 4  # bump when the traced quantities change meaning
+TRACE_VERSION = 5  # bump when the traced quantities change meaning
 GIB = 2**30
 BASE_LAYERS = (2, 4)  # traced depths for the linear extrapolation (differ by 2: period-2 layer patterns)
 
