@@ -29,7 +29,14 @@ def test_tiny_bench_measures_every_config(tmp_path):
     assert bench.main(["--tiny", "--out", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert doc["device"].startswith("cpu") and doc["provenance"]["versions"]["torch"]
-    rows = doc["configs"]
+    replica = [r for r in doc["configs"] if "replica_of" in r]
+    rows = [r for r in doc["configs"] if "replica_of" not in r]
+    # P1–P3 of the published runs at their batch shape (tiny architecture on CPU): 4 sequences a step
+    assert [r["replica_of"] for r in replica] == ["P1", "P2", "P3"]
+    assert all(r["status"] == "ok" and r["micro_batch_size"] == 4 and r["tokens_per_s"] > 0 for r in replica)
+    for r in replica[1:]:  # the source's LoRA targets and ranks took effect (fp32 adapter gradients)
+        cfg = bench._cfg(r["model"], r["method"], r["seq_len"], False, True, mb=4, lora=r["lora"])
+        assert r["static_bytes"]["gradients"] == 4 * trainable_params(cfg.model, cfg.method)
     assert [(r["method"], r["gradient_checkpointing"]) for r in rows] == [
         (m, g) for m in ("full", "lora", "qlora") for g in (False, True)
     ]
