@@ -8,7 +8,8 @@ Each config runs WARMUP_STEPS + TIMED_STEPS optimizer steps (AdamW, bf16, micro-
 MICRO_BATCH_SIZE of random tokens, no padding) and records torch's max_memory_allocated /
 max_memory_reserved, the NVML device peak (runners.measure.Sampler), tokens/s over the timed steps, the
 static bytes (weights, gradients, optimizer state) and the advisor's prediction for the same config
-(advisor.memory.memory at that sequence length) side by side. About 5 minutes on an H200.
+(advisor.memory.memory at that sequence length) side by side; then replicas of the published runs
+P1–P3 at their batch shape (REPLICA). About 5–6 minutes on an H200.
 
     python bench/gpu_bench.py [--out outputs/gpu-bench.json]
     python bench/gpu_bench.py --tiny      # tiny versions of the same architectures on CPU (CI)
