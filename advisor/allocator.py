@@ -86,7 +86,7 @@ class Allocator:
             self.reserved += seg
             self.peak_reserved = max(self.peak_reserved, self.reserved)
         rest = b.size - size
-        if rest >= MIN_BLOCK if small else rest > SMALL_SIZE:
+        if (rest >= MIN_BLOCK) if small else (rest > SMALL_SIZE):  # worth keeping as a free block
             r = _Block(b.addr + size, rest, small, prev=b, next=b.next)
             if b.next is not None:
                 b.next.prev = r
