@@ -233,9 +233,12 @@ CASES = [
 ]
 
 
+def config(case: Case):
+    return from_names(case.model, case.method, case.gpu, train=case.train, lora=case.lora)
+
+
 def predict(case: Case):
-    cfg = from_names(case.model, case.method, case.gpu, train=case.train, lora=case.lora)
-    return memory(cfg, case.padded_len, case.stack)
+    return memory(config(case), case.padded_len, case.stack)
 
 
 def traced_reserved(case: Case) -> float | None:
@@ -247,8 +250,7 @@ def traced_reserved(case: Case) -> float | None:
         return None
     from runners.trace import trace  # torch: only for this bench / its test
 
-    cfg = from_names(case.model, case.method, case.gpu, train=case.train, lora=case.lora)
-    return trace(cfg)["memory"]["reserved_gib"] * GIB
+    return trace(config(case))["memory"]["reserved_gib"] * GIB
 
 
 def analytic(case: Case) -> tuple[float, str]:

@@ -2,9 +2,10 @@
 
     .venv/bin/python bench/record_torchao01_nf4.py     # downloads the torchao==0.1 wheel from PyPI
 
-Runs `to_nf4` and `get_original_weight` on meta tensors at two weight shapes under a TorchDispatchMode
-that registers every new storage (a weakref finaliser records its free), expresses each size as
-`a·n + b` bytes for an n-element weight, and checks the result against TO_NF4 / GET_ORIGINAL_WEIGHT.
+Runs `to_nf4` and `get_original_weight` on meta tensors at two weight shapes under the trace's
+LiveBytes tracker (runners.trace_step), whose event log records every new storage and its free,
+expresses each size as `a·n + b` bytes for an n-element weight, and checks the result against
+TO_NF4 / GET_ORIGINAL_WEIGHT.
 """
 
 from __future__ import annotations
@@ -14,17 +15,17 @@ import importlib.util
 import subprocess
 import sys
 import tempfile
-import weakref
 import zipfile
 from fractions import Fraction
 from pathlib import Path
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torchtune01_init as tt  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from runners.trace_step import LiveBytes  # noqa: E402
 
 
 def _load_nf4(tmp: Path):
@@ -42,37 +43,12 @@ def _load_nf4(tmp: Path):
     return mod
 
 
-class _Record(TorchDispatchMode):
-    def __init__(self, skip: type) -> None:
-        super().__init__()
-        self.events: list[tuple] = []
-        self.ids: dict[int, int] = {}  # id(storage) -> event id, for live storages only
-        self.skip = skip
-        self.count = 0
-
-    def _free(self, key: int) -> None:
-        self.events.append(("free", self.ids.pop(key)))
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
-        out = func(*args, **(kwargs or {}))
-        for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor) and not isinstance(t, self.skip):
-                st = t.untyped_storage()
-                if id(st) in self.ids:
-                    continue
-                self.ids[id(st)] = self.count
-                self.events.append(("alloc", self.count, st.nbytes()))
-                self.count += 1
-                weakref.finalize(st, self._free, id(st))
-        return out
-
-
 def record(nf4, shape: tuple[int, int], what: str, keep: list) -> list[tuple]:
     w = torch.empty(*shape, dtype=torch.bfloat16, device="meta")
     if what == "get_original_weight":
         q = nf4.to_nf4(w)
         keep.append(q)
-    r = _Record(nf4.NF4Tensor)
+    r = LiveBytes(skip=(nf4.NF4Tensor,))  # the trace's tracker: its `events` log, in order
     with r:
         if what == "to_nf4":
             view = w.view(shape)  # registers the input as id 0

@@ -35,9 +35,10 @@ PHASES = ("forward", "backward", "optimizer")
 class LiveBytes(TorchDispatchMode):
     """Live tensor bytes by category, with the peak per phase (see module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, skip: tuple[type, ...] = ()) -> None:
         super().__init__()
-        self.live: dict[int, list] = {}  # id(storage) -> [nbytes, category]
+        self.skip = skip  # tensor subclasses whose outputs are not storages of their own (wrappers)
+        self.live: dict[int, list] = {}  # id(storage) -> [nbytes, category, event serial]
         self.by_cat = dict.fromkeys(CATEGORIES, 0)
         self.total = 0
         self.untracked = 0  # bytes excluded from the peak (bitsandbytes paged optimizer state)
@@ -80,7 +81,7 @@ class LiveBytes(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         out = func(*args, **(kwargs or {}))
         for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor):
+            if isinstance(t, torch.Tensor) and not isinstance(t, self.skip):
                 self.add(t)
         return out
 
