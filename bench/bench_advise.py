@@ -41,9 +41,9 @@ def cli_wall_s(args: list[str], repeats: int) -> dict[str, float]:
 
 
 def in_process_s(args: list[str]) -> dict[str, float]:
-    from advisor.advise import advise
-    from advisor.config import RunConfig
-    from advisor.render import render_advise
+    from advisor.config.schema import RunConfig
+    from advisor.estimator.advise import advise
+    from advisor.estimator.render import render_advise
     from sweep.compose import compose, given_keys
 
     t0 = time.perf_counter()

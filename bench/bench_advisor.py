@@ -1,4 +1,4 @@
-"""How many advise rows per second `advisor.estimate.estimate` produces.
+"""How many advise rows per second `advisor.estimator.estimate.estimate` produces.
 
     .venv/bin/python bench/bench_advisor.py [--n 12000]
 
@@ -18,9 +18,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from advisor import activations, arch, catalog, memory, params, static, timing  # noqa: E402
-from advisor.config import from_names  # noqa: E402
-from advisor.estimate import estimate  # noqa: E402
+from advisor.config import catalog  # noqa: E402
+from advisor.config.schema import from_names  # noqa: E402
+from advisor.estimator import (
+    activations,  # noqa: E402
+    arch,  # noqa: E402
+    memory,  # noqa: E402
+    params,  # noqa: E402
+    static,  # noqa: E402
+    timing,  # noqa: E402
+)
+from advisor.estimator.estimate import estimate  # noqa: E402
 
 CACHED = [
     memory._FIXED,

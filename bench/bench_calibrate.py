@@ -1,4 +1,4 @@
-"""Does calibration earn its keep? Fit advisor.calibrate on half of a set of real CPU runs and compare
+"""Does calibration earn its keep? Fit advisor.estimator.calibrate on half of a set of real CPU runs and compare
 the estimate's errors on the other half before and after calibration.
 
     .venv/bin/python bench/bench_calibrate.py                       # run the cells here (~5 min), then compare
@@ -23,9 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from advisor.calibrate import fit, read_records  # noqa: E402
-from advisor.config import from_names  # noqa: E402
-from advisor.estimate import estimate  # noqa: E402
+from advisor.config.schema import from_names  # noqa: E402
+from advisor.estimator.calibrate import fit, read_records  # noqa: E402
+from advisor.estimator.estimate import estimate  # noqa: E402
 
 DEMO_MODEL = ROOT / "outputs" / "demo" / "base"
 DEMO_DATA = ROOT / "outputs" / "demo" / "data" / "train.jsonl"
@@ -70,14 +70,14 @@ def cell_cfg(c: dict):
 
 
 def _estimate(cfg):
-    from advisor.datastats import dataset_stats
+    from advisor.data.stats import dataset_stats
 
     return estimate(cfg, stats=dataset_stats(cfg))
 
 
 def run_cells() -> list[dict]:
     from runners.cell import run_cell
-    from runners.demo import ensure_assets
+    from runners.demo.assets import ensure_assets
 
     ensure_assets(str(DEMO_MODEL), str(DEMO_DATA))
     RECORDS.parent.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,8 @@
 """Benchmark `tunewise data check` on a generated dataset: wall time, peak memory, recall of planted problems.
 
 Side by side in one run, each in a fresh process (peak memory = that process's VmHWM):
-- check:    advisor.datacheck.check — streaming, a fixed-size digest per row;
-- baseline: what holding the rows costs — advisor.dataset.read_examples (every Example in memory) and
+- check:    advisor.data.check.check — streaming, a fixed-size digest per row;
+- baseline: what holding the rows costs — advisor.data.dataset.read_examples (every Example in memory) and
             an exact-duplicate count with a set of the rows' content (no near-duplicates, conflicts
             or token statistics).
 Each runs at rows/10 and at rows, so the per-row memory slope (Δ peak RSS / Δ rows) shows directly.
@@ -79,7 +79,7 @@ def generate(path: Path, rows: int, seed: int) -> dict:
     return planted
 
 
-CHAT_TEMPLATE = (  # the demo base's format (runners/demo_base.py)
+CHAT_TEMPLATE = (  # the demo base's format (runners/demo/base.py)
     "{% for m in messages %}{% if m['role'] == 'user' %}<|user|>\n{{ m['content'] }}\n"
     "{% elif m['role'] == 'assistant' %}<|assistant|>\n{{ m['content'] }}<|end|>\n"
     "{% else %}{{ m['content'] }}\n{% endif %}{% endfor %}"
@@ -115,19 +115,19 @@ def peak_rss_kib() -> int:
 
 
 def child(mode: str, path: str, rows: int, tokenizer: str | None = None) -> dict:
-    from advisor.config import from_names
+    from advisor.config.schema import from_names
 
     arch = {"path": tokenizer} if mode == "check_tokenizer" else {}
     cfg = from_names("llama-3.1-8b", "lora", "a100-80gb", data={"path": path}, arch=arch)
     t0 = time.perf_counter()
     if mode.startswith("check"):
-        from advisor.datacheck import check
+        from advisor.data.check import check
 
         doc, _ = check(cfg)
         found = {c["name"]: c["count"] for c in doc["checks"] if c["count"]}
         extra = {"total_tokens": doc["stats"]["total_tokens"], "tokenizer": doc["stats"]["tokenizer"]}
     else:
-        from advisor.dataset import iter_examples
+        from advisor.data.dataset import iter_examples
 
         examples, seen, dups = [], set(), 0
         for _, ex, problems in iter_examples(path, cfg.data):

@@ -42,8 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from advisor import dataset  # noqa: E402
-from advisor.config import from_names  # noqa: E402
+from advisor.config.schema import from_names  # noqa: E402
+from advisor.data import dataset  # noqa: E402
 from runners import data as data_mod  # noqa: E402
 from runners import measure  # noqa: E402
 from runners import model as model_mod  # noqa: E402

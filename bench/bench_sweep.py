@@ -124,8 +124,8 @@ def card_limit_mib(a: dict[str, Path], env: dict[str, str]) -> int:
     and full fine-tuning at micro-batch 1, so every LoRA cell fits and no full cell does."""
     code = (
         "import json,sys\n"
-        "from sweep.compose import compose\nfrom advisor.config import RunConfig\n"
-        "from advisor.estimate import estimate\nfrom advisor.datastats import dataset_stats\n"
+        "from sweep.compose import compose\nfrom advisor.config.schema import RunConfig\n"
+        "from advisor.estimator.estimate import estimate\nfrom advisor.data.stats import dataset_stats\n"
         "def gib(extra):\n"
         "    cfg=RunConfig.from_dict(compose('config', sys.argv[1:]+extra))\n"
         "    return estimate(cfg, stats=dataset_stats(cfg))['memory']['device_gib']\n"

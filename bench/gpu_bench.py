@@ -1,6 +1,6 @@
 """Measure real training-step memory and speed of catalog architectures on this machine's GPU.
 
-For the GPU issue: random-initialised real architectures built from the catalog config (advisor.catalog
+For the GPU issue: random-initialised real architectures built from the catalog config (advisor.config.catalog
 → transformers `from_config`; no Hub), each method applied with the real libraries (peft LoRA;
 bitsandbytes 4-bit `Linear4bit` layers quantized on the device, non-4-bit parameters upcast to fp32 as
 `prepare_model_for_kbit_training` does), two sequence lengths, with and without gradient checkpointing.
@@ -8,7 +8,7 @@ Each config runs WARMUP_STEPS + TIMED_STEPS optimizer steps (AdamW, bf16, micro-
 MICRO_BATCH_SIZE of random tokens, no padding) and records torch's max_memory_allocated /
 max_memory_reserved, the NVML device peak (runners.measure.Sampler), tokens/s over the timed steps, the
 static bytes (weights, gradients, optimizer state) and the advisor's prediction for the same config
-(advisor.memory.memory at that sequence length) side by side; then replicas of the published runs
+(advisor.estimator.memory.memory at that sequence length) side by side; then replicas of the published runs
 P1–P3 at their batch shape (REPLICA). About 5–6 minutes on an H200.
 
     python bench/gpu_bench.py [--out outputs/gpu-bench.json]
@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from advisor.config import from_names  # noqa: E402
-from advisor.memory import memory  # noqa: E402
+from advisor.config.schema import from_names  # noqa: E402
+from advisor.estimator.memory import memory  # noqa: E402
 from runners import measure  # noqa: E402
 from runners.provenance import provenance  # noqa: E402
 
@@ -136,7 +136,7 @@ def build(cfg, dev):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from runners.trace_model import hf_config
+    from runners.trace.model import hf_config
 
     hf = hf_config(cfg, cfg.model.num_hidden_layers)
     with torch.device(dev):

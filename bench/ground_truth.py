@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torchtune01_init  # noqa: E402
 
-from advisor.config import from_names  # noqa: E402
-from advisor.memory import GIB, Stack, memory  # noqa: E402
+from advisor.config.schema import from_names  # noqa: E402
+from advisor.estimator.memory import GIB, Stack, memory  # noqa: E402
 
 GB = 1e9
 
@@ -40,7 +40,7 @@ TORCHTUNE = Stack(adapter_bytes=2, kbit_upcast=False, lm_head_fp32=True, dequant
 # checkpoint. One `to_nf4` holds 68 bytes per element of its weight at its peak (two (n, 16) bf16
 # difference tensors); the caching allocator keeps the segments, and torchtune's reset of the peak
 # counters after init does not shrink `max_memory_reserved`. bench/torchtune01_init.py replays those
-# allocations (recorded from torchao 0.1's code) through advisor/allocator.py.
+# allocations (recorded from torchao 0.1's code) through advisor/estimator/allocator.py.
 # lit-gpt (Oct 2023): bf16-true (adapters bf16), bitsandbytes 0.41 whose 4-bit matmul saved its input
 # (`ctx.tensors = (A, B)`). Quantization through Lightning Fabric 2.1's BitsandbytesPrecision (read
 # from the lightning 2.1.0 wheel): the model is built under `fabric.init_module()`, which swaps every
@@ -248,7 +248,7 @@ def traced_reserved(case: Case) -> float | None:
     facts describe those."""
     if case.stack is not HF_PEFT or case.metric != "reserved":
         return None
-    from runners.trace import trace  # torch: only for this bench / its test
+    from runners.trace.tracer import trace  # torch: only for this bench / its test
 
     return trace(config(case))["memory"]["reserved_gib"] * GIB
 

@@ -3,7 +3,7 @@
     .venv/bin/python bench/record_torchao01_nf4.py     # downloads the torchao==0.1 wheel from PyPI
 
 Runs `to_nf4` and `get_original_weight` on meta tensors at two weight shapes under the trace's
-LiveBytes tracker (runners.trace_step), whose event log records every new storage and its free,
+LiveBytes tracker (runners.trace.step), whose event log records every new storage and its free,
 expresses each size as `a·n + b` bytes for an n-element weight, and checks the result against
 TO_NF4 / GET_ORIGINAL_WEIGHT.
 """
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torchtune01_init as tt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from runners.trace_step import LiveBytes  # noqa: E402
+from runners.trace.step import LiveBytes  # noqa: E402
 
 
 def _load_nf4(tmp: Path):

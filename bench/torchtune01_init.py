@@ -1,5 +1,5 @@
 """The GPU allocations of torchtune 0.1.1's QLoRA model init (recipe lora_finetune_single_device with
-`qlora_llama2_*`, torchao 0.1 NF4), replayed through the caching-allocator model (advisor/allocator.py)
+`qlora_llama2_*`, torchao 0.1 NF4), replayed through the caching-allocator model (advisor/estimator/allocator.py)
 to predict the `max_memory_reserved` that init leaves behind. Used by bench/ground_truth.py for P5.
 
 What runs on the GPU, in order (read from the torchtune 0.1.1 and torchao 0.1 wheels on PyPI):
@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from advisor.allocator import Allocator  # noqa: E402
+from advisor.estimator.allocator import Allocator  # noqa: E402
 
 # (event, id, a, b) — alloc `a·n + b` bytes under id, or free id (a, b unused)
 TO_NF4 = [
@@ -224,8 +224,8 @@ def replay(**dims) -> Allocator:
 
 def llama_dims(model: str, r: int) -> dict:
     """init_events' arguments for a catalog model."""
-    from advisor.arch import dims
-    from advisor.config import from_names
+    from advisor.config.schema import from_names
+    from advisor.estimator.arch import dims
 
     d = dims(from_names(model, "qlora", "a100-80gb").model)
     return {

@@ -107,9 +107,9 @@ def small_card_rows(sweep: Sweep, capacity_gib: float | None) -> dict[int, dict[
     if capacity_gib is not None and capacity_gib <= 24.5 and sweep.config.get("gpu", {}).get("name") != "cpu":
         return {}
     try:
-        from advisor import catalog
-        from advisor.config import build
-        from advisor.estimate import estimate, fit_batch
+        from advisor.config import catalog
+        from advisor.config.schema import build
+        from advisor.estimator.estimate import estimate, fit_batch
     except ImportError:
         return {}
     out: dict[int, dict[str, Any]] = {}
@@ -153,7 +153,7 @@ def build_context(sweep: Sweep, plots_dir: Path) -> Context:
     running = (sweep.finished_cells, sweep.planned) if sweep.running else None
     small_name = ""
     if small:
-        from advisor import catalog
+        from advisor.config import catalog
 
         small_name = f"24 GB card ({catalog.load_option('gpu', SMALL_CARD).get('display_name', SMALL_CARD)})"
     rec = recommend(

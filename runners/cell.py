@@ -1,7 +1,7 @@
 """One cell: a real fine-tuning run (or the untrained baseline), measured, written to OUT_DIR/result.json.
 
 In process: `run_cell(cfg, out_dir, control=None, resume=True) -> result`.
-Subprocess (docs/internals.md): `python -m runners.cell CONFIG_JSON OUT_DIR [--baseline] [--control]`;
+Subprocess (docs/internals.md): `python -m runners.protocol CONFIG_JSON OUT_DIR [--baseline] [--control]`;
 stdout carries only `@@tunewise {json}` protocol lines (runners.protocol), everything else goes to
 stderr. Exit code 0 whenever result.json was written (also for oom/failed).
 
@@ -22,8 +22,8 @@ import time
 import traceback
 from pathlib import Path
 
-from advisor import dataset
-from advisor.config import RunConfig
+from advisor.config.schema import RunConfig
+from advisor.data import dataset
 from advisor.errors import ConfigError
 from runners import checkpoint, measure
 from runners import data as data_mod
@@ -281,9 +281,3 @@ def run_cell(
     write_json(out_dir / "result.json", result)
     on_event({"type": "end", "status": status, "reason": reason})
     return result
-
-
-if __name__ == "__main__":
-    from runners.protocol import main
-
-    sys.exit(main())

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-from advisor.dataset import Example
+from advisor.data.dataset import Example
 from advisor.errors import ConfigError
 
 IGNORE = -100

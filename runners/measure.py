@@ -121,7 +121,7 @@ def static_bytes(model, optimizer) -> dict[str, int]:
     state, read from the real tensors (call after an optimizer step, before gradients are cleared).
 
     Only the run device's memory counts: on CUDA, torch AdamW's per-tensor `step` counters live on the
-    host (not fused/capturable; advisor.static.step_counter_bytes) and are left out; bitsandbytes' paged
+    host (not fused/capturable; advisor.estimator.static.step_counter_bytes) and are left out; bitsandbytes' paged
     states (CPU tensors over cudaMallocManaged memory, `is_paged`) stay in. On CPU everything counts."""
     params = list(model.parameters())
     dev = params[0].device.type if params else "cpu"

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-from advisor.dataset import Example
+from advisor.data.dataset import Example
 from runners.data import prompt_text
 
 GEN_BATCH = 8  # prompts generated together (left-padded)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from advisor.config import RunConfig
+from advisor.config.schema import RunConfig
 from advisor.errors import ConfigError
 
 ATTN_IMPL = {"sdpa": "sdpa", "eager": "eager", "flash": "flash_attention_2"}

@@ -5,7 +5,7 @@
   tensor, no temporaries, 3-4x faster than the per-tensor loop torch picks on CPU (1.7 % of a step on
   bench/bench_runner_vs_trainer.py's model). On CUDA torch's default (foreach), which the advisor's
   memory model describes: one parameter-sized temporary at the step and the per-tensor `step`
-  counters in host memory (advisor.static.step_counter_bytes);
+  counters in host memory (advisor.estimator.static.step_counter_bytes);
 - `sgd`: torch.optim.SGD without momentum (no state);
 - `adamw_8bit`, `paged_adamw_8bit`, `paged_adamw_32bit`: bitsandbytes' AdamW8bit / PagedAdamW8bit /
   PagedAdamW32bit. bitsandbytes 0.50 runs all three on CPU (measured: 8-bit state, block absmax); on

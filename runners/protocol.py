@@ -1,6 +1,6 @@
 """The subprocess side of docs/internals.md's runner protocol.
 
-`python -m runners.cell CONFIG_JSON OUT_DIR [--baseline] [--control]`
+`python -m runners.protocol CONFIG_JSON OUT_DIR [--baseline] [--control]`
 - stdout carries only `@@tunewise {json}` lines: start, heartbeat (at once, then every HEARTBEAT_S
   while running), eval, end. File descriptor 1 is pointed at stderr for everything else (libraries,
   progress bars).
@@ -112,7 +112,7 @@ def read_answer(timeout_s: float = CONTROL_TIMEOUT_S) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m runners.cell", description="Run one tunewise cell.")
+    ap = argparse.ArgumentParser(prog="python -m runners.protocol", description="Run one tunewise cell.")
     ap.add_argument("config_json", type=Path, help="file holding RunConfig.to_dict()")
     ap.add_argument(
         "out_dir", type=Path, help="the cell's output folder (result.json, checkpoint/, adapter/)"
@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     chan = Channel()
     beat = threading.Thread(target=chan.heartbeat_forever, daemon=True)
     beat.start()
-    from advisor.config import RunConfig
+    # heavy imports (torch) after the heartbeat thread is up
+    from advisor.config.schema import RunConfig
     from advisor.errors import ConfigError
     from runners.cell import run_cell, write_json
 
@@ -162,3 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         chan.stop()
     return 0 if (out / "result.json").exists() else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from runners.demo import STAMP, ensure_assets
+from runners.demo.assets import STAMP, ensure_assets
 
 
 def main(argv: list[str]) -> int:

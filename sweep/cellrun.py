@@ -1,4 +1,4 @@
-"""One runner subprocess: `python -m runners.cell CONFIG_JSON OUT_DIR [--baseline] [--control]`.
+"""One runner subprocess: `python -m runners.protocol CONFIG_JSON OUT_DIR [--baseline] [--control]`.
 
 The runner prints protocol lines `@@tunewise {json}` on stdout (start, heartbeat, eval, end); with
 `--control` it waits after every eval for one line on stdin, `continue` or `prune`. Its stderr goes to
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from advisor.config import RunConfig
+from advisor.config.schema import RunConfig
 from sweep.records import read_json, write_json
 from sweep.watchdog import Watchdog, kill_group
 
@@ -71,7 +71,7 @@ def run_runner(
     out_dir.mkdir(parents=True, exist_ok=True)
     config_path = out_dir / "config.json"
     write_json(config_path, cfg.to_dict())
-    cmd = [sys.executable, "-m", "runners.cell", str(config_path), str(out_dir)]
+    cmd = [sys.executable, "-m", "runners.protocol", str(config_path), str(out_dir)]
     if baseline:
         cmd.append("--baseline")
     if control is not None:

@@ -6,8 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from advisor import catalog
-from advisor.config import RunConfig
+from advisor.config import catalog
+from advisor.config.schema import RunConfig
 from advisor.errors import ConfigError
 from sweep.compose import compose, given_keys
 
@@ -73,16 +73,16 @@ def advise_cmd(args: list[str]) -> int:
     given = given_keys(args)
     cfg = RunConfig.from_dict(d)
     methods = (cfg.method.name,) if "method" in given else ("full", "lora", "qlora")
-    from advisor.advise import advise
+    from advisor.estimator.advise import advise
 
     tracer = None
     if cfg.advisor_mode == "trace":  # runners (torch) only when asked for: `import advisor` stays torch-free
-        from runners.trace import trace_row as tracer
+        from runners.trace.tracer import trace_row as tracer
     doc = advise(cfg, methods=methods, given=given, tracer=tracer)
     if fmt == "json":
         print(json.dumps(doc, indent=2))
     else:
-        from advisor.render import render_advise
+        from advisor.estimator.render import render_advise
 
         render_advise(doc, breakdown=bool(d.get("breakdown")))
     return 0
@@ -120,6 +120,6 @@ def data_cmd(args: list[str]) -> int:
     rest, fmt = _split_format(rest)
     d = compose("advise", rest)
     cfg = RunConfig.from_dict(d)
-    from advisor.datacheck import run_data_command
+    from advisor.data.command import run_data_command
 
     return run_data_command(sub, cfg, fmt=fmt, raw=d)

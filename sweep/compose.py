@@ -1,6 +1,6 @@
 """The one boundary where Hydra/OmegaConf meet the rest: compose conf/ with overrides, convert once.
 
-Core code takes `advisor.config.RunConfig` (or plain dicts); nothing below this module sees a
+Core code takes `advisor.config.schema.RunConfig` (or plain dicts); nothing below this module sees a
 DictConfig. Hydra's own errors (unknown group option, unknown key) are turned into ConfigError
 messages that name the key, the value and what is allowed.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from advisor import catalog
+from advisor.config import catalog
 from advisor.errors import ConfigError
 
 GROUPS = ("model", "method", "gpu", "data", "matrix")
@@ -32,7 +32,7 @@ def compose(config_name: str, overrides: list[str]) -> dict[str, Any]:
         # Report every problem at once: compose without the bad group options and validate the rest.
         problems = list(bad.values())
         try:
-            from advisor.config import build
+            from advisor.config.schema import build
 
             build(_compose(config_name, [o for o in overrides if o not in bad]))
         except ConfigError as e:

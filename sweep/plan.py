@@ -1,9 +1,9 @@
 """The plan: every cell resolved, priced by the advisor and checked against the card and the budget.
 
 The cheap check runs before the expensive one. For each cell: compose base config + the user's
-overrides + the cell's overrides with Hydra, build the RunConfig, let `advisor.estimate.fit_batch`
+overrides + the cell's overrides with Hydra, build the RunConfig, let `advisor.estimator.estimate.fit_batch`
 pick the micro-batch / grad-accum that fits (global batch unchanged) and price it with
-`advisor.estimate.estimate`. A cell nothing fits is `infeasible`; when the runnable cells together
+`advisor.estimator.estimate.estimate`. A cell nothing fits is `infeasible`; when the runnable cells together
 would pass `budget.usd` (dollars, summed) or `budget.hours` (wall clock = summed hours / workers), the
 most expensive are dropped first as `over_budget`. Neither kind ever starts a process.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from advisor.config import RunConfig
+from advisor.config.schema import RunConfig
 from advisor.errors import ConfigError
 from sweep.compose import compose, given_keys
 from sweep.matrix import Cell
@@ -63,11 +63,11 @@ def cell_overrides(user: list[str], cell: Cell) -> list[str]:
 
 
 class Pricer:
-    """`advisor.estimate` with the dataset's token statistics (cached per file, model and seq_len) and
+    """`advisor.estimator.estimate` with the dataset's token statistics (cached per file, model and seq_len) and
     the calibration named by advisor.calibration, as `tunewise advise` uses them."""
 
     def __init__(self) -> None:
-        from advisor.estimate import estimate, fit_batch
+        from advisor.estimator.estimate import estimate, fit_batch
 
         self._estimate, self._fit_batch = estimate, fit_batch
         self._stats: dict[tuple, Any] = {}
@@ -78,7 +78,7 @@ class Pricer:
             return None
         key = (cfg.data.path, cfg.data.format, cfg.data.fields, cfg.model.path, cfg.train.seq_len)
         if key not in self._stats:
-            from advisor.datastats import dataset_stats
+            from advisor.data.stats import dataset_stats
 
             self._stats[key] = dataset_stats(cfg)
         return self._stats[key]
@@ -87,7 +87,7 @@ class Pricer:
         if not cfg.calibration:
             return None
         if cfg.calibration not in self._calibration:
-            from advisor.calibrate import load_calibration
+            from advisor.estimator.calibrate import load_calibration
 
             self._calibration[cfg.calibration] = load_calibration(cfg.calibration)
         return self._calibration[cfg.calibration]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from advisor.config import RunConfig
+from advisor.config.schema import RunConfig
 from sweep import records
 from sweep.matrix import Cell
 from sweep.plan import Plan

@@ -8,8 +8,8 @@ import subprocess
 from importlib import metadata
 from typing import Any
 
-from advisor import catalog
-from advisor.config import RunConfig
+from advisor.config import catalog
+from advisor.config.schema import RunConfig
 from sweep.records import now_iso, redact_url
 from sweep.settings import SweepSettings
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from advisor.config import RunConfig
+from advisor.config.schema import RunConfig
 
 MEASURED_KEYS = (
     "allocated_gib",

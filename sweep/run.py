@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from advisor.config import RunConfig
+from advisor.config.schema import RunConfig
 from advisor.errors import ConfigError
 from sweep import records
 from sweep.baseline import BASELINE, measure_baseline
@@ -50,7 +50,7 @@ def _ensure_demo_assets(cfg: RunConfig) -> None:
 
     model_path, data_path = demo(cfg.model.path), demo(cfg.data.path)
     if model_path or data_path:
-        from runners.demo import ensure_assets
+        from runners.demo.assets import ensure_assets
 
         ensure_assets(model_path, data_path)
 
@@ -60,7 +60,8 @@ def _ensure_cpu_throughput(cfg: RunConfig) -> None:
     (a few seconds) and cached in outputs/cpu-throughput.json."""
     if not cfg.gpu.is_cpu:
         return
-    from advisor import catalog, timing
+    from advisor.config import catalog
+    from advisor.estimator import timing
     from runners.cpu_probe import ensure_cpu_throughput
 
     ensure_cpu_throughput(catalog.repo_root() / "outputs" / "cpu-throughput.json")

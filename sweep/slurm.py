@@ -31,7 +31,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from advisor import catalog
+from advisor.config import catalog
 from advisor.errors import ConfigError
 
 

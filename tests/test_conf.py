@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from advisor import catalog
-from advisor.config import RunConfig
+from advisor.config import catalog
+from advisor.config.schema import RunConfig
 from sweep.compose import compose
 
 GROUP_OPTIONS = [
@@ -69,7 +69,7 @@ def test_every_reference_model_and_gpu_is_in_the_catalog():
 
 
 def test_default_price_is_cheapest_on_demand_specialist_row():
-    from advisor.config import from_names
+    from advisor.config.schema import from_names
 
     cfg = from_names("llama-3.1-8b", "lora", "a100-80gb")
     assert cfg.price.provider == "Lambda" and cfg.price.usd_per_gpu_hour == 1.79 and cfg.price.as_of == "2024"

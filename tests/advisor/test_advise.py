@@ -6,10 +6,11 @@ import json
 
 import pytest
 
-from advisor import catalog, search
-from advisor.advise import advise, for_method
-from advisor.config import from_names
-from advisor.estimate import estimate, fit_batch
+from advisor.config import catalog
+from advisor.config.schema import from_names
+from advisor.estimator import search
+from advisor.estimator.advise import advise, for_method
+from advisor.estimator.estimate import estimate, fit_batch
 
 ROW_KEYS = {
     "method",

@@ -1,4 +1,4 @@
-"""The caching-allocator replay model (advisor/allocator.py) on hand-worked sequences, and the torchtune
+"""The caching-allocator replay model (advisor/estimator/allocator.py) on hand-worked sequences, and the torchtune
 0.1.1 QLoRA init replay (bench/torchtune01_init.py) ending with exactly the model's tensors."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from advisor.allocator import Allocator
+from advisor.estimator.allocator import Allocator
 
 MiB = 2**20
 ROOT = Path(__file__).resolve().parents[2]

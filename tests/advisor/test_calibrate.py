@@ -1,4 +1,4 @@
-"""advisor.calibrate: fitting factors from trial records and applying them to advise rows.
+"""advisor.estimator.calibrate: fitting factors from trial records and applying them to advise rows.
 
 The records here are hand-made inputs for the arithmetic (round numbers whose geometric means are
 known), not measurements; the demonstration on real CPU sweep records is in bench/bench_calibrate.py.
@@ -11,10 +11,10 @@ import math
 
 import pytest
 
-from advisor.calibrate import ANY_METHOD, as_calibration, fit, load, read_records
-from advisor.config import from_names
+from advisor.config.schema import from_names
 from advisor.errors import ConfigError
-from advisor.estimate import estimate
+from advisor.estimator.calibrate import ANY_METHOD, as_calibration, fit, load, read_records
+from advisor.estimator.estimate import estimate
 
 
 def _record(

@@ -7,10 +7,10 @@ import tempfile
 
 import pytest
 
-from advisor.config import from_names
-from advisor.estimate import estimate
-from advisor.memory import Stack, static_bytes
-from advisor.params import trainable_params
+from advisor.config.schema import from_names
+from advisor.estimator.estimate import estimate
+from advisor.estimator.memory import Stack, static_bytes
+from advisor.estimator.params import trainable_params
 
 GB = 1e9
 

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from advisor.config import from_names
-from advisor.datacheck import check, run_data_command
-from advisor.dataprep import prepare
-from advisor.dataset import DataError
+from advisor.config.schema import from_names
+from advisor.data.check import check
+from advisor.data.command import run_data_command
+from advisor.data.dataset import DataError
+from advisor.data.prepare import prepare
 
 ROOT = Path(__file__).resolve().parents[2]
 _rng = random.Random(7)
@@ -241,8 +242,8 @@ def tokenizer_folder(path: Path, chat_template: str | None = CHAT_TEMPLATE) -> P
 @pytest.mark.parametrize("template", [CHAT_TEMPLATE, None], ids=["chat_template", "plain"])
 def test_token_counts_equal_the_runners_encoding(tmp_path, template):
     """data check counts what runners.data.encode feeds the model (real tokenizer, real runner code)."""
-    from advisor.dataset import read_examples
-    from advisor.datastats import TokenCounter, dataset_stats
+    from advisor.data.dataset import read_examples
+    from advisor.data.stats import TokenCounter, dataset_stats
     from runners.data import encode
     from runners.model import load_tokenizer
 
@@ -277,7 +278,7 @@ def test_token_counts_equal_the_runners_encoding(tmp_path, template):
 def test_estimated_stats_equal_check_and_state_the_estimate(tmp_path):
     import math
 
-    from advisor.datastats import dataset_stats
+    from advisor.data.stats import dataset_stats
 
     rows = clean_rows(40) + [{"instruction": "x", "output": "ü" * 3000}]
     cfg = cfg_for(write_jsonl(tmp_path / "d.jsonl", rows), seq_len=100)
@@ -293,8 +294,8 @@ def test_estimated_stats_equal_check_and_state_the_estimate(tmp_path):
 
 
 def test_advise_reports_the_same_token_total_as_data_check(tmp_path):
-    pytest.importorskip("advisor.estimate", reason="advise's estimator is not in the tree yet")
-    from advisor.advise import advise
+    pytest.importorskip("advisor.estimator.estimate", reason="advise's estimator is not in the tree yet")
+    from advisor.estimator.advise import advise
 
     cfg = cfg_for(write_jsonl(tmp_path / "d.jsonl", clean_rows(40)))
     doc, _ = check(cfg)
@@ -320,11 +321,11 @@ def test_rows_without_a_prompt_never_conflict(tmp_path):
 
 
 def test_digest_columns_grow_when_the_row_estimate_is_short(tmp_path, monkeypatch):
-    import advisor.datascan
+    import advisor.data.scan
 
     src = crafted(tmp_path / "bad.jsonl")
     want, _ = check(cfg_for(src))
-    monkeypatch.setattr(advisor.datascan, "row_capacity", lambda path: 1)
-    monkeypatch.setattr(advisor.datascan, "BATCH_ROWS", 4)
+    monkeypatch.setattr(advisor.data.scan, "row_capacity", lambda path: 1)
+    monkeypatch.setattr(advisor.data.scan, "BATCH_ROWS", 4)
     got, _ = check(cfg_for(src))
     assert got == want

@@ -1,4 +1,4 @@
-"""advisor.dataset: every input format reads the same rows, with the right line numbers and problem kinds."""
+"""advisor.data.dataset: every input format reads the same rows, with the right line numbers and problem kinds."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from advisor.config import DataConfig
-from advisor.dataset import DataError, carve, iter_examples, read_examples, split
+from advisor.config.schema import DataConfig
+from advisor.data.dataset import DataError, carve, iter_examples, read_examples, split
 
 INSTRUCTION_ROWS = [
     {

@@ -1,4 +1,4 @@
-"""advisor.estimate: the row's shape and the arithmetic of time, cost, budget and fit_batch."""
+"""advisor.estimator.estimate: the row's shape and the arithmetic of time, cost, budget and fit_batch."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from advisor import timing
-from advisor.config import from_names
-from advisor.estimate import estimate, fit_batch
-from advisor.memory import CPU_PROCESS_GIB, GIB, memory
-from advisor.params import total_params
+from advisor.config.schema import from_names
+from advisor.estimator import timing
+from advisor.estimator.estimate import estimate, fit_batch
+from advisor.estimator.memory import CPU_PROCESS_GIB, GIB, memory
+from advisor.estimator.params import total_params
 
 ROW_KEYS = {
     "method",

@@ -3,9 +3,9 @@
 1. Static bytes: after one real training step on a tiny model (saved, then loaded through the real
    `from_pretrained` path; QLoRA with a real 4-bit BitsAndBytesConfig and
    prepare_model_for_kbit_training), the bytes of parameters (Params4bit storage + quant_state
-   counted by hand), `.grad`s and optimizer states equal `advisor.memory.static_bytes`.
+   counted by hand), `.grad`s and optimizer states equal `advisor.estimator.memory.static_bytes`.
 2. Activations: the bytes autograd saves per token per decoder layer (saved_tensors_hooks, unique
-   storages, difference between a 3-layer and a 1-layer model) equal advisor.activations'.
+   storages, difference between a 3-layer and a 1-layer model) equal advisor.estimator.activations'.
 """
 
 from __future__ import annotations
@@ -18,17 +18,17 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
-from advisor.activations import (  # noqa: E402
+from advisor.config.schema import from_names  # noqa: E402
+from advisor.estimator.activations import (  # noqa: E402
     head_bytes_per_token,
     layer_bytes_per_token,
     layer_constant_bytes,
     pos_bytes_per_token,
     position_bytes_per_pos,
 )
-from advisor.config import from_names  # noqa: E402
-from advisor.memory import Stack, regime, static_bytes  # noqa: E402
-from advisor.params import param_split, trainable_params, trainable_tensors  # noqa: E402
-from advisor.static import step_counter_bytes  # noqa: E402
+from advisor.estimator.memory import Stack, regime, static_bytes  # noqa: E402
+from advisor.estimator.params import param_split, trainable_params, trainable_tensors  # noqa: E402
+from advisor.estimator.static import step_counter_bytes  # noqa: E402
 
 TINY = dict(
     hidden_size=128,

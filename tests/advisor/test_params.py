@@ -1,4 +1,4 @@
-"""advisor.params against the real thing: transformers' num_parameters() for every catalog model (built
+"""advisor.estimator.params against the real thing: transformers' num_parameters() for every catalog model (built
 on the meta device: no memory) and PEFT's trainable-parameter count for LoRA target sets."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
-from advisor import catalog  # noqa: E402
-from advisor.config import ModelConfig, from_names  # noqa: E402
-from advisor.params import (  # noqa: E402
+from advisor.config import catalog  # noqa: E402
+from advisor.config.schema import ModelConfig, from_names  # noqa: E402
+from advisor.estimator.params import (  # noqa: E402
     linear_layers,
     param_tensors,
     total_params,

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from advisor.config import from_names
+from advisor.config.schema import from_names
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 

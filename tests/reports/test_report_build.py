@@ -201,8 +201,8 @@ def test_unreadable_record_is_skipped(tmp_path):
 
 
 def test_small_card_sentence_uses_the_real_advisor(built):
-    """The 24 GB sentence comes from advisor.estimate (fit_batch when micro-batch 4 does not fit)."""
-    pytest.importorskip("advisor.estimate")
+    """The 24 GB sentence comes from advisor.estimator.estimate (fit_batch when micro-batch 4 does not fit)."""
+    pytest.importorskip("advisor.estimator.estimate")
     from reports.context import small_card_rows
     from reports.records import load
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from advisor.config import from_names
+from advisor.config.schema import from_names
 
 KEYS = [f"item{k}" for k in range(12)]
 VALUES = ["red", "green", "blue", "gold", "pink", "gray", "teal", "navy", "lime", "plum", "rust", "sand"]

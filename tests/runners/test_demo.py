@@ -15,14 +15,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from advisor.config import DataConfig
-from advisor.dataset import split, validate
-from runners import demo, demo_text
+from advisor.config.schema import DataConfig
+from advisor.data.dataset import split, validate
+from runners.demo import assets as demo
+from runners.demo import text as demo_text
+from runners.demo.spec import BaseSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 # The same builder at a CI size: seconds, yet it must learn (perplexity far below the vocabulary).
 SMALL = replace(
-    demo.BaseSpec(),
+    BaseSpec(),
     vocab_size=512,
     hidden_size=64,
     num_hidden_layers=2,
@@ -40,7 +42,7 @@ SMALL = replace(
 
 @pytest.fixture(scope="module")
 def small_base(tmp_path_factory) -> tuple[Path, dict]:
-    from runners.demo_base import build_base
+    from runners.demo.base import build_base
 
     out = tmp_path_factory.mktemp("demo") / "base"
     facts = build_base(out, SMALL, stamp={"base_version": demo.BASE_VERSION}, log=lambda m: None)
@@ -103,7 +105,7 @@ def test_assets_are_cached_and_rebuilt_when_stale(tmp_path, monkeypatch):
 def test_small_base_learned_and_loads_like_a_downloaded_model(small_base):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from advisor.dataset import read_examples
+    from advisor.data.dataset import read_examples
     from runners.data import encode, prompt_text
 
     path, facts = small_base
@@ -128,10 +130,10 @@ def test_demo_base_yaml_is_the_built_architecture():
     import torch
     from transformers import LlamaForCausalLM
 
-    from runners.demo_base import model_config
+    from runners.demo.base import model_config
 
     entry = yaml.safe_load((ROOT / "conf" / "model" / "demo-base.yaml").read_text())
-    spec = demo.BaseSpec()
+    spec = BaseSpec()
     for k in (
         "vocab_size",
         "hidden_size",

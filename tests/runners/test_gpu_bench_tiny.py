@@ -7,8 +7,8 @@ import importlib.util
 import json
 from pathlib import Path
 
-from advisor.params import trainable_params, trainable_tensors
-from advisor.static import step_counter_bytes
+from advisor.estimator.params import trainable_params, trainable_tensors
+from advisor.estimator.static import step_counter_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -36,7 +36,7 @@ BAD_ROWS = {
 def _cell(cfg, out: Path, *flags: str, **kw) -> subprocess.Popen:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(cfg.to_dict()))
-    cmd = [sys.executable, "-m", "runners.cell", str(out / "config.json"), str(out), *flags]
+    cmd = [sys.executable, "-m", "runners.protocol", str(out / "config.json"), str(out), *flags]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from advisor.dataset import Example
+from advisor.data.dataset import Example
 from runners import data
 
 

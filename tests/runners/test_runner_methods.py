@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from advisor import dataset
-from advisor.memory import memory
-from advisor.params import targeted, trainable_params
-from advisor.static import step_counter_bytes
+from advisor.data import dataset
+from advisor.estimator.memory import memory
+from advisor.estimator.params import targeted, trainable_params
+from advisor.estimator.static import step_counter_bytes
 from runners import data
 from runners import model as model_mod
 from runners.cell import run_cell

@@ -1,4 +1,4 @@
-"""runners.trace: exact byte counts on fake tensors, bitsandbytes storage sizes, depth extrapolation,
+"""runners.trace.tracer: exact byte counts on fake tensors, bitsandbytes storage sizes, depth extrapolation,
 the cache, and the analytic estimator held to the trace (fast subset here; the full grid is slow)."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from advisor.config import from_names  # noqa: E402
+from advisor.config.schema import from_names  # noqa: E402
 from advisor.errors import ConfigError  # noqa: E402
-from runners import trace as trace_mod  # noqa: E402
-from runners.trace import trace  # noqa: E402
+from runners.trace import tracer as trace_mod  # noqa: E402
+from runners.trace.tracer import trace  # noqa: E402
 
 GIB = 2**30
 SMALL = {
@@ -34,7 +34,7 @@ def test_static_sizes_are_exact(tmp_path):
     """bf16 full fine-tune with AdamW: weights 2 B, grads 2 B, states 4 B per parameter."""
     from transformers import AutoModelForCausalLM
 
-    from runners.trace_model import hf_config
+    from runners.trace.model import hf_config
 
     cfg = cfg_for("full")
     with torch.device("meta"):
@@ -69,7 +69,7 @@ def test_4bit_stand_in_has_bitsandbytes_real_storage(double_quant):
     import bitsandbytes.functional as bnbf
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from runners.trace_model import Linear4bitStandIn, bnb_constants
+    from runners.trace.model import Linear4bitStandIn, bnb_constants
 
     w = torch.randn(384, 640, dtype=torch.bfloat16)
     packed, qs = bnbf.quantize_4bit(w, blocksize=64, compress_statistics=double_quant, quant_type="nf4")
@@ -180,7 +180,7 @@ def _grid_case(tmp_path, family, method, seq, ckpt, component):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
     from bench_trace import TOLERANCE, small_cfg
 
-    from runners.trace_compare import compare
+    from runners.trace.compare import compare
 
     cache = tmp_path.parent / "trace-grid-cache"  # shared by the cases of one session
     c = compare(small_cfg(family, method, seq, ckpt), cache)[component]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from advisor.config import from_names
+from advisor.config.schema import from_names
 from sweep import records
 from sweep.planfile import LoadedCell, LoadedPlan
 from sweep.progress import render, snapshot

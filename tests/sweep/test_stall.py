@@ -45,7 +45,7 @@ def _runners(under: Path) -> dict[int, str]:
             cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if "runners.cell" in cmd and str(under) in cmd:
+        if "runners.protocol" in cmd and str(under) in cmd:
             found[int(p.name)] = cmd
     return found
 

@@ -8,7 +8,7 @@ import time
 
 import optuna
 
-from advisor.config import from_names
+from advisor.config.schema import from_names
 from sweep import records
 from sweep.claims import Claims, me
 from sweep.planfile import LoadedCell, LoadedPlan

@@ -26,7 +26,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
-from advisor.config import RunConfig
+from advisor.config.schema import RunConfig
 
 CATEGORIES = ("weights", "gradients", "optimizer", "activations", "logits", "temporaries")
 PHASES = ("forward", "backward", "optimizer")
@@ -47,7 +47,7 @@ class LiveBytes(TorchDispatchMode):
         self.peak: dict[str, int] = dict.fromkeys(PHASES, 0)
         self.peak_cat: dict[str, dict[str, int]] = {ph: dict(self.by_cat) for ph in PHASES}
         self.events: list[tuple] = []  # ("alloc", n, nbytes) / ("free", n), in order: replayed through
-        self._serial = 0  # advisor.allocator for reserved memory
+        self._serial = 0  # advisor.estimator.allocator for reserved memory
 
     def _free(self, key: int) -> None:
         nbytes, cat, serial = self.live.pop(key)
@@ -267,7 +267,7 @@ def replay_reserved(static: list[tuple], step: list[tuple], steps: int = 2) -> i
     """Peak `max_memory_reserved` of the traced step, from a replay of its allocations through the
     caching-allocator model: the persistent tensors first (as loading leaves them), then the same
     step `steps` times (the second one starts from the cached blocks the first left behind)."""
-    from advisor.allocator import Allocator
+    from advisor.estimator.allocator import Allocator
 
     a = Allocator().replay(static)
     persistent = {e[1] for e in static if e[0] == "alloc"}

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
 
-from advisor.arch import by_identity, dims, traits
-from advisor.catalog import repo_root
-from advisor.config import RunConfig
-from advisor.params import n_trainable, param_split
+from advisor.config.catalog import repo_root
+from advisor.config.schema import RunConfig
+from advisor.estimator.arch import by_identity, dims, traits
+from advisor.estimator.params import n_trainable, param_split
 
 # Model-FLOPs utilization at large tokens-per-micro-batch, by GPU class (fraction of dense bf16 peak).
 # Datacenter cards sit in the upper half of the observed 12–47 % range, consumer and workstation cards
@@ -134,7 +134,7 @@ def peak_tflops(cfg: RunConfig) -> tuple[float, str]:
         key = "fp32_tflops" if wide else "bf16_tflops"
         if probe and probe.get(key):
             return float(probe[key]), f"measured {probe.get('measured', '')}".strip()
-        from advisor.config import machine_cores
+        from advisor.config.schema import machine_cores
 
         return CPU_TFLOPS_PER_CORE_PRIOR * machine_cores(), "prior (no outputs/cpu-throughput.json yet)"
     tf = gpu.fp32_tflops if wide else gpu.bf16_dense_tflops

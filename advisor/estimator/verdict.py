@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from advisor import catalog, search
-from advisor.config import RunConfig
+from advisor.config import catalog
+from advisor.config.schema import RunConfig
+from advisor.estimator import search
 
 LABELS = {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA"}
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from advisor.config import DataConfig
+from advisor.config.schema import DataConfig
 from advisor.errors import ConfigError
 
 ROLES = ("system", "user", "assistant")

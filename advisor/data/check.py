@@ -13,16 +13,15 @@ Duplicates keep the first occurrence: a later row is the duplicate, paired with 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import numpy as np
 
-from advisor import neardup
-from advisor.config import RunConfig
-from advisor.datascan import SHAPES, STYLES, Scan, scan
-from advisor.dataset import PROBLEM_KINDS, DataError, path_problems
-from advisor.datastats import TokenCounter
+from advisor.config.schema import RunConfig
+from advisor.data import neardup
+from advisor.data.dataset import PROBLEM_KINDS, DataError, path_problems
+from advisor.data.scan import SHAPES, STYLES, Scan, scan
+from advisor.data.stats import TokenCounter
 
 MAX_LINES = 10  # line numbers listed per check
 WARNINGS = ("truncated", "mixed_templates", "mixed_shapes")
@@ -185,23 +184,3 @@ def check(cfg: RunConfig) -> tuple[dict, list[FileResult]]:
         },  # fmt: skip
     }
     return doc, results
-
-
-def run_data_command(sub: str, cfg: RunConfig, fmt: str = "rich", raw: dict | None = None) -> int:
-    """`tunewise data check|prepare`. Exit code: check → 0 clean, 1 problems found (warnings alone
-    keep 0); prepare → 0 once the cleaned split is written. Bad input raises ConfigError (exit 2)."""
-    if sub == "prepare":
-        from advisor.dataprep import prepare
-
-        doc = prepare(cfg)
-        code = 0
-    else:
-        doc, _ = check(cfg)
-        code = 0 if doc["clean"] else 1
-    if fmt == "json":
-        print(json.dumps(doc, indent=2, ensure_ascii=False))
-    else:
-        from advisor.datarender import render
-
-        render(doc)
-    return code

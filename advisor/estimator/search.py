@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from advisor import catalog
-from advisor.config import RunConfig, build
+from advisor.config import catalog
+from advisor.config.schema import RunConfig, build
 from advisor.errors import ConfigError
 
 MAX_MIN_GPUS = 64  # min_gpus searches gpu.count in 1..64 of the requested card
@@ -20,10 +20,10 @@ SHARDED = ("zero3", "fsdp")  # parallelisms that shard the weights across GPUs
 
 
 class Estimates:
-    """`advisor.estimate.estimate` with a per-advise cache (RunConfig is frozen, hence hashable)."""
+    """`advisor.estimator.estimate.estimate` with a per-advise cache (RunConfig is frozen, hence hashable)."""
 
     def __init__(self, stats: Any = None, calibration: Any = None) -> None:
-        from advisor.estimate import estimate
+        from advisor.estimator.estimate import estimate
 
         self._estimate = estimate
         self.stats, self.calibration = stats, calibration
@@ -41,7 +41,7 @@ class Estimates:
     def fitted(self, cfg: RunConfig) -> RunConfig | None:
         """`cfg` with the largest micro-batch that fits at the same global batch (fit_batch), or None."""
         if cfg not in self._fitted:
-            from advisor.estimate import fit_batch
+            from advisor.estimator.estimate import fit_batch
 
             self._fitted[cfg] = fit_batch(cfg, stats=self.stats)
         return self._fitted[cfg]
@@ -190,7 +190,7 @@ def reverse(est: Estimates, cfg: RunConfig) -> dict[str, Any]:
 
     The seq_len answers assume every sequence is filled to seq_len (train.packing=true): "can I train
     on sequences this long". The micro-batch answers keep the configured data and seq_len."""
-    from advisor.estimate import fit_batch
+    from advisor.estimator.estimate import fit_batch
 
     context = cfg.model.max_position_embeddings
     top = max(1, context // SEQ_LEN_STEP)

@@ -1,8 +1,8 @@
 """Exact memory and FLOPs of one training step, by running the real architecture on fake tensors.
 
-`trace(cfg)` builds the Hugging Face model of cfg.model with the configured method (runners.trace_model),
+`trace(cfg)` builds the Hugging Face model of cfg.model with the configured method (runners.trace.model),
 runs one steady-state training step under FakeTensorMode and counts every tensor's bytes by category
-and the FLOPs (runners.trace_step). Nothing is allocated: Llama-3.1-70B traces on a laptop.
+and the FLOPs (runners.trace.step). Nothing is allocated: Llama-3.1-70B traces on a laptop.
 
 Depth: decoder layers are identical (or alternate with period 2, as in Gemma-2), so every byte count,
 peak and FLOP count is affine in the number of layers L. By default the model is traced with 2 and 4
@@ -12,7 +12,7 @@ traced whole. `layers=cfg.model.num_hidden_layers` forces one full trace (tests 
 Results are cached as JSON under outputs/trace-cache/, keyed by a hash of everything they depend on.
 
 Reserved memory: the traced allocations and frees, in order, are replayed through a model of the CUDA
-caching allocator (advisor/allocator.py): the persistent tensors, then the step twice. The slack it
+caching allocator (advisor/estimator/allocator.py): the persistent tensors, then the step twice. The slack it
 finds (reserved − allocated) settles with depth instead of growing with it, so an extrapolated row
 adds the deepest trace's slack to the extrapolated peak.
 
@@ -34,8 +34,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from advisor.catalog import repo_root
-from advisor.config import RunConfig
+from advisor.config.catalog import repo_root
+from advisor.config.schema import RunConfig
 from advisor.errors import ConfigError
 
 TRACE_VERSION = 5  # bump when the traced quantities change meaning
@@ -111,7 +111,8 @@ def _trace_depth(cfg: RunConfig, layers: int) -> dict[str, Any]:
     """One trace of the model with `layers` decoder layers (raw byte counts)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from runners import trace_model, trace_step
+    from runners.trace import model as trace_model
+    from runners.trace import step as trace_step
 
     mode = FakeTensorMode()
     bnb = cfg.method.name == "qlora" or "8bit" in cfg.train.optimizer or "paged" in cfg.train.optimizer

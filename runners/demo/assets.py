@@ -15,10 +15,11 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-from runners import demo_text
+from runners.demo import text as demo_text
+from runners.demo.spec import BaseSpec
 
 # Bump when the generated text or the base's recipe changes: cached assets are then rebuilt.
 DATA_VERSION = 2  # 2: routing answers (category, size, weekend) instead of copied fields
@@ -26,32 +27,6 @@ BASE_VERSION = 2
 DATA_ROWS = 1000  # rows in train.jsonl (the runner carves 10 % for validation, before any subsampling)
 DATA_SEED = 0  # seeds the task rows
 STAMP = "tunewise_demo.json"
-
-
-@dataclass(frozen=True)
-class BaseSpec:
-    """Size and pretraining schedule of the demo base. Defaults = the shipped demo (conf/model/demo-base.yaml)."""
-
-    vocab_size: int = 2048  # BPE vocabulary (special tokens included)
-    hidden_size: int = 256  # model width (elements)
-    num_hidden_layers: int = 4  # decoder layers
-    num_attention_heads: int = 4  # query heads
-    num_key_value_heads: int = 2  # key/value heads (GQA)
-    intermediate_size: int = (
-        704  # MLP width (elements); a multiple of 64: bitsandbytes' CPU 4-bit kernel needs it
-    )
-    max_position_embeddings: int = 512  # longest context (tokens)
-    train_docs: int = 12000  # pretraining documents (tokenizer and model)
-    heldout_docs: int = 400  # held-out documents for the perplexity (a different seed)
-    block_len: int = 128  # tokens per packed pretraining sequence
-    batch_size: int = 32  # sequences per optimizer step
-    steps: int = 150  # optimizer steps
-    autocast_bf16: bool = (
-        True  # bf16 autocast for the pretraining matmuls (fp32 master weights; ~2× faster on CPU)
-    )
-    lr: float = 3e-3  # peak learning rate (AdamW, linear warm-up then cosine decay)
-    warmup_steps: int = 20  # linear warm-up steps
-    seed: int = 0  # seeds the text, the initialisation and the batch order
 
 
 def _say(msg: str) -> None:
@@ -118,7 +93,7 @@ def ensure_assets(model_path: str | None, data_path: str | None) -> None:
         stamp = write_data(data_path)
         _say(f"demo data: wrote {stamp['rows']} rows to {data_path} in {time.perf_counter() - t0:.1f} s")
     if model_path and not base_is_current(model_path):
-        from runners.demo_base import build_base
+        from runners.demo.base import build_base
 
         _say(f"demo base: building {model_path} (first use; about a minute on 2 CPU cores)")
         build_base(model_path, BaseSpec(), stamp={"base_version": BASE_VERSION}, log=_say)

@@ -3,7 +3,7 @@
 Per readable row: line (8 bytes), shape and prompt-template style (1 + 1), stray-whitespace flag (1),
 three 8-byte hashes — the exact content (messages as read, nothing normalised), the normalised prompt
 and the normalised response — the token count (4) and the 128-byte MinHash signature
-(advisor.neardup): 167 bytes per row. Per unreadable row: its line and problem kind (9 bytes), and
+(advisor.data.neardup): 167 bytes per row. Per unreadable row: its line and problem kind (9 bytes), and
 the messages of the first MAX_MESSAGES of them. The columns are allocated once, at an upper bound of
 the row count (row_capacity), so they are never copied to grow; searching duplicates adds transient
 sort buffers of about 100 bytes per row (bench/bench_datacheck.py measured a peak of 310 bytes per
@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from advisor import neardup
-from advisor.config import RunConfig
-from advisor.dataset import PROBLEM_KINDS, Example, iter_examples
-from advisor.datastats import DataStats, TokenCounter, stats_from_counts
+from advisor.config.schema import RunConfig
+from advisor.data import neardup
+from advisor.data.dataset import PROBLEM_KINDS, Example, iter_examples
+from advisor.data.stats import DataStats, TokenCounter, stats_from_counts
 
 BYTES_PER_ROW = 8 + 1 + 1 + 1 + 3 * 8 + 4 + neardup.SIGNATURE_BYTES
 BATCH_ROWS = 512  # rows digested per batch (tokenizer and MinHash work in batches)

@@ -8,7 +8,7 @@ the yardstick is not (the validation file only loses its own unreadable and dupl
 same rules). Fixed: leading/trailing whitespace of every text field.
 Kept as they are (reported as warnings): rows longer than train.seq_len, mixed templates or shapes.
 
-Without data.val_path the validation rows are carved from the kept rows with advisor.dataset.carve
+Without data.val_path the validation rows are carved from the kept rows with advisor.data.dataset.carve
 (data.val_fraction, data.val_rows_max, seed) — the same carving a sweep does. Rows keep their input
 shape (field names included) and file order. Outputs go to data.out_dir (default
 outputs/data/<input stem>): train.jsonl, val.jsonl, manifest.json, each written to a temporary file
@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from advisor.config import RunConfig
-from advisor.datacheck import DROP_REASONS, FileResult, check
-from advisor.dataset import PROBLEM_KINDS, DataError, carve, hf_shards, parse_row, raw_rows
+from advisor.config.schema import RunConfig
+from advisor.data.check import DROP_REASONS, FileResult, check
+from advisor.data.dataset import PROBLEM_KINDS, DataError, carve, hf_shards, parse_row, raw_rows
 
 
 def sha256(path: str | Path) -> str:

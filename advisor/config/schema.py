@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from advisor import catalog
+from advisor.config import catalog
 from advisor.errors import ConfigError, Problems
 
 METHODS = ("full", "lora", "qlora")

@@ -9,10 +9,10 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from advisor import search
-from advisor.config import RunConfig
-from advisor.quality import quality_prior
-from advisor.verdict import verdict
+from advisor.config.schema import RunConfig
+from advisor.estimator import search
+from advisor.estimator.quality import quality_prior
+from advisor.estimator.verdict import verdict
 
 COMPARE_RANKS = (8, 16, 64)  # ranks shown side by side when the user did not set method.r
 
@@ -49,7 +49,7 @@ def _merge(row: dict[str, Any], traced: dict[str, Any], cfg: RunConfig) -> dict[
 def _stats(cfg: RunConfig) -> Any:
     if not cfg.data.path:
         return None
-    from advisor.datastats import dataset_stats
+    from advisor.data.stats import dataset_stats
 
     return dataset_stats(cfg)
 

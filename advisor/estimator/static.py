@@ -9,10 +9,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from advisor.activations import Regime
-from advisor.arch import by_identity, dims, traits
-from advisor.config import RunConfig
-from advisor.params import (
+from advisor.config.schema import RunConfig
+from advisor.estimator.activations import Regime
+from advisor.estimator.arch import by_identity, dims, traits
+from advisor.estimator.params import (
     linear_layers,
     lora_params,
     lora_rank,
@@ -107,7 +107,7 @@ def _weight_bytes(cfg: RunConfig, g: Regime, stack: Stack) -> float:
 
 @by_identity()
 def _q4_linear_bytes(model, double_quant: bool) -> int:
-    from advisor.params import linear_layers
+    from advisor.estimator.params import linear_layers
 
     total = 0
     for lin in linear_layers(model):
@@ -132,7 +132,7 @@ def _trainable_tensors(model, method) -> tuple[tuple[int, int], ...]:
     d = dims(model)
     split = param_split(model)
     small = 0  # norms and biases under OPT8_MIN_SIZE
-    from advisor.arch import traits
+    from advisor.estimator.arch import traits
 
     t = traits(model)
     norm_n = d.h * (2 if t.layernorm else 1)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from advisor.arch import by_identity, dims, traits
-from advisor.config import MethodConfig, ModelConfig
+from advisor.config.schema import MethodConfig, ModelConfig
 from advisor.errors import ConfigError
+from advisor.estimator.arch import by_identity, dims, traits
 
 
 class Linear(NamedTuple):

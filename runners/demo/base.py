@@ -1,5 +1,5 @@
 """Build the demo's small *pretrained* base: a BPE tokenizer and a Llama-architecture model trained
-from scratch on this machine, on text that runners.demo_text generates.
+from scratch on this machine, on text that runners.demo.text generates.
 
 The result is an ordinary Hugging Face folder (config.json, model.safetensors, generation_config.json,
 tokenizer.json, tokenizer_config.json with a chat template), loaded later with the real
@@ -23,8 +23,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from runners import demo_text
-from runners.demo import BaseSpec
+from runners.demo import text as demo_text
+from runners.demo.spec import BaseSpec
 
 # The chat template the base's tokenizer carries (the same format as demo_text.chat_text).
 CHAT_TEMPLATE = (

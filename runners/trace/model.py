@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from advisor.config import RunConfig
+from advisor.config.schema import RunConfig
 from advisor.errors import ConfigError
 
 BNB_BLOCKSIZE = 4 * 16  # bitsandbytes' 4-bit block (elements per absmax) on CUDA

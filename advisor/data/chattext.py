@@ -16,7 +16,7 @@ import json
 from datetime import datetime
 from pathlib import Path
 
-from advisor.dataset import DataError, Example
+from advisor.data.dataset import DataError, Example
 
 PLAIN_HEADERS = {"system": "### System:\n", "user": "### User:\n", "assistant": "### Assistant:\n"}
 SPECIAL_TOKENS = ("bos_token", "eos_token", "pad_token", "unk_token")

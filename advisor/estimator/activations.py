@@ -24,16 +24,16 @@ counted once. Rules used throughout (PyTorch autograd formulas):
 Checked exactly against `torch.autograd.graph.saved_tensors_hooks` on tiny real models on CPU
 (tests/advisor/test_memory_real.py: Llama, Qwen2/3, Gemma-2, Phi-3, GPT-2, Mixtral; full, LoRA with and
 without dropout, QLoRA with and without kbit upcast, bf16/fp32/amp) and within 2.5 % of the CUDA-
-faithful fake-tensor trace (runners/trace_compare.py, docs/trace-vs-analytic.md).
+faithful fake-tensor trace (runners/trace/compare.py, docs/trace-vs-analytic.md).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from advisor.arch import by_identity, dims, traits
-from advisor.config import ModelConfig
-from advisor.params import targeted
+from advisor.config.schema import ModelConfig
+from advisor.estimator.arch import by_identity, dims, traits
+from advisor.estimator.params import targeted
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from advisor.config import ModelConfig
+from advisor.config.schema import ModelConfig
 from advisor.errors import ConfigError
 
 

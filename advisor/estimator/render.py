@@ -11,8 +11,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from advisor import catalog
-from advisor.verdict import LABELS, hours_text, usd_text
+from advisor.config import catalog
+from advisor.estimator.verdict import LABELS, hours_text, usd_text
 
 BREAKDOWN = (  # (memory key, header) for breakdown=true
     ("weights_gib", "weights\n(GiB)"),

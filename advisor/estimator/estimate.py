@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from advisor.arch import traits
-from advisor.config import RunConfig
-from advisor.memory import GIB, Stack, memory
-from advisor.params import n_trainable, total_params
-from advisor.timing import Lengths, lengths, run_time, train_rows
+from advisor.config.schema import RunConfig
+from advisor.estimator.arch import traits
+from advisor.estimator.memory import GIB, Stack, memory
+from advisor.estimator.params import n_trainable, total_params
+from advisor.estimator.timing import Lengths, lengths, run_time, train_rows
 
 DEFAULT_STACK = Stack()
 
@@ -45,7 +45,7 @@ def _notes(cfg: RunConfig, ln: Lengths, stats: Any) -> list[str]:
 def estimate(
     cfg: RunConfig, stats: Any = None, calibration: Any = None, stack: Stack = DEFAULT_STACK
 ) -> dict:
-    """The advise row for `cfg`. `stats` (advisor.datastats.DataStats) gives measured lengths."""
+    """The advise row for `cfg`. `stats` (advisor.data.stats.DataStats) gives measured lengths."""
     ln = lengths(cfg, stats)
     mem = memory(cfg, ln.longest, stack)
     rows = train_rows(cfg, stats)
@@ -101,8 +101,10 @@ def estimate(
         "paged_gib": round(mem.paged / GIB, 3),
         "notes": _notes(cfg, ln, stats),
     }
-    if calibration is not None:  # measured factors (advisor.calibrate): a Calibration or a records path
-        from advisor.calibrate import as_calibration
+    if (
+        calibration is not None
+    ):  # measured factors (advisor.estimator.calibrate): a Calibration or a records path
+        from advisor.estimator.calibrate import as_calibration
 
         row = as_calibration(calibration).apply(row, cfg)
     return row

@@ -21,7 +21,7 @@ def conf_dir() -> Path:
     env = os.environ.get("TUNEWISE_CONF")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "conf"
+    return Path(__file__).resolve().parents[2] / "conf"
 
 
 def repo_root() -> Path:

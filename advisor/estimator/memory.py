@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from advisor.activations import (
+from advisor.config.schema import RunConfig
+from advisor.estimator.activations import (
     Regime,
     attn_grad_bytes_per_token_per_pos,
     head_bytes_per_token,
@@ -21,10 +22,9 @@ from advisor.activations import (
     pos_bytes_per_token,
     position_bytes_per_pos,
 )
-from advisor.arch import by_identity, dims, traits
-from advisor.config import RunConfig
-from advisor.params import linear_layers, n_trainable, param_split
-from advisor.static import (  # noqa: F401  (re-exported: Stack, regime, static_bytes, q4_bytes)
+from advisor.estimator.arch import by_identity, dims, traits
+from advisor.estimator.params import linear_layers, n_trainable, param_split
+from advisor.estimator.static import (  # noqa: F401  (re-exported: Stack, regime, static_bytes, q4_bytes)
     Stack,
     _large_persistent_tensors,
     _weight_bytes,

@@ -1,4 +1,4 @@
-"""Hold the analytic estimator (advisor.memory / advisor.timing) to the trace, component by component.
+"""Hold the analytic estimator (advisor.estimator.memory / advisor.estimator.timing) to the trace, component by component.
 
 Both sides are put on the same definitions:
     weights, optimizer   static sizes (paged optimizer state included)
@@ -8,8 +8,8 @@ Both sides are put on the same definitions:
                          norm + lm_head input; the analytic `saved` + autocast weight cache)
     logits               output-layer and loss tensors alive at the end of the forward
     allocated            peak of live bytes over the step (the row's allocated_gib)
-    flops                FLOPs per trained token (advisor.timing.flops_per_token at seq_len)
-The analytic forward-end terms are advisor.memory.Memory.forward_saved / forward_logits.
+    flops                FLOPs per trained token (advisor.estimator.timing.flops_per_token at seq_len)
+The analytic forward-end terms are advisor.estimator.memory.Memory.forward_saved / forward_logits.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from advisor.config import RunConfig
+from advisor.config.schema import RunConfig
 
 GIB = 2**30
 COMPONENTS = ("weights", "gradients", "optimizer", "activations", "logits", "allocated", "flops")
@@ -25,8 +25,8 @@ COMPONENTS = ("weights", "gradients", "optimizer", "activations", "logits", "all
 
 def analytic(cfg: RunConfig) -> dict[str, float]:
     """The analytic model's numbers under the definitions above (GiB; flops per token)."""
-    from advisor.memory import memory
-    from advisor.timing import flops_per_token
+    from advisor.estimator.memory import memory
+    from advisor.estimator.timing import flops_per_token
 
     seq = cfg.train.seq_len
     mem = memory(cfg, seq)
@@ -43,7 +43,7 @@ def analytic(cfg: RunConfig) -> dict[str, float]:
 
 
 def traced(cfg: RunConfig, cache_dir: Path | None = None, layers: int | None = None) -> dict[str, float]:
-    from runners.trace import trace
+    from runners.trace.tracer import trace
 
     row = trace(cfg, layers=layers, cache_dir=cache_dir)
     grads = trace(cfg.replace(train={"grad_accum": 2}), layers=layers, cache_dir=cache_dir)

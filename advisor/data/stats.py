@@ -1,6 +1,6 @@
 """Token statistics of a real dataset — one implementation for `data check` and `advise data.path=…`.
 
-Tokens are counted as the runner encodes an example (advisor.chattext mirrors runners/data.py):
+Tokens are counted as the runner encodes an example (advisor.data.chattext mirrors runners/data.py):
 - `model.path` is a folder with tokenizer.json: its chat template (or, without one, the plain
   "### User:" template with the tokenizer's BOS/EOS), each piece tokenized with `tokenizers`;
 - otherwise an estimate: UTF-8 bytes of the plain template's text / 4, rounded up (labelled
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from advisor.chattext import ChatTemplate, plain_segments
-from advisor.config import RunConfig
-from advisor.dataset import DataError, Example, iter_examples, path_problems
+from advisor.config.schema import RunConfig
+from advisor.data.chattext import ChatTemplate, plain_segments
+from advisor.data.dataset import DataError, Example, iter_examples, path_problems
 
 ESTIMATE = "estimate: bytes/4"
 BATCH_ROWS = 512  # examples tokenized per call (tokenizers encodes a batch in parallel)
@@ -50,7 +50,7 @@ class DataStats:
 
 
 class TokenCounter:
-    """Counts tokens of examples as the runner encodes them (advisor.chattext), with the model's
+    """Counts tokens of examples as the runner encodes them (advisor.data.chattext), with the model's
     tokenizer when model.path holds one, else estimates them (bytes/4 of the plain template's text)."""
 
     def __init__(self, model_path: str | None):
