@@ -18,17 +18,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from advisor.config import catalog  # noqa: E402
-from advisor.config.schema import from_names  # noqa: E402
+from advisor.config import catalog
+from advisor.config.schema import from_names
 from advisor.estimator import (
-    activations,  # noqa: E402
-    arch,  # noqa: E402
-    memory,  # noqa: E402
-    params,  # noqa: E402
-    static,  # noqa: E402
-    timing,  # noqa: E402
+    activations,
+    arch,
+    memory,
+    params,
+    static,
+    timing,
 )
-from advisor.estimator.estimate import estimate  # noqa: E402
+from advisor.estimator.estimate import estimate
 
 CACHED = [
     memory._FIXED,

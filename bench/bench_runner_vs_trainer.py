@@ -40,15 +40,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
+import torch
 
-from advisor.config.schema import from_names  # noqa: E402
-from advisor.data import dataset  # noqa: E402
-from runners import data as data_mod  # noqa: E402
-from runners import measure  # noqa: E402
-from runners import model as model_mod  # noqa: E402
-from runners.cell import run_cell  # noqa: E402
-from runners.optim import make_optimizer  # noqa: E402
+from advisor.config.schema import from_names
+from advisor.data import dataset
+from runners import data as data_mod
+from runners import measure
+from runners import model as model_mod
+from runners.cell import run_cell
+from runners.optim import make_optimizer
 
 ROWS = 600  # training examples generated
 VARIED_WORDS = (4, 160)  # response length range (words): the spread that makes padding matter
@@ -194,7 +194,7 @@ def run_trainer(cfg, batches: list[list[data_mod.Row]], out_dir: Path, lockstep=
     runner_s: list[float] = []
 
     class Clock(TrainerCallback):
-        def on_step_end(self, args, state, control, **kw):
+        def on_step_end(self, args, state, control, **kw):  # noqa: ARG002 (TrainerCallback's signature)
             ends.append(time.perf_counter())
             if lockstep is not None:
                 t0 = time.perf_counter()
@@ -239,7 +239,7 @@ def run_lockstep(cfg, batches: list[list[data_mod.Row]], out_dir: Path) -> dict:
     from runners.cell import _prepare
     from runners.train import Progress
 
-    loop, _, _ = _prepare(cfg, out_dir / "runner", False, False, Progress(), {}, lambda event: True)
+    loop, _, _ = _prepare(cfg, out_dir / "runner", False, False, Progress(), {}, lambda _event: True)
     assert [loop.stream.micro_batch(k) for k in range(len(batches))] == batches
     return run_trainer(cfg, batches, out_dir / "trainer", lockstep=loop)
 

@@ -29,12 +29,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
+import torch
 
-from advisor.config.schema import from_names  # noqa: E402
-from advisor.estimator.memory import memory  # noqa: E402
-from runners import measure  # noqa: E402
-from runners.provenance import provenance  # noqa: E402
+from advisor.config.schema import from_names
+from advisor.estimator.memory import memory
+from runners import measure
+from runners.provenance import provenance
 
 WARMUP_STEPS = 2  # untimed steps per config (allocator, kernel selection)
 TIMED_STEPS = 3  # timed steps per config

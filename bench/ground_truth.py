@@ -20,10 +20,10 @@ from statistics import median
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torchtune01_init  # noqa: E402
+import torchtune01_init
 
-from advisor.config.schema import from_names  # noqa: E402
-from advisor.estimator.memory import GIB, Stack, memory  # noqa: E402
+from advisor.config.schema import from_names
+from advisor.estimator.memory import GIB, Stack, memory
 
 GB = 1e9
 

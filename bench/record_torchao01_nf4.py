@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import torchtune01_init as tt  # noqa: E402
+import torchtune01_init as tt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from runners.trace.step import LiveBytes  # noqa: E402
+from runners.trace.step import LiveBytes
 
 
 def _load_nf4(tmp: Path):

@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from advisor.estimator.allocator import Allocator  # noqa: E402
+from advisor.estimator.allocator import Allocator
 
 # (event, id, a, b) — alloc `a·n + b` bytes under id, or free id (a, b unused)
 TO_NF4 = [

@@ -10,7 +10,7 @@ from reports.fmt import loss as fmt_loss
 from reports.recommend import CellResult, gain_fraction
 
 
-def _fig(ctx: Context, path, caption: str) -> list:
+def _fig(path, caption: str) -> list:
     return [Figure(path, f"plots/{path.name}", caption)] if path else []
 
 
@@ -99,7 +99,6 @@ def quality(ctx: Context) -> list:
     pts = ctx.points()
     out.extend(
         _fig(
-            ctx,
             plots.quality_vs(pts, "rows", base, ctx.plots_dir / "quality_vs_rows.png"),
             "Eval loss vs training rows, one line per method and rank (dotted: untrained base).",
         )
@@ -108,7 +107,6 @@ def quality(ctx: Context) -> list:
     out.extend(_trend(ctx, "r") or [Para("The sweep has one LoRA rank: no comparison.")])
     out.extend(
         _fig(
-            ctx,
             plots.quality_vs(pts, "r", base, ctx.plots_dir / "quality_vs_rank.png"),
             "Eval loss vs LoRA rank, one line per method and dataset size (dashed: full fine-tuning).",
         )
@@ -244,7 +242,6 @@ def cost(ctx: Context) -> list:
     pts = ctx.points()
     out.extend(
         _fig(
-            ctx,
             plots.memory(
                 pts,
                 ctx.capacity_gib if ctx.one_card else None,
@@ -268,7 +265,6 @@ def cost(ctx: Context) -> list:
         )
     out.extend(
         _fig(
-            ctx,
             plots.cost_quality(
                 [p for p in pts if p.status == "complete"], ctx.plots_dir / "cost_quality.png"
             ),

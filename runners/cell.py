@@ -259,7 +259,7 @@ def run_cell(
             status = _train(cfg, out_dir, resume, baseline, progress, info, live, on_event)
     except ConfigError as e:
         reason = "; ".join(e.problems)
-    except Exception as e:  # noqa: BLE001 - a cell never crashes its caller
+    except Exception as e:
         cap.release()
         if measure.is_oom(e):
             status = "oom"

@@ -66,9 +66,6 @@ class LiveBytes(TorchDispatchMode):
             if isinstance(t, torch.Tensor) and t.device.type == "cpu":
                 self._track(t)
 
-    def reset_peak(self) -> None:
-        self.peak = self.live
-
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         if isinstance(out, torch.Tensor):
@@ -200,7 +197,7 @@ def _nvml_reader():
         pynvml.nvmlInit()
         handle = pynvml.nvmlDeviceGetHandleByIndex(idx)
         return lambda: pynvml.nvmlDeviceGetMemoryInfo(handle).used
-    except Exception:  # noqa: BLE001 - pynvml missing or unusable: fall back to nvidia-smi
+    except Exception:
         import subprocess
 
         def smi() -> int | None:

@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             on_step=on_step,
             keepalive=chan.alive,
         )
-    except Exception as e:  # noqa: BLE001 - result.json could not be written
+    except Exception as e:
         print(
             f"tunewise cell: could not write {out / 'result.json'}: {type(e).__name__}: {e}", file=sys.stderr
         )

@@ -122,4 +122,4 @@ def data_cmd(args: list[str]) -> int:
     cfg = RunConfig.from_dict(d)
     from advisor.data.command import run_data_command
 
-    return run_data_command(sub, cfg, fmt=fmt, raw=d)
+    return run_data_command(sub, cfg, fmt=fmt)

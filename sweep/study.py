@@ -62,7 +62,7 @@ def open_study(url: str, name: str, pruner: optuna.pruners.BasePruner) -> optuna
                 pruner=pruner,
                 load_if_exists=True,
             )
-        except Exception as e:  # noqa: BLE001 - sqlalchemy IntegrityError/OperationalError on table creation
+        except Exception as e:
             if isinstance(e, ConfigError):
                 raise
             last = e

@@ -53,7 +53,7 @@ class Worker:
                 if row.status == "pending":
                     did_something |= self._try_start(pc, row, rows)
                 elif is_dead(row, s.heartbeat_timeout_s):
-                    did_something |= self._retry_dead(pc, row, rows)
+                    did_something |= self._retry_dead(pc, row)
                 elif maybe_dead(row):
                     waiting = True
                 if did_something:
@@ -110,7 +110,7 @@ class Worker:
         self._run_cell(pc)
         return True
 
-    def _retry_dead(self, pc, row: Row, rows: dict[str, Row]) -> bool:
+    def _retry_dead(self, pc, row: Row) -> bool:
         reason = (
             f"worker {row.host}:{row.pid} stopped (no heartbeat for "
             f"{time.time() - (row.heartbeat or 0):.0f} s)"

@@ -10,7 +10,7 @@ from advisor.data.prepare import prepare
 from advisor.data.render import render
 
 
-def run_data_command(sub: str, cfg: RunConfig, fmt: str = "rich", raw: dict | None = None) -> int:
+def run_data_command(sub: str, cfg: RunConfig, fmt: str = "rich") -> int:
     """`tunewise data check|prepare`. Exit code: check → 0 clean, 1 problems found (warnings alone
     keep 0); prepare → 0 once the cleaned split is written. Bad input raises ConfigError (exit 2)."""
     if sub == "prepare":

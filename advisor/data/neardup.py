@@ -92,11 +92,6 @@ def signatures(word_lists: list[list[str]]) -> np.ndarray:
     return np.ascontiguousarray(((mins >> np.uint32(8)) & np.uint32(0xFF)).astype(np.uint8).T)
 
 
-def text_signatures(texts: list[str]) -> np.ndarray:
-    """`signatures` of plain texts."""
-    return signatures([words(t) for t in texts])
-
-
 def similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Estimated Jaccard similarity of signature rows (b-bit correction for chance byte matches)."""
     agree = (a == b).mean(axis=-1)

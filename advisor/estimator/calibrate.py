@@ -254,7 +254,7 @@ load_calibration = load  # the name sweep/plan.py imports
 
 
 @functools.lru_cache(maxsize=16)
-def _load_cached(path: str, mtime_ns: int) -> Calibration:
+def _load_cached(path: str, mtime_ns: int) -> Calibration:  # noqa: ARG001 (mtime_ns: part of the cache key)
     return load(path)
 
 

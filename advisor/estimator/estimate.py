@@ -17,7 +17,7 @@ from advisor.estimator.timing import Lengths, lengths, run_time, train_rows
 DEFAULT_STACK = Stack()
 
 
-def _notes(cfg: RunConfig, ln: Lengths, stats: Any) -> list[str]:
+def _notes(cfg: RunConfig, ln: Lengths) -> list[str]:
     notes = list(cfg.notes)
     if ln.assumed:
         notes.append(
@@ -99,7 +99,7 @@ def estimate(
         "gradient_checkpointing": t.gradient_checkpointing,
         "peak_phase": mem.peak_phase,
         "paged_gib": round(mem.paged / GIB, 3),
-        "notes": _notes(cfg, ln, stats),
+        "notes": _notes(cfg, ln),
     }
     if (
         calibration is not None

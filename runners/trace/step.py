@@ -78,7 +78,7 @@ class LiveBytes(TorchDispatchMode):
             self.peak[self.phase] = self.total
             self.peak_cat[self.phase] = dict(self.by_cat)
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor) and not isinstance(t, self.skip):
@@ -103,17 +103,17 @@ def _register_flop_formulas() -> None:
         return
 
     @fc.register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu)
-    def _sdpa_cpu(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+    def _sdpa_cpu(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ARG001 (torch passes out_shape)
         return fc.sdpa_flop_count(query_shape, key_shape, value_shape)
 
     @fc.register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu_backward)
-    def _sdpa_cpu_bw(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kw) -> int:  # noqa: ANN001
+    def _sdpa_cpu_bw(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kw) -> int:  # noqa: ARG001 (torch passes out_shape)
         return fc.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
 
     import bitsandbytes  # noqa: F401  (registers torch.ops.bitsandbytes)
 
     @fc.register_flop_formula(torch.ops.bitsandbytes.gemm_4bit)
-    def _gemm_4bit(a_shape, b_shape, shape_b, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+    def _gemm_4bit(a_shape, _b_shape, shape_b, *args, out_shape=None, **kwargs) -> int:  # noqa: ARG001 (torch passes out_shape)
         m = 1
         for n in a_shape[:-1]:
             m *= n
@@ -134,12 +134,12 @@ def cuda_kernels(on: bool) -> Iterator[None]:
     aten = torch.ops.aten
     orig_dropout, orig_sdpa = F.dropout, F.scaled_dot_product_attention
 
-    def dropout(input, p=0.5, training=True, inplace=False):  # noqa: ANN001, A002
+    def dropout(input, p=0.5, training=True, inplace=False):  # noqa: ARG001 (F.dropout's signature)
         if not training or p == 0:
             return input
         return aten.native_dropout(input, p, True)[0]
 
-    def sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):  # noqa: ANN001
+    def sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
         if dropout_p == 0 or enable_gqa:
             return orig_sdpa(q, k, v, attn_mask, dropout_p, is_causal, scale=scale, enable_gqa=enable_gqa)
         bias = attn_mask
@@ -209,7 +209,7 @@ def run_step(cfg: RunConfig, model: nn.Module, static: list[torch.Tensor]) -> di
         return _traced_step(cfg, model, static, opt, paged, params, forward)
 
 
-def _traced_step(cfg, model, static, opt, paged, params, forward) -> dict[str, Any]:  # noqa: ANN001
+def _traced_step(cfg, model, static, opt, paged, params, forward) -> dict[str, Any]:
     flops = FlopCounterMode(display=False)
     with flops:
         forward().loss.backward()

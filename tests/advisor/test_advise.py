@@ -101,7 +101,7 @@ def test_ranks_compared_unless_user_set_r(doc_70b, cfg_70b):
     assert [(r["method"], r["r"]) for r in one["estimates"]] == [("lora", 32)]
 
 
-def test_70b_under_100_usd_reads_right(doc_70b, cfg_70b):
+def test_70b_under_100_usd_reads_right(doc_70b):
     full = doc_70b["min_gpus"]["full"]
     assert full["count"] is not None and full["count"] >= 2  # 70B full fine-tuning never fits one 80 GB card
     assert full["parallel"] in search.SHARDED  # ddp replicates: the search had to assume sharding
@@ -236,7 +236,7 @@ def test_traced_reserved_memory_replaces_the_analytic_slack():
     cfg = from_names("llama-3.2-1b", "lora", "a100-80gb")
     base = estimate(cfg)["memory"]
 
-    def tracer(c):
+    def tracer(_cfg):
         return {"memory": {"allocated_gib": 10.0, "reserved_gib": 10.4}}
 
     (row,) = advise(cfg, ("lora",), given={"method", "method.r"}, tracer=tracer)["estimates"]

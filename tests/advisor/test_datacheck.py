@@ -325,7 +325,7 @@ def test_digest_columns_grow_when_the_row_estimate_is_short(tmp_path, monkeypatc
 
     src = crafted(tmp_path / "bad.jsonl")
     want, _ = check(cfg_for(src))
-    monkeypatch.setattr(advisor.data.scan, "row_capacity", lambda path: 1)
+    monkeypatch.setattr(advisor.data.scan, "row_capacity", lambda _path: 1)
     monkeypatch.setattr(advisor.data.scan, "BATCH_ROWS", 4)
     got, _ = check(cfg_for(src))
     assert got == want

@@ -45,7 +45,7 @@ def small_base(tmp_path_factory) -> tuple[Path, dict]:
     from runners.demo.base import build_base
 
     out = tmp_path_factory.mktemp("demo") / "base"
-    facts = build_base(out, SMALL, stamp={"base_version": demo.BASE_VERSION}, log=lambda m: None)
+    facts = build_base(out, SMALL, stamp={"base_version": demo.BASE_VERSION}, log=lambda _msg: None)
     return out, facts
 
 
