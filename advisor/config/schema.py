@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from advisor.config import catalog
+from advisor.config.methods import METHOD_NAMES
 from advisor.errors import ConfigError, Problems
 
-METHODS = ("full", "lora", "qlora")
+METHODS = METHOD_NAMES
 OPTIMIZERS = ("adamw", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "sgd")
 PRECISIONS = ("bf16", "amp_bf16", "amp_fp16", "fp16", "fp32")
 ATTENTIONS = ("sdpa", "flash", "eager")

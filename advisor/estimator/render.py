@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from advisor.config import catalog
+from advisor.config.methods import METHODS
 from advisor.estimator.verdict import LABELS, hours_text, usd_text
 
 BREAKDOWN = (  # (memory key, header) for breakdown=true
@@ -61,7 +62,7 @@ def _summary_text(s: dict[str, Any], names: dict[str, str]) -> str:
     )
 
 
-SHORT = {"full": "full", "lora": "LoRA", "qlora": "QLoRA"}
+SHORT = {name: m.short for name, m in METHODS.items()}
 
 
 def _table(title: str | None = None) -> Table:

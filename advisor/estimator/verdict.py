@@ -8,10 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 from advisor.config import catalog
+from advisor.config.methods import METHODS
 from advisor.config.schema import RunConfig
 from advisor.estimator import search
 
-LABELS = {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA"}
+LABELS = {name: m.phrase for name, m in METHODS.items()}
 
 
 def usd_text(usd: float) -> str:
