@@ -142,7 +142,7 @@ class _Columns:
 
     def __init__(self, capacity: int) -> None:
         self.n = 0
-        self.arrays = {
+        self.arrays: dict[str, np.ndarray] = {
             k: np.empty((capacity, w) if w else capacity, dtype=t) for k, (t, w) in COLUMNS.items()
         }
 
