@@ -34,11 +34,13 @@ MODEL_FIELDS = {
     "num_local_experts": "MoE experts per layer (null = dense)",
     "num_experts_per_tok": "MoE experts active per token (top-k)",
     "total_params": "reference parameter count (transformers num_parameters())",
+    "attention_bias": "bias on q/k/v/o projections; null = the family's default",
+    "mlp_bias": "bias on the MLP projections; null = the family's default",
 }
 
 
-def _value(field: str, raw: str):
-    if raw == "":
+def _value(field: str, raw: str | None):
+    if raw is None or raw == "":  # a field models.csv does not have (the biases): null
         return None
     if field in ("name", "architecture"):
         return raw
@@ -65,7 +67,7 @@ def make_models() -> None:
             if row.get("notes"):
                 lines.append(f"# Notes: {row['notes']}\n")
             for field, doc in MODEL_FIELDS.items():
-                lines.append(f"{field}: {_yaml_scalar(_value(field, row[field]))}  # {doc}\n")
+                lines.append(f"{field}: {_yaml_scalar(_value(field, row.get(field)))}  # {doc}\n")
             lines.append(
                 "# Where the weights come from for real runs (local folder or Hub id); null = estimate only.\n"
             )
@@ -120,6 +122,7 @@ def make_gpus() -> None:
                 out.append(f"    usd_per_gpu_hour: {p['usd_per_gpu_hour']}\n")
                 out.append(f'    as_of: "{p["as_of"]}"\n')
                 out.append(f"    source: {_yaml_scalar(p['source'])}\n")
+                out.append("    per_core: false  # true: USD per core-hour (CPU rows)\n")
             if gid not in prices:
                 out[-1] = "prices: []\n"
             (ROOT / "conf" / "gpu" / f"{gid}.yaml").write_text("".join(out))

@@ -1,11 +1,13 @@
-"""Catalogs of models, GPUs and prices, read from the plain-YAML option files in conf/.
+"""conf/ read without Hydra: the catalogs (models, GPUs with prices, methods) and the defaults.
 
-The same files are Hydra config-group options (`model=llama-3.1-8b`, `gpu=a100-80gb`); the advisor
-reads them directly with PyYAML so that it never needs Hydra.
+The option files are Hydra config-group options (`model=llama-3.1-8b`, `gpu=a100-80gb`); the advisor
+reads them directly with PyYAML so that it never needs Hydra. `defaults(key)` is conf/config.yaml's
+own value of a top-level key (`train`, `data`, `sweep`, `seed`, …): the one place a default is written.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 from pathlib import Path
@@ -50,7 +52,7 @@ def load_option(group: str, name: str) -> dict[str, Any]:
     opts = _options(group)
     if name not in opts:
         raise ConfigError(f"{group}={name!r}: unknown {group} (allowed: {', '.join(opts)})")
-    return dict(opts[name])
+    return copy.deepcopy(opts[name])
 
 
 def models() -> dict[str, dict[str, Any]]:
@@ -59,3 +61,30 @@ def models() -> dict[str, dict[str, Any]]:
 
 def gpus() -> dict[str, dict[str, Any]]:
     return {k: dict(v) for k, v in _options("gpu").items()}
+
+
+@functools.cache
+def _primary(config_name: str) -> dict[str, Any]:
+    with open(conf_dir() / f"{config_name}.yaml") as fh:
+        return yaml.load(fh, Loader=_LOADER) or {}
+
+
+def defaults(key: str) -> Any:
+    """A copy of conf/config.yaml's value of the top-level `key` (e.g. `train` → the train section)."""
+    d = _primary("config")
+    if key not in d or key == "defaults":
+        raise ConfigError(f"{key}: no default in {conf_dir() / 'config.yaml'} (keys there: {', '.join(d)})")
+    return copy.deepcopy(d[key])
+
+
+def choices(config_name: str = "config") -> dict[str, str]:
+    """The group options conf/<config_name>.yaml's defaults list picks, includes and overrides
+    followed as Hydra does: choices("advise")["model"] == "llama-3.1-8b"."""
+    out: dict[str, str] = {}
+    for entry in _primary(config_name).get("defaults") or []:
+        if isinstance(entry, str) and entry != "_self_":  # another primary config, e.g. `- config`
+            out.update(choices(entry))
+        elif isinstance(entry, dict):
+            for k, v in entry.items():
+                out[k.removeprefix("override").strip()] = str(v)
+    return out

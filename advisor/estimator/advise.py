@@ -9,7 +9,10 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from advisor.config import catalog
+from advisor.config.checks import method as method_section
 from advisor.config.schema import RunConfig
+from advisor.errors import Problems
 from advisor.estimator import search
 from advisor.estimator.quality import quality_prior
 from advisor.estimator.verdict import verdict
@@ -18,10 +21,20 @@ COMPARE_RANKS = (8, 16, 64)  # ranks shown side by side when the user did not se
 
 
 def for_method(cfg: RunConfig, method: str, r: int | None = None) -> RunConfig:
-    """`cfg` with `method` (lora/qlora keep the adapter settings of cfg.method; rank r if given)."""
-    if method == "full":
-        return cfg.replace(method={"name": "full", "r": None, "alpha": None, "dropout": 0.0})
-    return cfg.replace(method={"name": method, "r": r or cfg.method.r or 16})
+    """`cfg` with `method`: lora/qlora keep the adapter settings of an adapter cfg.method (rank r if
+    given); otherwise the method's settings are its conf/method/<method>.yaml option's."""
+    if method == cfg.method.name and (r is None or method == "full"):
+        return cfg
+    if method != "full" and cfg.method.is_adapter:
+        section = {**dataclasses.asdict(cfg.method), "name": method}
+    else:
+        section = catalog.load_option("method", method)
+    if r is not None and method != "full":
+        section["r"] = r
+    p = Problems()
+    built = method_section(section, p)
+    p.raise_if_any()
+    return cfg.replace(method=built)
 
 
 def _merge(row: dict[str, Any], traced: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
@@ -112,7 +125,8 @@ def advise(
 ) -> dict[str, Any]:
     """The advise document for `cfg` comparing `methods`; `given` = keys the user set (e.g. method.r)."""
     notes = list(cfg.notes)
-    adapter_r = cfg.method.r or 16
+    adapter_r = for_method(cfg, "lora").method.r  # cfg's rank, or conf/method/lora.yaml's
+    assert adapter_r is not None  # an adapter's rank is validated positive
     ranks = [adapter_r] if "method.r" in given else sorted({*COMPARE_RANKS, adapter_r})
     if methods == ("full",):
         ranks = []
