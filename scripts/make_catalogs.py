@@ -97,8 +97,8 @@ def make_gpus() -> None:
             out = [
                 f"# GPU: {row['name']}. Source: shared/reference/gpus.csv ({row['source']}; confidence {row['confidence']}).\n",
                 "# Prices: shared/reference/prices.csv, on-demand USD per GPU-hour with provider, tier and as-of date.\n",
-                f"name: {gid}\n",
-                f"display_name: {_yaml_scalar(row['name'])}\n",
+                f"name: {gid}  # catalog name (gpu={gid})\n",
+                f"display_name: {_yaml_scalar(row['name'])}  # how tables and reports name it\n",
                 f"memory_gb: {row['memory_gb']}  # marketed memory (GB)\n",
                 f"usable_mib: {row['usable_mib']}  # memory a process can use (MiB): the fit test uses this\n",
                 f"bandwidth_gbs: {row['bandwidth_gbs']}  # HBM/GDDR bandwidth (GB/s)\n",

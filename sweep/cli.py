@@ -7,6 +7,7 @@ document).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from advisor.errors import ConfigError
@@ -45,31 +46,22 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0
     cmd, rest = argv[0], argv[1:]
+    from sweep.commands import COMMANDS
+
+    if cmd not in COMMANDS:
+        print(f"tunewise: unknown command {cmd!r} (allowed: {', '.join(COMMANDS)})\n", file=sys.stderr)
+        print(USAGE, file=sys.stderr)
+        return 2
     try:
-        if cmd == "advise":
-            from sweep.commands import advise_cmd
-
-            return advise_cmd(rest)
-        if cmd == "sweep":
-            from sweep.commands import sweep_cmd
-
-            return sweep_cmd(rest)
-        if cmd == "report":
-            from sweep.commands import report_cmd
-
-            return report_cmd(rest)
-        if cmd == "data":
-            from sweep.commands import data_cmd
-
-            return data_cmd(rest)
+        return COMMANDS[cmd](rest)
     except ConfigError as e:
         return _fail(e)
     except KeyboardInterrupt:
         print("tunewise: interrupted", file=sys.stderr)
         return 130
-    print(f"tunewise: unknown command {cmd!r} (allowed: advise, sweep, report, data)\n", file=sys.stderr)
-    print(USAGE, file=sys.stderr)
-    return 2
+    except BrokenPipeError:  # `tunewise advise --help | head`: the reader left
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

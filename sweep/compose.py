@@ -7,6 +7,8 @@ messages that name the key, the value and what is allowed.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 from advisor.config import catalog
@@ -68,3 +70,76 @@ def _compose(config_name: str, overrides: list[str]) -> dict[str, Any]:
 def given_keys(overrides: list[str]) -> set[str]:
     """Keys the user set on the command line (e.g. {'method', 'train.seq_len'})."""
     return {o.lstrip("+~").partition("=")[0] for o in overrides if "=" in o}
+
+
+# ----------------------------------------------------------------------------------------------
+# Defaults as `--help` shows them: every key of a composed config with its value and its comment.
+
+_KEY_LINE = re.compile(r'^(?P<indent> *)(?P<key>"[^"]+"|[\w.\-]+):(?P<rest>.*)$')
+OPAQUE = ("gpu.prices", "matrix.axes", "matrix.exclude")  # shown whole, not key by key
+
+
+def override_value(v: Any) -> str:
+    """A value as an override's right-hand side (`null`, `true`, `[a,b]`, `{k: v}`)."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, list):
+        return "[" + ",".join(override_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {override_value(x)}" for k, x in v.items()) + "}"
+    return str(v)
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{dotted key: value} of a composed config (mappings in OPAQUE kept whole)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and key not in OPAQUE:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _comments(path: Path, prefix: str = "") -> dict[str, str]:
+    """{dotted key: its trailing comment} of one YAML file (a light reading of block mappings)."""
+    out: dict[str, str] = {}
+    stack: list[tuple[int, str]] = []
+    for line in path.read_text().splitlines():
+        m = _KEY_LINE.match(line)
+        if not m:
+            continue
+        indent, key = len(m["indent"]), m["key"].strip('"')
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        stack.append((indent, key))
+        rest = m["rest"]
+        if rest.lstrip().startswith("#") or " #" in rest:
+            out[prefix + ".".join(k for _, k in stack)] = rest.split("#", 1)[1].strip()
+    return out
+
+
+def documented_defaults(config_name: str) -> list[tuple[str, Any, str]]:
+    """(key, default, comment) for every key `conf/<config_name>.yaml` composes to: the comments of
+    conf/config.yaml, of the chosen model/method/gpu option for their keys and of the chosen matrix
+    (which may set training defaults too); a key without a comment of its own shows its parent's."""
+    d = compose(config_name, [])
+    conf = catalog.conf_dir()
+    docs = _comments(conf / "config.yaml")
+    for group in ("model", "method", "gpu"):
+        name = str((d.get(group) or {}).get("name"))
+        if name in catalog.option_names(group):
+            docs.update(_comments(conf / group / f"{name}.yaml", f"{group}."))
+    matrix = conf / "matrix" / f"{(d.get('matrix') or {}).get('name')}.yaml"
+    if matrix.is_file():
+        docs.update(_comments(matrix, "" if "@package _global_" in matrix.read_text() else "matrix."))
+
+    def doc(key: str) -> str:
+        while key not in docs and "." in key:
+            key = key.rsplit(".", 1)[0]
+        return docs.get(key, "")
+
+    return [(k, v, doc(k)) for k, v in flatten(d).items()]

@@ -1,13 +1,14 @@
 """Every YAML file under conf/ composes through Hydra and builds a valid RunConfig (style.md: a config
-no test composes is a broken config)."""
+no test composes is a broken config); every matrix names real keys with valid values."""
 
 from __future__ import annotations
 
 import pytest
 
-from advisor.config import catalog
-from advisor.config.schema import RunConfig
-from sweep.compose import compose
+from advisor.config import catalog, fieldtypes
+from advisor.config.schema import RunConfig, key_type
+from advisor.trials.matrix import expand
+from sweep.compose import compose, override_value
 
 GROUP_OPTIONS = [
     (g, name) for g in ("model", "method", "gpu", "data", "matrix") for name in catalog.option_names(g)
@@ -26,11 +27,43 @@ def test_every_group_option_composes(group, name):
     overrides = [f"{group}={name}"]
     if group == "gpu" and name == "mi300x":
         overrides.append("method=lora")  # no bitsandbytes there; lora is the default anyway
-    d = compose("advise", overrides)
-    if group == "matrix":
-        assert isinstance(d["matrix"]["axes"], dict)
-        return
-    RunConfig.from_dict(d)
+    cfg = RunConfig.from_dict(compose("advise", overrides))
+    if group in ("model", "method", "gpu"):
+        assert getattr(cfg, group).name == name
+
+
+# cells of each matrix with one seed: rank collapses for full fine-tuning
+MATRIX_CELLS = {"demo": 2 + 2 * 2 + 2 * 2, "method_rank_size": 3 + 3 * 3 + 3 * 3, "single": 1}
+
+
+def test_every_matrix_is_counted_here():
+    assert set(catalog.option_names("matrix")) == set(MATRIX_CELLS)
+
+
+@pytest.mark.parametrize("name", catalog.option_names("matrix"))
+def test_every_matrix_axis_is_a_schema_key_and_every_value_builds(name):
+    d = compose("config", [f"matrix={name}"])
+    matrix = d["matrix"]
+    assert matrix["name"] == name
+    base = RunConfig.from_dict(d)
+    for key, values in matrix["axes"].items():
+        hint = key_type(key)  # KeyError: the axis names no config key
+        for v in values:
+            assert fieldtypes.matches(v, hint), (key, v, fieldtypes.describe(hint))
+            cfg = RunConfig.from_dict(compose("config", [f"matrix={name}", f"{key}={override_value(v)}"]))
+            if key == "method":
+                assert cfg.method.name == v
+            elif key.startswith(("method.", "data.", "train.")) and not (
+                key == "method.r" and base.method.name == "full"
+            ):
+                section, field = key.split(".")
+                assert getattr(getattr(cfg, section), field) == v, (key, v)
+    cells = expand(matrix, base.method.name, seeds=1, base_seed=base.seed)
+    assert len(cells) == MATRIX_CELLS[name]
+    assert len({c.cell_id for c in cells}) == len(cells)
+    for c in cells:  # every cell's assignment takes only values of its axes
+        for key, v in c.assignment:
+            assert v in matrix["axes"][key]
 
 
 def test_catalog_yaml_is_plain():

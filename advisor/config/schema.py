@@ -43,6 +43,13 @@ GROUPS = ("model", "method", "gpu")  # sections that are catalog options (conf/<
 SECTIONS = ("train", "data", "price", "budget", "advisor")  # sections whose defaults are config.yaml's
 OUTPUT_ONLY = ("notes", "resolved")  # written by to_dict(), derived again on load
 OTHER_KEYS = ("sweep", "matrix", "format", "breakdown")  # composed config read by the sweep and the CLI
+SECTION_TYPES: dict[str, type] = {
+    "model": ModelConfig,
+    "method": MethodConfig,
+    "train": TrainConfig,
+    "data": DataConfig,
+    "gpu": GpuConfig,
+}
 
 
 @dataclass(frozen=True)
@@ -237,6 +244,23 @@ def build(d: dict[str, Any]) -> RunConfig:
         calibration=calibration,
         notes=tuple(notes),
     )
+
+
+def key_type(key: str) -> Any:
+    """The annotation of a dotted config key a RunConfig reads (`method.r` → `int | None`,
+    `budget.usd` → `float | None`, `price.provider` → `str | None`); KeyError for any other key.
+    A group name (`method`, `gpu`, …) is the option's name: `str`."""
+    if key in GROUPS or key == "data":
+        return str
+    if key == "price.provider":
+        return str | None
+    if key in TOP_LEVEL:
+        return fieldtypes.hints(RunConfig)[TOP_LEVEL[key]]
+    section, _, name = key.partition(".")
+    hints = fieldtypes.hints(SECTION_TYPES[section]) if section in SECTION_TYPES else {}
+    if name not in hints:
+        raise KeyError(key)
+    return hints[name]
 
 
 def from_names(

@@ -36,6 +36,14 @@ CASES = {
         ["method='qlora'", "mi300x", "allowed:", "a100-80gb"],
     ),
     "unknown parallel": (["gpu.count=2", "parallel=tp"], ["parallel='tp'", "ddp", "zero3"]),
+    "not a boolean": (
+        ["train.gradient_checkpointing=maybe"],
+        ["train.gradient_checkpointing='maybe'", "true or false"],
+    ),
+    "not a number": (["data.avg_tokens=many"], ["data.avg_tokens='many'", "must be a number"]),
+    "added key": (["+train.warmup_steps=10"], ["train.warmup_steps=10", "unknown key", "warmup_ratio"]),
+    "unknown price provider": (["price.provider=nobody"], ["price.provider='nobody'", "Lambda"]),
+    "unknown data format": (["data.format=xml"], ["data.format='xml'", "instruction", "chat"]),
 }
 
 
