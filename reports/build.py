@@ -10,6 +10,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Literal, TextIO
 
 from reports import calibration, deploy, sections, sections_more
 from reports.context import Context, build_context
@@ -40,11 +41,10 @@ def _write(path: Path, text: str) -> None:
 
 
 def status_line(ctx: Context) -> str | None:
-    sw = ctx.sweep
-    if not sw.running:
+    if not ctx.running:
         return None
     return (
-        f"Sweep still running: {sw.finished_cells} of {sw.planned} cells finished "
+        f"Sweep still running: {ctx.finished_cells} of {ctx.planned} cells finished "
         "(or it was interrupted: rerun the same `tunewise sweep` command to resume). Numbers below are provisional."
     )
 
@@ -89,7 +89,7 @@ def build_report(sweep_dir: Path, print_summary: bool = False) -> list[Path]:
     return [md, html, *figures]
 
 
-def print_rich_summary(ctx: Context, file=None) -> None:
+def print_rich_summary(ctx: Context, file: TextIO | None = None) -> None:
     from rich.console import Console
     from rich.panel import Panel
     from rich.table import Table
@@ -100,13 +100,14 @@ def print_rich_summary(ctx: Context, file=None) -> None:
         console.print(f"[yellow]{line}[/yellow]")
     console.print(Panel(ctx.rec.text, title="Recommendation", expand=False))
     t = Table(title="Cells", title_justify="left")
-    for h, j in (
+    columns: tuple[tuple[str, Literal["left", "right"]], ...] = (
         ("cell", "left"),
         ("status", "left"),
         ("eval loss", "right"),
         ("peak", "right"),
         ("USD/run", "right"),
-    ):
+    )
+    for h, j in columns:
         t.add_column(h, justify=j)
     for (c, r), p in zip(ctx.pairs, ctx.points(), strict=True):
         style = "bold green" if r is ctx.rec.pick else None

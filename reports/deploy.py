@@ -3,10 +3,9 @@ command that reproduces the recommended cell."""
 
 from __future__ import annotations
 
-from typing import Any
-
+from advisor.trials.matrix import format_value
 from reports.context import Context
-from reports.doc import Code, Heading, Para, Table
+from reports.doc import Block, Code, Heading, Para, Table
 from reports.fmt import DASH, scrub, shq, size_bytes
 from reports.records import num
 
@@ -14,27 +13,17 @@ VLLM_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # --max-lora-rank values vLLM 
 SERVE_ADAPTERS = (1, 8, 32)  # adapter counts shown in the serving-memory table
 
 
-def _override_str(k: str, v: Any) -> str:
-    if isinstance(v, bool):
-        v = "true" if v else "false"
-    elif v is None:
-        v = "null"
-    elif isinstance(v, (list, tuple)):
-        v = "[" + ",".join(str(x) for x in v) + "]"
-    return shq(f"{k}={v}")
-
-
 def reproduce_command(ctx: Context) -> str | None:
+    """`tunewise sweep matrix=single …` with the sweep's overrides and the recommended cell's
+    coordinates (its learning rate too when the sweep tuned it)."""
     pick = ctx.rec.pick
     cell = next((c for c, r in ctx.pairs if r is pick), None)
-    if cell is None or not cell.chosen:
+    if cell is None or not cell.chosen_ids:
         return None
-    t = cell.chosen[0]
-    own = {k.lstrip("_"): v for k, v in t.overrides.items()}
-    if "lr" in own:
-        own["train.lr"] = own.pop("lr")
-    if not cell.lr_tuned:
-        own.pop("train.lr", None)
+    own = dict(ctx.sweep.by_id[cell.chosen_ids[0]].coords)
+    own.pop("train.lr", None)
+    if cell.lr_tuned and cell.lr is not None:
+        own["train.lr"] = cell.lr
     keep: dict[str, str] = {}  # the sweep's own overrides, the last value of each key
     for o in ctx.sweep.meta.get("overrides") or []:
         k = str(o).split("=", 1)[0].lstrip("+~")
@@ -43,27 +32,30 @@ def reproduce_command(ctx: Context) -> str | None:
         keep.pop(k, None)
         keep[k] = shq(scrub(str(o)))
     return " ".join(
-        ["tunewise sweep matrix=single", *keep.values(), *(_override_str(k, v) for k, v in own.items())]
+        [
+            "tunewise sweep matrix=single",
+            *keep.values(),
+            *(shq(f"{k}={format_value(v)}") for k, v in own.items()),
+        ]
     )
 
 
-def deployment(ctx: Context) -> list:
-    out: list = [Heading("Deployment")]
+def deployment(ctx: Context) -> list[Block]:
+    out: list[Block] = [Heading("Deployment")]
     rows = []
+    by_id = ctx.sweep.by_id
     for c, r in ctx.pairs:
-        ab = c.mean(lambda t: t.measured.get("adapter_bytes"))
-        tp = c.mean(lambda t: t.measured.get("trainable_params")) or num(
-            c.first.estimate.get("trainable_params")
-        )
-        if c.method != "full" and c.chosen and (ab or tp):
+        ab = c.adapter_bytes
+        tp = c.trainable_params or num((by_id[c.cell_ids[0]].estimate or {}).get("trainable_params"))
+        if c.method != "full" and c.n and (ab or tp):
             rows.append([r.label, f"{tp:,.0f}" if tp else DASH, size_bytes(ab)])
     if rows:
         out.append(Table(["Cell", "Trainable params", "Adapter on disk"], rows))
     total = next(
         (
-            num(t.estimate.get("total_params"))
-            for t in ctx.sweep.trials
-            if num(t.estimate.get("total_params"))
+            num((t.estimate or {}).get("total_params"))
+            for t in ctx.sweep.records
+            if num((t.estimate or {}).get("total_params"))
         ),
         None,
     )
@@ -78,7 +70,7 @@ def deployment(ctx: Context) -> list:
             )
         )
     pc = next((c for c, r in ctx.pairs if r is pick), None)
-    ab = pc.mean(lambda t: t.measured.get("adapter_bytes")) if pc is not None else None
+    ab = pc.adapter_bytes if pc is not None else None
     if pick is not None and pick.method != "full" and ab and total:
         rank = next((x for x in VLLM_RANKS if x >= (pick.r or 0)), pick.r)
         out.append(
@@ -94,7 +86,7 @@ def deployment(ctx: Context) -> list:
             )
         )
         adapter = (
-            f"cells/{pc.chosen[0].cell_id}/adapter" if pc is not None and pc.chosen else "PATH/TO/ADAPTER"
+            f"cells/{pc.chosen_ids[0]}/adapter" if pc is not None and pc.chosen_ids else "PATH/TO/ADAPTER"
         )
         out.append(
             Para(

@@ -6,13 +6,14 @@ import re
 from pathlib import Path
 from typing import Any
 
-METHOD_LABELS = {"full": "Full", "lora": "LoRA", "qlora": "QLoRA"}
+from advisor.config import methods
+
 DASH = "—"
 
 
 def label(method: str, r: int | None, rows: int | None, extra: str = "") -> str:
     """'LoRA r=16 · 1,000 rows' (rank omitted for full)."""
-    s = METHOD_LABELS.get(method, method)
+    s = methods.short(method)
     if r is not None and method != "full":
         s += f" r={r}"
     if rows is not None:

@@ -14,6 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from advisor.config import methods
+
 DPI = 100
 COLORS = {"full": "#cf222e", "lora": "#0969da", "qlora": "#1a7f37"}
 PNG_META = {"Software": None}  # no library version in the file: the same data gives the same bytes
@@ -83,7 +85,7 @@ def quality_vs(points: list[Point], axis: str, baseline: float | None, path: Pat
     fig, ax = plt.subplots(figsize=(8, 4.2))
     seen: dict[str, int] = {}
     for (method, other), g in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
-        name = {"full": "Full", "lora": "LoRA", "qlora": "QLoRA"}.get(method, method)
+        name = methods.short(method)
         tag = f"{name} · {other:,} rows" if axis == "r" else name + (f" r={other}" if other else "")
         if axis == "r" and method == "full":
             ax.axhline(g[0].loss, color=COLORS.get(method, "k"), ls="--", lw=1, alpha=0.7, label=tag)
@@ -147,35 +149,23 @@ def memory(points: list[Point], capacity_gib: float | None, card: str, what: str
     return _save(fig, path)
 
 
-def pareto(points: list[Point]) -> list[Point]:
-    """Cells no other cell beats on both cost and loss (lower is better for both)."""
-    pts = sorted(
-        (p for p in points if p.usd is not None and p.loss is not None), key=lambda p: (p.usd, p.loss)
-    )
-    front: list[Point] = []
-    for p in pts:
-        if not front or p.loss < front[-1].loss:
-            front.append(p)
-    return front
-
-
-def cost_quality(points: list[Point], path: Path) -> Path | None:
+def cost_quality(points: list[Point], front: list[Point], path: Path) -> Path | None:
+    """Cost per run against eval loss; `front` (reports.tables.pareto) drawn as a step line."""
     pts = [p for p in points if p.usd is not None and p.loss is not None]
     if len(pts) < 2:
         return None
     fig, ax = plt.subplots(figsize=(8, 4.6))
-    for m in ("full", "lora", "qlora"):
+    for m in methods.METHODS:
         g = [p for p in pts if p.method == m]
         if g:
             ax.scatter(
                 [p.usd for p in g],
                 [p.loss for p in g],
-                color=COLORS[m],
+                color=COLORS.get(m, "#888"),
                 s=36,
-                label={"full": "Full", "lora": "LoRA", "qlora": "QLoRA"}[m],
+                label=methods.short(m),
                 zorder=3,
             )
-    front = pareto(pts)
     ax.step(
         [p.usd for p in front],
         [p.loss for p in front],
@@ -217,10 +207,17 @@ def calibration(pairs: dict[str, list[tuple[float, float, str]]], path: Path) ->
             alpha=0.12,
             label="±15 %",
         )
-        for m in ("full", "lora", "qlora"):
+        for m in methods.METHODS:
             g = [(a, b) for a, b, mm in v if mm == m]
             if g:
-                ax.scatter([b for _, b in g], [a for a, _ in g], color=COLORS[m], s=30, label=m, zorder=3)
+                ax.scatter(
+                    [b for _, b in g],
+                    [a for a, _ in g],
+                    color=COLORS.get(m, "#888"),
+                    s=30,
+                    label=methods.short(m),
+                    zorder=3,
+                )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlim(lo, hi)

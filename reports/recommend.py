@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from advisor.config import methods
 from reports.fmt import label, pct, rows_phrase, usd
 
 TOLERANCE_GAIN = 0.05  # a cell within 5 % of the best cell's gain counts as equally good
@@ -234,7 +235,11 @@ def _sentences(
         " (gains are relative to the best cell)" if not rec.reference_is_full and baseline is not None else ""
     )
     if blocked:
-        names = " and ".join(_method_name(m) for m in sorted(blocked, key=["full", "lora", "qlora"].index))
+        order = list(methods.METHODS)
+        names = " and ".join(
+            methods.title(m)
+            for m in sorted(blocked, key=lambda m: order.index(m) if m in order else len(order))
+        )
         how = sorted(
             {
                 c.status.replace("oom", "out of memory")
@@ -279,11 +284,7 @@ def _small_card(card: str, done: list[CellResult], ref: CellResult, baseline: fl
     return f"On a {card}, {_name(s)}{how} {reach}{price} (fit and price from the advisor, same global batch)."
 
 
-def _method_name(m: str) -> str:
-    return {"full": "Full fine-tuning", "lora": "LoRA", "qlora": "QLoRA"}.get(m, m)
-
-
 def _name(c: CellResult) -> str:
     if c.method == "full":
-        return "full fine-tuning" + (f" · {c.extra}" if c.extra else "")
+        return methods.phrase("full") + (f" · {c.extra}" if c.extra else "")
     return label(c.method, c.r, None, c.extra)

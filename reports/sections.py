@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from reports import plots
+from pathlib import Path
+
+from reports import plots, tables
 from reports.context import Context
-from reports.doc import Bullets, Figure, Heading, Para, Table
+from reports.doc import Block, Bullets, Figure, Heading, Para, Table
 from reports.fmt import DASH, duration, gib, label, pct, rate, scrub, usd
 from reports.fmt import loss as fmt_loss
-from reports.recommend import CellResult, gain_fraction
+from reports.recommend import gain_fraction
+from reports.tables import value
 
 
-def _fig(path, caption: str) -> list:
+def _fig(path: Path | None, caption: str) -> list[Block]:
     return [Figure(path, f"plots/{path.name}", caption)] if path else []
 
 
-def recommendation(ctx: Context) -> list:
-    out: list = [Heading("Recommendation"), Para(ctx.rec.text)]
+def recommendation(ctx: Context) -> list[Block]:
+    out: list[Block] = [Heading("Recommendation"), Para(ctx.rec.text)]
     if ctx.rec.rule:
         out.append(
             Para(
@@ -30,14 +33,14 @@ def _metric_name(ctx: Context) -> str | None:
     return None if m == "none" else str(m).replace("_", " ").capitalize()
 
 
-def _full_statuses(sw) -> str:
-    return ", ".join(sorted({c.status for c in sw.cells if c.method == "full"}))
+def _full_statuses(ctx: Context) -> str:
+    return ", ".join(sorted({c.status for c in ctx.cells if c.method == "full"}))
 
 
-def quality(ctx: Context) -> list:
+def quality(ctx: Context) -> list[Block]:
     sw, rec = ctx.sweep, ctx.rec
     metric = _metric_name(ctx)
-    out: list = [Heading("Quality")]
+    out: list[Block] = [Heading("Quality")]
     base = sw.baseline_loss
     if base is not None:
         m = (
@@ -57,8 +60,8 @@ def quality(ctx: Context) -> list:
                 ""
                 if rec.reference_is_full
                 else (
-                    f" Full fine-tuning has no completed cell ({_full_statuses(sw)}), so the reference is the best cell."
-                    if any(c.method == "full" for c in sw.cells)
+                    f" Full fine-tuning has no completed cell ({_full_statuses(ctx)}), so the reference is the best cell."
+                    if any(c.method == "full" for c in ctx.cells)
                     else " There is no full fine-tuning in this sweep, so the reference is the best cell."
                 )
             )
@@ -66,16 +69,16 @@ def quality(ctx: Context) -> list:
                 Para(f"Gain = (base − cell) / (base − reference): the share of {whose} improvement.{why}")
             )
     else:
-        b = sw.baseline or {}
-        if not b:
+        b = sw.baseline
+        if b is None:
             what = "No baseline record (trials/baseline.json)"
-        elif b.get("status") in ("running", "pending"):
+        elif b.status in ("running", "pending"):
             what = "The untrained base is still being measured"
         else:
-            why = f" ({scrub(str(b['reason']))})" if b.get("reason") else ""
-            what = f"The baseline measurement of the untrained base ended {b.get('status') or 'without a loss'}{why}"
+            why = f" ({scrub(b.reason)})" if b.reason else ""
+            what = f"The baseline measurement of the untrained base ended {b.status}{why}"
         out.append(Para(f"{what}: gains cannot be computed; cells are compared on eval loss.", note=True))
-    tuned = any(c.lr_tuned for c in sw.cells)
+    tuned = any(c.lr_tuned for c in ctx.cells)
     headers = (
         ["Cell", "Status", "Eval loss"]
         + ([metric] if metric else [])
@@ -89,7 +92,7 @@ def quality(ctx: Context) -> list:
             row.append(pct(r.metric, 1))
         row.append(pct(gain_fraction(r, rec.reference, base), 0))
         if tuned:
-            row.append(f"{c.chosen[0].lr:.1e}" if c.chosen and c.chosen[0].lr else DASH)
+            row.append(f"{c.lr:.1e}" if c.n and c.lr else DASH)
         rows.append(row)
     out.append(Table(headers, rows, "ll" + "r" * (len(headers) - 2)))
     if any(r.std is not None for r in ctx.results):
@@ -114,35 +117,24 @@ def quality(ctx: Context) -> list:
     return out
 
 
-def _trend(ctx: Context, axis: str) -> list:
-    """Smallest vs largest value of `axis` within each series, as sentences."""
+def _trend(ctx: Context, axis: str) -> list[Block]:
+    """Smallest vs largest value of `axis` within each series (reports.tables.trends), as sentences."""
     base = ctx.sweep.baseline_loss
-    series: dict[tuple, list[CellResult]] = {}
-    for r in ctx.results:
-        if r.loss is None or (axis == "r" and r.method == "full"):
-            continue
-        key = (r.method, r.rows, r.extra) if axis == "r" else (r.method, r.r, r.extra)
-        series.setdefault(key, []).append(r)
     items = []
-    for g in series.values():
-        g = sorted((r for r in g if getattr(r, axis) is not None), key=lambda r: getattr(r, axis))
-        if len(g) < 2:
-            continue
-        lo, hi = g[0], g[-1]
-        name = label(lo.method, None if axis == "r" else lo.r, lo.rows if axis == "r" else None, lo.extra)
-        if axis == "rows":
-            what = f"{name}: {lo.rows:,} rows"
-            than = f"{hi.rows:,} rows"
-        else:
-            what = f"{name}: r={lo.r}"
-            than = f"r={hi.r}"
-        if base is not None and base > hi.loss and base > lo.loss:
-            share = (base - lo.loss) / (base - hi.loss)
+    for t in tables.trends(ctx.table, axis).itertuples(index=False):
+        method, r, extra = str(t.method), value(t.r), str(t.extra or "")
+        lo, hi, lo_loss, hi_loss = value(t.lo), value(t.hi), float(t.lo_loss), float(t.hi_loss)
+        name = label(method, None if axis == "r" else r, value(t.rows) if axis == "r" else None, extra)
+        what, than = (
+            (f"{name}: {lo:,} rows", f"{hi:,} rows") if axis == "rows" else (f"{name}: r={lo}", f"r={hi}")
+        )
+        if base is not None and base > hi_loss and base > lo_loss:
+            share = (base - lo_loss) / (base - hi_loss)
             items.append(
-                f"{what} reaches {pct(share, 0)} of the gain of {than} (eval loss {lo.loss:.3f} vs {hi.loss:.3f})."
+                f"{what} reaches {pct(share, 0)} of the gain of {than} (eval loss {lo_loss:.3f} vs {hi_loss:.3f})."
             )
         else:
-            items.append(f"{what} has eval loss {lo.loss:.3f} vs {hi.loss:.3f} with {than}.")
+            items.append(f"{what} has eval loss {lo_loss:.3f} vs {hi_loss:.3f} with {than}.")
     if not items:
         return []
     own = (ctx.sweep.config.get("data") or {}).get("path") or any(
@@ -152,15 +144,8 @@ def _trend(ctx: Context, axis: str) -> list:
     return [Para(f"Measured on {mine}:"), Bullets(items)]
 
 
-def _static_gib(t) -> float | None:
-    """Measured weights + gradients + optimizer state (GiB), from the runner's static_bytes."""
-    sb = t.measured.get("static_bytes") or {}
-    parts = [sb.get(k) for k in ("weights", "gradients", "optimizer")]
-    return sum(parts) / 2**30 if all(isinstance(x, (int, float)) for x in parts) else None
-
-
-def cost(ctx: Context) -> list:
-    out: list = [Heading("Cost and resources")]
+def cost(ctx: Context) -> list[Block]:
+    out: list[Block] = [Heading("Cost and resources")]
     cap = (
         "each cell against its own card's usable memory"
         if not ctx.one_card
@@ -170,9 +155,9 @@ def cost(ctx: Context) -> list:
     )
     price = next(
         (
-            t.estimate.get("cost")
-            for t in ctx.sweep.trials
-            if (t.estimate.get("cost") or {}).get("usd_per_gpu_hour")
+            (t.estimate or {}).get("cost")
+            for t in ctx.sweep.records
+            if ((t.estimate or {}).get("cost") or {}).get("usd_per_gpu_hour")
         ),
         None,
     )
@@ -191,21 +176,18 @@ def cost(ctx: Context) -> list:
         )
     )
     rows = []
-    for (c, r), p in zip(ctx.pairs, ctx.points(), strict=True):
-        cap_i = ctx.capacities[len(rows)]
+    for (c, r), p, cap_i in zip(ctx.pairs, ctx.points(), ctx.capacities, strict=True):
         share = pct(p.peak_gib / cap_i, 0) if p.peak_gib and cap_i else DASH
-        tps = c.mean(lambda t: t.measured.get("tokens_per_s"))
-        static = c.mean(_static_gib)
         rows.append(
             [
                 r.label,
                 c.status_label,
-                gib(static),
+                gib(c.static_gib),
                 gib(p.peak_gib),
                 share,
                 duration(r.hours),
                 usd(r.usd),
-                rate(tps, "tokens/s"),
+                rate(c.tokens_per_s, "tokens/s"),
             ]
         )
     out.append(
@@ -254,7 +236,8 @@ def cost(ctx: Context) -> list:
             else "Measured peak memory per cell (the cells ran on different cards: see Of card).",
         )
     )
-    front = plots.pareto([p for p in pts if p.status == "complete"])
+    by_cell = {c.configuration: p for c, p in zip(ctx.cells, pts, strict=True)}
+    front = [by_cell[k] for k in tables.pareto(ctx.table).index]
     if front:
         out.append(
             Para(
@@ -266,7 +249,7 @@ def cost(ctx: Context) -> list:
     out.extend(
         _fig(
             plots.cost_quality(
-                [p for p in pts if p.status == "complete"], ctx.plots_dir / "cost_quality.png"
+                [p for p in pts if p.status == "complete"], front, ctx.plots_dir / "cost_quality.png"
             ),
             "Cost per run vs eval loss; the line marks the Pareto frontier.",
         )

@@ -10,22 +10,21 @@ import logging
 import threading
 import time
 
-from sweep import records
+from advisor.trials.record import Attempt, TrialRecord
+from advisor.trials.store import BASELINE, load_record, now_iso, save_record
 from sweep.cellrun import run_runner
 from sweep.claims import Claims, is_dead, me
-from sweep.planfile import LoadedPlan
+from sweep.plan import Plan
 
 log = logging.getLogger("tunewise.sweep")
-BASELINE = "baseline"
 
 
-def measure_baseline(plan: LoadedPlan, claims: Claims, env: dict[str, str] | None = None) -> dict | None:
-    path = plan.dir / "trials" / "baseline.json"
+def measure_baseline(plan: Plan, claims: Claims, env: dict[str, str] | None = None) -> TrialRecord | None:
     row = claims.get(BASELINE)
     if row is None:
         return None
     if row.terminal:
-        return records.read_json(path)
+        return load_record(plan.dir, BASELINE)
     if row.status == "running" and not is_dead(row, plan.settings.heartbeat_timeout_s):
         return None  # another worker is measuring it
     host, pid = me()
@@ -33,7 +32,7 @@ def measure_baseline(plan: LoadedPlan, claims: Claims, env: dict[str, str] | Non
         row, status="running", host=host, pid=pid, heartbeat=time.time(), attempts=row.attempts + 1
     ):
         return None
-    started = records.now_iso()
+    started = now_iso()
     log.info("measuring the untrained base (baseline)")
     stop = threading.Event()
 
@@ -43,35 +42,33 @@ def measure_baseline(plan: LoadedPlan, claims: Claims, env: dict[str, str] | Non
 
     beater = threading.Thread(target=beat, daemon=True)
     beater.start()
+    limits = plan.settings.runner_limits()
     try:
         outcome = run_runner(
-            plan.base, plan.dir / "cells" / BASELINE, baseline=True, env=env, **plan.settings.runner_limits()
+            plan.base_cfg,
+            plan.dir / "cells" / BASELINE,
+            baseline=True,
+            env=env,
+            stall_s=limits["stall_s"],
+            timeout_s=limits["timeout_s"],
         )
     finally:
         stop.set()
         beater.join(timeout=10)
     res = outcome.result
-    status = res.get("status") if res.get("status") in ("complete", "failed", "oom") else "failed"
-    doc = {
-        "cell_id": BASELINE,
-        "overrides": [],
-        "config": plan.base.to_dict(),
-        "status": status,
-        "reason": res.get("reason"),
-        "measured": res.get("measured"),
-        "attempts": [
-            {
-                "trial_number": None,
-                "started": started,
-                "ended": records.now_iso(),
-                "status": status,
-                "reason": res.get("reason"),
-                "cpu_s": outcome.cpu_s,
-            }
-        ],
-        "provenance": res.get("provenance"),
-    }
-    records.write_json(path, doc)
+    status = str(res.get("status")) if res.get("status") in ("complete", "failed", "oom") else "failed"
+    reason = res.get("reason")
+    doc = TrialRecord(
+        cell_id=BASELINE,
+        coords={},
+        config=plan.base_cfg.to_dict(),
+        status=status,
+        reason=reason,
+        measured=res.get("measured"),
+        attempts=[Attempt(None, started, now_iso(), status, reason, cpu_s=outcome.cpu_s)],
+        provenance=res.get("provenance"),
+    )
+    save_record(plan.dir, doc)
     fresh = claims.get(BASELINE)
     if fresh is not None:
         claims.cas(fresh, status=status, usd=0.0, wall_s=0.0)

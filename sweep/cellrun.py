@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from advisor.config.schema import RunConfig
-from sweep.records import read_json, write_json
+from advisor.trials.store import read_json, write_json
 from sweep.watchdog import Watchdog, kill_group
 
 log = logging.getLogger("tunewise.sweep")
@@ -122,7 +122,8 @@ def run_runner(
         proc.returncode = os.waitstatus_to_exitcode(status)
     cpu_s = usage.ru_utime + usage.ru_stime
     ended = any(ev.get("type") == "end" for ev in events)
-    result = read_json(out_dir / "result.json")
+    doc = read_json(out_dir / "result.json")
+    result: dict[str, Any] | None = doc if isinstance(doc, dict) else None
     if dog.reason and not ended:  # killed mid-run: whatever result.json holds is not this run's
         result = {"status": "failed", "reason": dog.reason, "measured": None, "provenance": None}
     elif result is None:

@@ -1,22 +1,32 @@
 """The plan: every cell resolved, priced by the advisor and checked against the card and the budget.
 
+First the matrix (`matrix_cells`): a command-line override of a key the matrix varies replaces that
+axis, `data.rows` values above the training rows the data has become one cell, and both say so in the
+plan's notes; then the axes expand into cells (advisor.trials.matrix).
+
 The cheap check runs before the expensive one. For each cell: compose base config + the user's
 overrides + the cell's overrides with Hydra, build the RunConfig, let `advisor.estimator.estimate.fit_batch`
 pick the micro-batch / grad-accum that fits (global batch unchanged) and price it with
 `advisor.estimator.estimate.estimate`. A cell nothing fits is `infeasible`; when the runnable cells together
 would pass `budget.usd` (dollars, summed) or `budget.hours` (wall clock = summed hours / workers), the
 most expensive are dropped first as `over_budget`. Neither kind ever starts a process.
+
+The same `Plan` is what `tunewise sweep` runs and what plan.json holds for worker processes
+(sweep.planfile).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from advisor.config.schema import RunConfig
 from advisor.errors import ConfigError
+from advisor.trials.matrix import Cell, cap_rows, expand, override_key, pin_axes, validate_matrix
+from advisor.trials.record import TrialRecord
 from sweep.compose import compose, given_keys
-from sweep.matrix import Cell
+from sweep.settings import SweepSettings
 
 
 @dataclass
@@ -29,6 +39,10 @@ class PlannedCell:
     lr_trials: int = 1
 
     @property
+    def cell_id(self) -> str:
+        return self.cell.cell_id
+
+    @property
     def usd(self) -> float:
         return float(((self.estimate or {}).get("cost") or {}).get("usd") or 0.0) * self.lr_trials
 
@@ -36,19 +50,37 @@ class PlannedCell:
     def hours(self) -> float:
         return float(((self.estimate or {}).get("time") or {}).get("hours") or 0.0) * self.lr_trials
 
+    def new_record(self) -> TrialRecord:
+        """The cell's record before anything ran."""
+        return TrialRecord(
+            cell_id=self.cell_id,
+            coords=self.cell.coords,
+            config=self.cfg.to_dict() if self.cfg is not None else None,
+            estimate=self.estimate,
+            lr=self.cfg.lr if self.cfg is not None else None,
+            lr_trials=self.lr_trials,
+        )
+
 
 @dataclass
 class Plan:
-    cells: list[PlannedCell]
+    settings: SweepSettings
     base_cfg: RunConfig
-    workers: int = 1
+    axes: dict[str, list[Any]]  # the axes as run (after overrides and the rows cap)
+    seeds: list[int]
+    cells: list[PlannedCell] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def dir(self) -> Path:
+        return self.settings.dir
+
+    @property
+    def workers(self) -> int:
+        return self.settings.workers
 
     def runnable(self) -> list[PlannedCell]:
         return [c for c in self.cells if c.status == "run"]
-
-    def by_id(self) -> dict[str, PlannedCell]:
-        return {c.cell.cell_id: c for c in self.cells}
 
     def totals(self) -> tuple[float, float]:
         """(dollars, wall-clock hours) of the cells that will run."""
@@ -56,10 +88,40 @@ class Plan:
         return sum(c.usd for c in run), sum(c.hours for c in run) / max(1, self.workers)
 
 
+def train_rows(cfg: RunConfig) -> int | None:
+    """Training rows data.path holds once the validation rows are carved (None without a file)."""
+    if not cfg.data.path:
+        return None
+    from advisor.data.dataset import split
+
+    return split(cfg.data, cfg.seed).train_pool
+
+
+def matrix_cells(
+    matrix: dict[str, Any], overrides: list[str], base: RunConfig, seeds: int
+) -> tuple[dict[str, Any], list[Cell], list[str]]:
+    """(the matrix as run, its cells, plan notes). An override of an axis key replaces the axis;
+    `data.rows` values above the data's training rows collapse into one cell (when the data is the
+    same for every cell: no other `data.*` axis)."""
+    axes, exclude = validate_matrix(matrix)
+    axes, notes = pin_axes(axes, overrides)
+    if "data.rows" in axes and not any(k.startswith("data.") and k != "data.rows" for k in axes):
+        try:
+            rows = train_rows(base)
+        except ConfigError:  # a bad data file: every cell's pricing reports it
+            rows = None
+        if rows is not None:
+            axes, more = cap_rows(axes, rows, str(base.data.path))
+            notes += more
+    effective = {"axes": axes, "exclude": exclude}
+    return effective, expand(effective, base.method.name, seeds, base.seed), notes
+
+
 def cell_overrides(user: list[str], cell: Cell) -> list[str]:
-    """The user's overrides minus any key the cell sets (the axis wins), then the cell's."""
+    """The user's overrides minus any key the cell sets, then the cell's (an override of an axis key
+    has already replaced the axis: `matrix_cells`)."""
     keys = {k for k, _ in cell.assignment}
-    return [o for o in user if o.lstrip("+~").partition("=")[0] not in keys] + cell.overrides
+    return [o for o in user if override_key(o) not in keys] + cell.overrides
 
 
 class Pricer:
@@ -134,32 +196,33 @@ def apply_budget(plan: Plan, budget_usd: float | None, budget_hours: float | Non
 
 
 def build_plan(
-    user_overrides: list[str],
-    cells: list[Cell],
+    settings: SweepSettings,
     base_cfg: RunConfig,
-    workers: int,
-    lr_trials: int,
-    prescreen: bool = True,
+    axes: dict[str, list[Any]],
+    cells: list[Cell],
+    user_overrides: list[str],
+    notes: list[str] | None = None,
 ) -> Plan:
-    """Price every cell. `prescreen=False` (sweep.prescreen=false, for bench/bench_sweep.py) runs
-    cells the advisor calls infeasible too and applies no budget: the grid without pre-screening."""
-    plan = Plan([], base_cfg, workers)
+    """Price every cell. `sweep.prescreen=false` (for bench/bench_sweep.py) runs cells the advisor
+    calls infeasible too and applies no budget: the grid without pre-screening."""
+    seeds = list(range(base_cfg.seed, base_cfg.seed + settings.seeds))
+    plan = Plan(settings, base_cfg, axes, seeds, notes=list(notes or []))
     pricer = Pricer()
     for cell in cells:
         try:
             cfg = RunConfig.from_dict(compose("config", cell_overrides(user_overrides, cell)))
-            plan.cells.append(pricer.price(cell, cfg, lr_trials))
+            plan.cells.append(pricer.price(cell, cfg, settings.lr_trials))
         except ConfigError as e:  # DataError included: a bad data file fails before any process starts
             reason = "bad config: " + "; ".join(e.problems)
-            plan.cells.append(PlannedCell(cell, None, None, "failed", reason, lr_trials))
-    if not prescreen:
+            plan.cells.append(PlannedCell(cell, None, None, "failed", reason, settings.lr_trials))
+    if not settings.prescreen:
         for pc in plan.cells:
             if pc.status == "infeasible":
                 pc.status, pc.reason = "run", f"run without pre-screening although: {pc.reason}"
         plan.notes.append("sweep.prescreen=false: no fit or budget pre-screening")
         return plan
     apply_budget(plan, base_cfg.budget_usd, base_cfg.budget_hours)
-    if "train.lr" in given_keys(user_overrides) and lr_trials > 1:
+    if "train.lr" in given_keys(user_overrides) and settings.lr_trials > 1:
         plan.notes.append("train.lr is set and sweep.lr_trials > 1: the LR search ignores train.lr")
     return plan
 

@@ -14,22 +14,24 @@ import time
 from collections import Counter
 from typing import Any
 
-from sweep import records
-from sweep.planfile import LoadedPlan
+from advisor.trials.record import TrialRecord
+from advisor.trials.store import read_records
+from sweep.plan import Plan, PlannedCell
 
 log = logging.getLogger("tunewise.sweep")
 
 
-def snapshot(plan: LoadedPlan) -> dict[str, Any]:
-    recs = {r["cell_id"]: r for r in records.all_records(plan.dir)}
+def snapshot(plan: Plan) -> dict[str, Any]:
+    recs = {r.cell_id: r for r in read_records(plan.dir)[0]}
     counts: Counter[str] = Counter()
-    running, spent_usd, left_h = [], 0.0, 0.0
+    running: list[tuple[PlannedCell, TrialRecord]] = []
+    spent_usd, left_h = 0.0, 0.0
     for pc in plan.cells:
-        rec = recs.get(pc.cell_id) or {}
-        st = rec.get("status") or "pending"
+        rec = recs.get(pc.cell_id)
+        st = rec.status if rec is not None else "pending"
         counts[st] += 1
-        spent_usd += float((rec.get("spent") or {}).get("usd") or 0.0)
-        if st == "running":
+        spent_usd += float((rec.spent if rec is not None and rec.spent else {}).get("usd") or 0.0)
+        if rec is not None and st == "running":
             running.append((pc, rec))
         if st in ("pending", "running") and pc.status == "run":
             left_h += pc.hours
@@ -42,7 +44,7 @@ def snapshot(plan: LoadedPlan) -> dict[str, Any]:
     }
 
 
-def render(plan: LoadedPlan, started: float):
+def render(plan: Plan, started: float) -> Any:
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
@@ -51,7 +53,7 @@ def render(plan: LoadedPlan, started: float):
     c = snap["counts"]
     done = sum(c[s] for s in ("complete", "pruned", "failed", "oom"))
     skipped = c["infeasible"] + c["over_budget"]
-    b = plan.base
+    b = plan.base_cfg
     budget = f" / ${b.budget_usd:.4f}" if b.budget_usd is not None else ""
     header = Text(
         f"sweep {plan.settings.dir.name}: {done} done, {len(snap['running'])} running, "
@@ -62,12 +64,11 @@ def render(plan: LoadedPlan, started: float):
     for col in ("cell", "overrides", "step", "loss", "last eval", "heartbeat"):
         t.add_column(col)
     for pc, rec in snap["running"]:
-        hb = rec.get("heartbeat") or {}
-        att = (rec.get("attempts") or [{}])[-1]
-        evals = att.get("evals") or []
+        hb = rec.heartbeat or {}
+        evals = rec.attempts[-1].evals if rec.attempts else []
         t.add_row(
             pc.cell_id,
-            " ".join(pc.overrides),
+            " ".join(pc.cell.overrides),
             str(hb.get("step", "-")),
             f"{hb['loss']:.4f}" if isinstance(hb.get("loss"), (int, float)) else "-",
             f"{evals[-1][2]:.4f}" if evals and evals[-1][2] is not None else "-",
@@ -80,7 +81,7 @@ class View:
     """`with View(plan):` — a live table refreshed every second on a TTY; nothing extra otherwise
     (the workers' log lines are the plain progress)."""
 
-    def __init__(self, plan: LoadedPlan, enabled: bool | None = None):
+    def __init__(self, plan: Plan, enabled: bool | None = None):
         self.plan = plan
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
         self.started = time.time()

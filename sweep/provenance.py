@@ -10,7 +10,8 @@ from typing import Any
 
 from advisor.config import catalog
 from advisor.config.schema import RunConfig
-from sweep.records import now_iso, redact_url
+from advisor.trials.store import now_iso
+from sweep.records import redact_url
 from sweep.settings import SweepSettings
 
 PACKAGES = (
@@ -65,18 +66,24 @@ def git_revision() -> str | None:
 
 def sweep_doc(
     settings: SweepSettings,
-    cfg_dict: dict[str, Any],
+    matrix: dict[str, Any],
+    notes: list[str],
     overrides: list[str],
     base: RunConfig,
-    axes: dict[str, list[Any]],
     created: str | None,
 ) -> dict[str, Any]:
-    matrix = dict(cfg_dict.get("matrix") or {})
+    """`matrix` is the matrix as run ({axes, exclude} after overrides and the rows cap: what the
+    report expands to count the planned cells); `notes` says what was rewritten."""
     s = settings.to_dict()
     s["storage"] = _no_home(redact_url(settings.storage))
     s["dir"] = _no_home(s["dir"])
     return {
-        "matrix": {"name": settings.matrix_name, "axes": axes, "exclude": matrix.get("exclude") or []},
+        "matrix": {
+            "name": settings.matrix_name,
+            "axes": matrix["axes"],
+            "exclude": matrix["exclude"],
+            **({"notes": notes} if notes else {}),
+        },
         "overrides": [_no_home(redact_url(o)) for o in overrides],
         "base_config": base.to_dict(),
         "storage": s["storage"],

@@ -1,7 +1,7 @@
 """`tunewise sweep`: plan, confirm, run the workers, write results.csv and the report.
 
-Thin on purpose; the pieces live in matrix (cells), plan (prices and skips), claims (who runs what),
-worker/attempts (running cells), records (files) and progress (the view).
+Thin on purpose; the pieces live in advisor.trials (cells and records), plan (the matrix as run,
+prices and skips), claims (who runs what), worker/attempts (running cells) and progress (the view).
 
 Scale-out:
 - `sweep.workers=N` starts N local worker processes (`python -m sweep.worker SWEEP_DIR`) on the same
@@ -25,15 +25,15 @@ from typing import Any
 
 from advisor.config.schema import RunConfig
 from advisor.errors import ConfigError
-from sweep import records
-from sweep.baseline import BASELINE, measure_baseline
+from advisor.trials.store import BASELINE, read_json, read_records, write_json
+from sweep.baseline import measure_baseline
 from sweep.cellrun import _die_with_parent
 from sweep.claims import Claims
-from sweep.matrix import expand, validate_matrix
-from sweep.plan import build_plan, format_plan
-from sweep.planfile import STORAGE_ENV, load_plan, write_plan
+from sweep.plan import build_plan, format_plan, matrix_cells
+from sweep.planfile import STORAGE_ENV, write_plan
 from sweep.progress import View
 from sweep.provenance import sweep_doc
+from sweep.records import write_results_csv
 from sweep.settings import settings_from
 from sweep.skipped import reopen_over_budget, skip_planned
 from sweep.study import make_pruner, open_study
@@ -106,7 +106,7 @@ def _spawn_workers(sweep_dir: Path, n: int, storage: str) -> list[subprocess.Pop
 
 
 def _finish(sweep_dir: Path) -> None:
-    path = records.write_results_csv(sweep_dir)
+    path = write_results_csv(sweep_dir)
     print(f"results: {path}")
     try:
         from reports.build import build_report
@@ -120,41 +120,36 @@ def _finish(sweep_dir: Path) -> None:
 def run_sweep(cfg_dict: dict[str, Any], overrides: list[str]) -> int:
     settings = settings_from(cfg_dict)
     base = RunConfig.from_dict(cfg_dict)
-    axes, _ = validate_matrix(cfg_dict.get("matrix") or {})
-    seeds = list(range(base.seed, base.seed + settings.seeds))
-    cells = expand(cfg_dict.get("matrix") or {}, base.method.name, settings.seeds, base.seed)
+    _ensure_demo_assets(base)  # before the matrix: the rows cap reads the data file
+    matrix, cells, notes = matrix_cells(cfg_dict.get("matrix") or {}, overrides, base, settings.seeds)
     if not cells:
         raise ConfigError(f"matrix={settings.matrix_name!r}: every cell is excluded")
-    _ensure_demo_assets(base)
     _ensure_cpu_throughput(base)
-    plan = build_plan(overrides, cells, base, settings.workers, settings.lr_trials, settings.prescreen)
+    plan = build_plan(settings, base, matrix["axes"], cells, overrides, notes)
     print(format_plan(plan))
     print(f"sweep.dir: {settings.dir}")
     if settings.dry_run:
         return 0
-    if not plan.runnable() and all(pc.status != "run" for pc in plan.cells):
+    if not plan.runnable():
         log.warning("no cell can run: every cell is infeasible, over budget or misconfigured")
     if not settings.yes and not _confirm(len(plan.runnable())):
         print("not started (answer y, or pass sweep.yes=true)")
         return 1
     settings.dir.mkdir(parents=True, exist_ok=True)
-    old = records.read_json(settings.dir / "sweep.json")
-    records.write_json(
-        settings.dir / "sweep.json",
-        sweep_doc(settings, cfg_dict, overrides, base, axes, old.get("created") if old else None),
-    )
-    write_plan(settings, plan, axes, seeds)
-    loaded = load_plan(settings.dir, settings.storage)
+    old = read_json(settings.dir / "sweep.json")
+    created = old.get("created") if isinstance(old, dict) else None
+    write_json(settings.dir / "sweep.json", sweep_doc(settings, matrix, notes, overrides, base, created))
+    write_plan(plan)  # for worker processes; this process runs `plan` as it is
     claims = Claims(settings.storage, settings.study_name)
-    claims.ensure([pc.cell_id for pc in loaded.cells] + [BASELINE])
-    study = open_study(settings.storage, settings.study_name, make_pruner(settings.pruner, len(loaded.cells)))
-    reopen_over_budget(loaded, claims)
-    skip_planned(loaded, claims, study)
+    claims.ensure([pc.cell_id for pc in plan.cells] + [BASELINE])
+    study = open_study(settings.storage, settings.study_name, make_pruner(settings.pruner, len(plan.cells)))
+    reopen_over_budget(plan, claims)
+    skip_planned(plan, claims, study)
     t0 = time.time()
-    with View(loaded):
-        measure_baseline(loaded, claims)
+    with View(plan):
+        measure_baseline(plan, claims)
         if settings.workers == 1:
-            Worker(loaded).run()
+            Worker(plan).run()
         else:
             procs = _spawn_workers(settings.dir, settings.workers, settings.storage)
             codes = [p.wait() for p in procs]
@@ -162,10 +157,9 @@ def run_sweep(cfg_dict: dict[str, Any], overrides: list[str]) -> int:
                 log.warning("worker exit codes: %s", codes)
     claims.dispose()
     _finish(settings.dir)
-    final = {r["cell_id"]: r["status"] for r in records.all_records(settings.dir)}
     counts: dict[str, int] = {}
-    for st in final.values():
-        counts[st] = counts.get(st, 0) + 1
+    for rec in read_records(settings.dir)[0]:
+        counts[rec.status] = counts.get(rec.status, 0) + 1
     print(
         f"sweep done in {time.time() - t0:.0f} s: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
     )

@@ -10,30 +10,25 @@ import logging
 
 import optuna
 
-from sweep import records
+from advisor.trials.record import Attempt
+from advisor.trials.store import load_record, now_iso, save_record
 from sweep.claims import Claims
-from sweep.planfile import LoadedCell, LoadedPlan
+from sweep.plan import Plan, PlannedCell
 from sweep.study import tell_skipped
 
 log = logging.getLogger("tunewise.sweep")
 
 
-def record_skipped(
-    plan: LoadedPlan, study: optuna.Study, pc: LoadedCell, status: str, reason: str | None
-) -> None:
+def record_skipped(plan: Plan, study: optuna.Study, pc: PlannedCell, status: str, reason: str | None) -> None:
     """Tell Optuna and write the record (the caller has already won the claim)."""
     number = tell_skipped(study, pc.cell, plan.axes, plan.seeds, status, reason)
-    rec = records.load_record(plan.dir, pc.cell_id) or pc.new_record()
-    now = records.now_iso()
-    rec.update(status=status, reason=reason)
-    rec["attempts"] = [
-        *rec.get("attempts", []),
-        {"trial_number": number, "started": None, "ended": now, "status": status, "reason": reason},
-    ]
-    records.save_record(plan.dir, rec)
+    rec = load_record(plan.dir, pc.cell_id) or pc.new_record()
+    rec.status, rec.reason = status, reason
+    rec.attempts.append(Attempt(number, None, now_iso(), status, reason))
+    save_record(plan.dir, rec)
 
 
-def skip_planned(plan: LoadedPlan, claims: Claims, study: optuna.Study) -> int:
+def skip_planned(plan: Plan, claims: Claims, study: optuna.Study) -> int:
     """Settle every cell the plan skips; returns how many this process settled."""
     n = 0
     rows = claims.rows()
@@ -48,7 +43,7 @@ def skip_planned(plan: LoadedPlan, claims: Claims, study: optuna.Study) -> int:
     return n
 
 
-def reopen_over_budget(plan: LoadedPlan, claims: Claims) -> int:
+def reopen_over_budget(plan: Plan, claims: Claims) -> int:
     """On a rerun with a larger budget, cells skipped as over_budget that now fit run after all."""
     n = 0
     rows = claims.rows()
@@ -57,10 +52,10 @@ def reopen_over_budget(plan: LoadedPlan, claims: Claims) -> int:
         if pc.status != "run" or row is None or row.status != "over_budget":
             continue
         if claims.cas(row, status="pending", usd=None, wall_s=None):
-            rec = records.load_record(plan.dir, pc.cell_id)
+            rec = load_record(plan.dir, pc.cell_id)
             if rec is not None:
-                rec.update(status="pending", reason=None)
-                records.save_record(plan.dir, rec)
+                rec.status, rec.reason = "pending", None
+                save_record(plan.dir, rec)
             log.info("cell %s: no longer over budget, will run", pc.cell_id)
             n += 1
     return n

@@ -20,8 +20,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from advisor.errors import ConfigError
+from advisor.trials.matrix import Cell, format_value
 from sweep.claims import driver_url
-from sweep.matrix import Cell, format_value
 
 PRUNERS = ("median", "successive_halving", "none")
 # learning-rate search range per method (log-uniform), used when sweep.lr_trials > 1

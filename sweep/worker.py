@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sweep import records
-from sweep.cellrun import run_runner
+from advisor.trials.store import load_record, now_iso, save_record
 from sweep.claims import Claims, Row, is_dead, maybe_dead, me
-from sweep.planfile import LoadedPlan, load_plan
+from sweep.plan import Plan, PlannedCell
+from sweep.planfile import load_plan
+from sweep.records import write_results_csv
 from sweep.study import make_pruner, open_study, tell_end
 
 log = logging.getLogger("tunewise.sweep")
@@ -30,7 +31,7 @@ log = logging.getLogger("tunewise.sweep")
 
 @dataclass
 class Worker:
-    plan: LoadedPlan
+    plan: Plan
     env: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
@@ -64,9 +65,9 @@ class Worker:
                 time.sleep(s.poll_s)
 
     # ------------------------------------------------------------------------------------------
-    def _budget_problem(self, pc, rows: dict[str, Row]) -> str | None:
+    def _budget_problem(self, pc: PlannedCell, rows: dict[str, Row]) -> str | None:
         """Why starting this cell now would break the budget (measured spend + running estimates)."""
-        b = self.plan.base
+        b = self.plan.base_cfg
         if not self.plan.settings.prescreen:
             return None
         spent_usd = sum(r.usd or 0.0 for r in rows.values() if r.terminal or r.status == "running")
@@ -87,7 +88,7 @@ class Worker:
             )
         return None
 
-    def _try_start(self, pc, row: Row, rows: dict[str, Row]) -> bool:
+    def _try_start(self, pc: PlannedCell, row: Row, rows: dict[str, Row]) -> bool:
         problem = self._budget_problem(pc, rows)
         if problem:
             if self.claims.cas(row, status="over_budget"):
@@ -110,7 +111,7 @@ class Worker:
         self._run_cell(pc)
         return True
 
-    def _retry_dead(self, pc, row: Row) -> bool:
+    def _retry_dead(self, pc: PlannedCell, row: Row) -> bool:
         reason = (
             f"worker {row.host}:{row.pid} stopped (no heartbeat for "
             f"{time.time() - (row.heartbeat or 0):.0f} s)"
@@ -119,11 +120,11 @@ class Worker:
             if not self.claims.cas(row, status="failed", deaths=row.deaths + 1):
                 return False
             self._mark_died(pc, row, reason)
-            rec = records.load_record(self.plan.dir, pc.cell_id) or pc.new_record()
-            rec.update(status="failed", reason=f"died twice; last: {reason}")
-            records.save_record(self.plan.dir, rec)
-            records.write_results_csv(self.plan.dir)
-            log.info("cell %s failed: %s", pc.cell_id, rec["reason"])
+            rec = load_record(self.plan.dir, pc.cell_id) or pc.new_record()
+            rec.status, rec.reason = "failed", f"died twice; last: {reason}"
+            save_record(self.plan.dir, rec)
+            write_results_csv(self.plan.dir)
+            log.info("cell %s failed: %s", pc.cell_id, rec.reason)
             return True
         if not self.claims.cas(
             row,
@@ -140,23 +141,24 @@ class Worker:
         self._run_cell(pc)
         return True
 
-    def _mark_died(self, pc, row: Row, reason: str) -> None:
-        rec = records.load_record(self.plan.dir, pc.cell_id)
+    def _mark_died(self, pc: PlannedCell, row: Row, reason: str) -> None:
+        rec = load_record(self.plan.dir, pc.cell_id)
         if row.trial_number is not None:
             tell_end(self.study, row.trial_number, "failed", None, reason)
-        if rec and rec.get("attempts") and rec["attempts"][-1].get("status") == "running":
-            rec["attempts"][-1].update(status="died", reason=reason, ended=records.now_iso())
-            records.save_record(self.plan.dir, rec)
+        if rec is not None and rec.attempts and rec.attempts[-1].status == "running":
+            last = rec.attempts[-1]
+            last.status, last.reason, last.ended = "died", reason, now_iso()
+            save_record(self.plan.dir, rec)
 
     # ------------------------------------------------------------------------------------------
-    def _run_cell(self, pc) -> None:
+    def _run_cell(self, pc: PlannedCell) -> None:
         from sweep.attempts import run_attempts
 
         final: dict[str, Any] = run_attempts(self, pc)
         rows = self.claims.rows()
         row = rows[pc.cell_id]
         self.claims.cas(row, status=final["status"], usd=final["usd"], wall_s=final["wall_s"])
-        records.write_results_csv(self.plan.dir)
+        write_results_csv(self.plan.dir)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,4 +177,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["Worker", "main", "run_runner"]
+__all__ = ["Worker", "main"]

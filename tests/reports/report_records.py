@@ -104,7 +104,13 @@ def write_sweep(
         (root / "trials" / f"{rec['cell_id']}.json").write_text(json.dumps(rec))
     if baseline is not None:
         (root / "trials" / "baseline.json").write_text(
-            json.dumps({"measured": {"eval_loss": baseline, "metric": 0.0}})
+            json.dumps(
+                {
+                    "cell_id": "baseline",
+                    "status": "complete",
+                    "measured": {"eval_loss": baseline, "metric": 0.0},
+                }
+            )
         )
     if meta is not None:
         (root / "sweep.json").write_text(json.dumps(meta))

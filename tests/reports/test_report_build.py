@@ -6,8 +6,8 @@ import re
 
 import pytest
 
+from advisor.trials.record import FINISHED
 from reports.build import build_report
-from reports.records import STATUSES
 from tests.reports.report_records import copy_fixture, cpu_record, write_sweep
 
 
@@ -27,6 +27,9 @@ def _tables(md: str) -> list[list[str]]:
             tables.append(cur)
             cur = []
     return tables + ([cur] if cur else [])
+
+
+STATUSES = (*FINISHED, "running")  # design.md's statuses
 
 
 def test_writes_md_html_and_plots(built):
@@ -203,13 +206,14 @@ def test_unreadable_record_is_skipped(tmp_path):
 def test_small_card_sentence_uses_the_real_advisor(built):
     """The 24 GB sentence comes from advisor.estimator.estimate (fit_batch when micro-batch 4 does not fit)."""
     pytest.importorskip("advisor.estimator.estimate")
-    from reports.context import small_card_rows
+    from reports.context import build_context, small_card_rows
     from reports.records import load
 
     d, _, md, _ = built
     sweep = load(d)
-    rows = small_card_rows(sweep, 40.0)
-    pick = next(i for i, c in enumerate(sweep.cells) if (c.method, c.r, c.rows) == ("lora", 16, 5000))
+    cells = build_context(sweep, d / "plots").cells
+    rows = small_card_rows(sweep, cells, 40.0)
+    pick = next(i for i, c in enumerate(cells) if (c.method, c.r, c.rows) == ("lora", 16, 5000))
     rec = " ".join(md.split("## Recommendation")[1].split("## Quality")[0].split())
     if rows[pick]["fits"]:
         assert "On a 24 GB card (GeForce RTX 4090), the same LoRA r=16 fits" in rec

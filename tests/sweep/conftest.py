@@ -116,8 +116,7 @@ def base_overrides(assets: dict[str, Path], sweep_dir: Path, *extra: str) -> lis
         f"model.config_path={assets['model']}",
         f"data.path={assets['data']}",
         "data.val_rows_max=12",
-        "gpu=cpu",
-        "method=lora",
+        "gpu=cpu",  # method: lora, conf/config.yaml's default (an override of it would pin a method axis)
         "train.seq_len=64",
         "train.micro_batch_size=4",
         "train.grad_accum=1",

@@ -1,12 +1,13 @@
-"""Matrix expansion: product of axes, per-method collapsing, exclusions, seeds, stable ids."""
+"""Matrix expansion (advisor.trials.matrix): product of axes, per-method collapsing, exclusions, seeds,
+stable ids; the axes an override or a small dataset rewrites; override values written and read back."""
 
 from __future__ import annotations
 
 import pytest
 
 from advisor.errors import ConfigError
+from advisor.trials.matrix import cap_rows, cell_id, expand, format_value, parse_value, pin_axes
 from sweep.compose import compose
-from sweep.matrix import cell_id, expand
 
 
 def test_method_rank_size_collapses_rank_for_full():
@@ -64,3 +65,63 @@ def test_bad_matrix_lists_every_problem():
     assert "matrix.axes.method.r" in text and "matrix.axes.data.rows" in text and "matrix.exclude.gpu" in text
     with pytest.raises(ConfigError, match="sweep.seeds"):
         expand({"axes": {}}, "lora", seeds=0)
+
+
+def test_override_values_read_back_as_written():
+    for v in (
+        16,
+        -3,
+        2e-4,
+        1e-05,
+        0.5,
+        True,
+        False,
+        None,
+        "all-linear",
+        ["q_proj", "v_proj"],
+        [1, [2, 3]],
+        [],
+    ):
+        assert parse_value(format_value(v)) == v, v
+    assert parse_value("'a b'") == "a b" and parse_value("nf4") == "nf4"
+
+
+def test_an_override_of_an_axis_key_replaces_the_axis_and_says_so():
+    axes = {"method": ["full", "lora"], "method.r": [8, 16, 64], "data.rows": [100]}
+    pinned, notes = pin_axes(axes, ["model=gpt2", "+method.r=32", "sweep.yes=true"])
+    assert pinned["method.r"] == [32] and pinned["method"] == ["full", "lora"]
+    assert notes == ["method.r=32 replaces the matrix's method.r axis [8,16,64]: every cell has method.r=32"]
+    cells = expand({"axes": pinned}, "lora")
+    assert sorted(c.label() for c in cells) == [
+        "method=full data.rows=100",
+        "method=lora method.r=32 data.rows=100",
+    ]
+    with pytest.raises(ConfigError, match=r"~method.r: deletes method.r, which matrix.axes varies"):
+        pin_axes(axes, ["~method.r"])
+
+
+def test_rows_above_the_data_collapse_into_one_cell_and_say_so():
+    axes = {"method": ["lora"], "data.rows": [100, 1000, 5000, 10000]}
+    capped, notes = cap_rows(axes, 900, "demo.jsonl")
+    assert capped["data.rows"] == [100, 900]
+    assert notes == [
+        "data.rows 1000, 5000, 10000 exceed the 900 training rows of demo.jsonl: one cell with all 900 rows "
+        "(data.rows=900)"
+    ]
+    assert cap_rows(axes, 20000, "big.jsonl") == (axes, [])
+    # the data's row count itself on the axis: the values above it are that cell
+    capped, notes = cap_rows({"data.rows": [900, 1000]}, 900, "d.jsonl")
+    assert capped == {"data.rows": [900]} and "one cell" in notes[0]
+
+
+def test_exclusion_matches_before_collapsing():
+    """The issue's case: full has no rank, yet {method.r: 8, data.rows: 100} excludes full at 100 rows
+    as well, because it matches the point before the rank collapses (the report counts the same)."""
+    m = {
+        "axes": {"method": ["full", "lora"], "method.r": [8], "data.rows": [100, 200]},
+        "exclude": [{"method.r": 8, "data.rows": 100}],
+    }
+    assert sorted(c.label() for c in expand(m, "lora")) == [
+        "method=full data.rows=200",
+        "method=lora method.r=8 data.rows=200",
+    ]

@@ -8,16 +8,19 @@ from pathlib import Path
 from rich.console import Console
 
 from advisor.config.schema import from_names
-from sweep import records
-from sweep.planfile import LoadedCell, LoadedPlan
+from advisor.trials.matrix import Cell
+from advisor.trials.record import Attempt
+from advisor.trials.store import save_record
+from sweep.plan import Plan, PlannedCell
 from sweep.progress import render, snapshot
 from sweep.settings import SweepSettings
 
 
-def _plan(d: Path) -> LoadedPlan:
+def _plan(d: Path) -> Plan:
     base = from_names("gpt2", "lora", "cpu", budget={"usd": 2.0})
+    estimate = {"cost": {"usd": 0.5}, "time": {"hours": 0.01}}
     cells = [
-        LoadedCell(cid, (("method.r", r),), [f"method.r={r}"], None, None, st, None, 0.5, 0.01, 1)
+        PlannedCell(Cell(cid, (("method.r", r),)), None, estimate, st)
         for cid, r, st in (
             ("aaaaaaaaaa", 4, "run"),
             ("bbbbbbbbbb", 8, "run"),
@@ -25,20 +28,20 @@ def _plan(d: Path) -> LoadedPlan:
         )
     ]
     s = SweepSettings(dir=d, storage="sqlite://", study_name="s", matrix_name="m")
-    return LoadedPlan(d, s, base, {"method.r": [4, 8, 16]}, [0], cells)
+    return Plan(s, base, {"method.r": [4, 8, 16]}, [0], cells)
 
 
 def test_view_shows_running_cell_and_spend(tmp_path):
     plan = _plan(tmp_path)
     running = plan.cells[0].new_record()
-    running.update(status="running", heartbeat={"t": time.time(), "step": 37, "loss": 1.2345})
-    running["attempts"] = [{"status": "running", "evals": [[30, 0.5, 1.5]]}]
+    running.status, running.heartbeat = "running", {"t": time.time(), "step": 37, "loss": 1.2345}
+    running.attempts = [Attempt(0, "2025-01-01T00:00:00Z", None, "running", evals=[[30, 0.5, 1.5]])]
     done = plan.cells[1].new_record()
-    done.update(status="complete", spent={"usd": 0.75})
+    done.status, done.spent = "complete", {"usd": 0.75}
     skipped = plan.cells[2].new_record()
-    skipped.update(status="infeasible")
+    skipped.status = "infeasible"
     for r in (running, done, skipped):
-        records.save_record(tmp_path, r)
+        save_record(tmp_path, r)
     snap = snapshot(plan)
     assert snap["counts"]["running"] == 1 and snap["spent_usd"] == 0.75
     assert abs(snap["eta_h"] - 0.01) < 1e-9  # only the running cell is left

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from advisor.errors import ConfigError
-from sweep.matrix import expand
+from advisor.trials.matrix import expand
 from sweep.study import (
     LR_RANGES,
     ask_trial,

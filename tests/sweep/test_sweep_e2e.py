@@ -10,6 +10,7 @@ import re
 import optuna
 import pytest
 
+import reports
 from tests.sweep.conftest import base_overrides, load_records, tunewise
 
 PLAN_LINE = re.compile(r"^([0-9a-f]{10})\s+(\w+)\s+([0-9.e+-]+)\s")
@@ -62,11 +63,25 @@ def test_skipped_cells_never_start_and_a_failing_cell_does_not_stop_the_sweep(ti
     assert len(done["attempts"]) == 1 and done["attempts"][0]["cpu_s"] > 0
     assert done["estimate"]["memory"]["device_gib"] > 0 and done["config"]["gpu"]["usable_mib"] == 60000
 
+    frame = reports.results(d)  # one tidy row per attempt; results.csv is that frame written out
+    assert len(frame) == sum(len(r["attempts"]) for r in recs.values()) == 6
     rows = list(csv.DictReader((d / "results.csv").read_text().splitlines()))
+    assert len(rows) == len(frame) and list(rows[0]) == list(frame.columns)
     assert sorted(r["cell_id"] for r in rows) == sorted(plan)
-    assert {"est.memory.device_gib", "est.cost.usd", "measured.eval_loss", "measured.wall_s.train"} <= set(
-        rows[0]
+    assert {
+        "estimate.memory.device_gib",
+        "estimate.cost.usd",
+        "measured.eval_loss",
+        "measured.wall_s.train",
+    } <= set(rows[0])
+    row = frame.set_index("cell_id").loc[done["cell_id"]]
+    assert (
+        row["measured.eval_loss"] == m["eval_loss"] and row["attempt.cpu_s"] == done["attempts"][0]["cpu_s"]
     )
+    assert str(frame["measured.eval_loss"].dtype) == "Float64" and str(
+        frame["attempt.started"].dtype
+    ).startswith("datetime64")
+    assert frame["attempt.started"].isna().sum() == 5  # the skipped cells started no process
     sweep = json.loads((d / "sweep.json").read_text())
     assert sweep["matrix"]["name"] == "t_skip" and sweep["budget"]["usd"] == pytest.approx(budget)
     assert sweep["versions"]["optuna"] and sweep["storage"].startswith("sqlite:///")

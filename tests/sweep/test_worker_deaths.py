@@ -9,9 +9,11 @@ import time
 import optuna
 
 from advisor.config.schema import from_names
-from sweep import records
+from advisor.trials.matrix import Cell
+from advisor.trials.record import Attempt
+from advisor.trials.store import load_record, save_record
 from sweep.claims import Claims, me
-from sweep.planfile import LoadedCell, LoadedPlan
+from sweep.plan import Plan, PlannedCell
 from sweep.settings import SweepSettings
 from sweep.study import ask_trial, make_pruner, open_study
 from sweep.worker import Worker
@@ -20,11 +22,11 @@ from sweep.worker import Worker
 def test_second_death_marks_the_cell_failed_without_running_it(tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     cfg = from_names("gpt2", "lora", "cpu")
-    cell = LoadedCell("aaaaaaaaaa", (("method.r", 4),), ["method.r=4"], cfg, {}, "run", None, 0.0, 0.0, 1)
+    cell = PlannedCell(Cell("aaaaaaaaaa", (("method.r", 4),)), cfg, {}, "run")
     settings = SweepSettings(
         dir=tmp_path, storage=url, study_name="s", matrix_name="m", heartbeat_timeout_s=1
     )
-    plan = LoadedPlan(tmp_path, settings, cfg, {"method.r": [4]}, [0], [cell])
+    plan = Plan(settings, cfg, {"method.r": [4]}, [0], [cell])
     claims = Claims(url, "s")
     claims.ensure([cell.cell_id])
     study = open_study(url, "s", make_pruner("median", 1))
@@ -42,21 +44,19 @@ def test_second_death_marks_the_cell_failed_without_running_it(tmp_path):
         trial_number=trial.number,
     )
     rec = cell.new_record()
-    rec.update(
-        status="running",
-        attempts=[
-            {"trial_number": 0, "status": "died", "lr_index": 0, "lr": 2e-4},
-            {"trial_number": trial.number, "status": "running", "lr_index": 0, "lr": 2e-4},
-        ],
-    )
-    records.save_record(tmp_path, rec)
+    rec.status = "running"
+    rec.attempts = [
+        Attempt(0, None, None, "died", lr_index=0, lr=2e-4),
+        Attempt(trial.number, None, None, "running", lr_index=0, lr=2e-4),
+    ]
+    save_record(tmp_path, rec)
 
     Worker(plan).run()
 
     row = claims.get(cell.cell_id)
     assert row.status == "failed" and row.deaths == 2 and row.attempts == 2
-    rec = records.load_record(tmp_path, cell.cell_id)
-    assert rec["status"] == "failed" and "died twice" in rec["reason"]
-    assert [a["status"] for a in rec["attempts"]] == ["died", "died"]
+    rec = load_record(tmp_path, cell.cell_id)
+    assert rec is not None and rec.status == "failed" and rec.reason and "died twice" in rec.reason
+    assert [a.status for a in rec.attempts] == ["died", "died"]
     assert not (tmp_path / "cells").exists()  # no third run
     assert optuna.load_study(study_name="s", storage=url).trials[trial.number].state.name == "FAIL"
