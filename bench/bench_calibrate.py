@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 from advisor.config.schema import from_names  # noqa: E402
 from advisor.estimator.calibrate import fit, read_records  # noqa: E402
 from advisor.estimator.estimate import estimate  # noqa: E402
+from advisor.trials.record import TrialRecord  # noqa: E402
 
 DEMO_MODEL = ROOT / "outputs" / "demo" / "base"
 DEMO_DATA = ROOT / "outputs" / "demo" / "data" / "train.jsonl"
@@ -75,20 +76,20 @@ def _estimate(cfg):
     return estimate(cfg, stats=dataset_stats(cfg))
 
 
-def run_cells() -> list[dict]:
+def run_cells() -> list[TrialRecord]:
     from runners.cell import run_cell
     from runners.demo.assets import ensure_assets
 
     ensure_assets(str(DEMO_MODEL), str(DEMO_DATA))
     RECORDS.parent.mkdir(parents=True, exist_ok=True)
-    done = {r["cell_id"]: r for r in read_records(RECORDS)} if RECORDS.is_file() else {}
+    done = {r.cell_id: r for r in read_records(RECORDS)} if RECORDS.is_file() else {}
     for c in cells():
         cid = "{method}-r{r}-s{seq_len}-b{micro_batch_size}".format(**c)
         if cid in done:
             continue
         cfg = cell_cfg(c)
         print(f"running {cid}", file=sys.stderr, flush=True)
-        result = run_cell(cfg, Path(tempfile.mkdtemp(prefix="tw-cal-")), resume=False)
+        result = run_cell(cfg, Path(tempfile.mkdtemp(prefix="tw-cal-")), resume=False).to_dict()
         rec = {
             "cell_id": cid,
             "status": result["status"],
@@ -99,15 +100,16 @@ def run_cells() -> list[dict]:
         }
         with open(RECORDS, "a") as f:  # one line per finished cell: a crash loses only the running one
             f.write(json.dumps(rec) + "\n")
-        done[cid] = rec
+        done[cid] = TrialRecord.from_dict(rec, cid)
     return list(done.values())
 
 
-def split(records: list[dict]) -> tuple[list[dict], list[dict]]:
-    fit_half, held = [], []
-    by_method: dict[str, list[dict]] = {}
-    for r in sorted(records, key=lambda r: r["cell_id"]):
-        by_method.setdefault(r["estimate"]["method"], []).append(r)
+def split(records: list[TrialRecord]) -> tuple[list[TrialRecord], list[TrialRecord]]:
+    fit_half: list[TrialRecord] = []
+    held: list[TrialRecord] = []
+    by_method: dict[str, list[TrialRecord]] = {}
+    for r in sorted(records, key=lambda r: r.cell_id):
+        by_method.setdefault(str(r.method), []).append(r)
     for rs in by_method.values():
         fit_half += rs[0::2]
         held += rs[1::2]
@@ -137,11 +139,11 @@ def main() -> None:
     ap.add_argument("--records", help="sweep dir or records file (default: run the demo cells here)")
     args = ap.parse_args()
     records = read_records(args.records) if args.records else run_cells()
-    records = [r for r in records if r.get("status") in ("complete", "pruned") and r.get("estimate")]
+    records = [r for r in records if r.status in ("complete", "pruned") and r.estimate and r.measured]
     fit_half, held = split(records)
     cal = fit(fit_half, source="fit half")
-    before = errors([(r["estimate"], r["measured"]) for r in held])
-    after = errors([(cal.apply(r["estimate"]), r["measured"]) for r in held])
+    before = errors([(r.estimate or {}, r.measured or {}) for r in held])
+    after = errors([(cal.apply(r.estimate or {}), r.measured or {}) for r in held])
     print(f"{len(records)} finished cells: fit on {len(fit_half)}, held out {len(held)}")
     print("| held-out metric | n | mean abs error before | after | per-cell before → after |")
     print("|---|---|---|---|---|")

@@ -21,6 +21,9 @@ runner untracked, lock-step, repeat) so machine drift hits all alike:
   in one process: each pair shares the batch and the machine's momentary load (the least noisy ratio);
 and the per-step cost of the live-bytes counter itself (same model, 8×160 tokens, interleaved).
 Target: the runner is not slower than Trainer, and packing is at least 1.3× faster.
+Same training, checked: after the last step every padded variant's eval loss on the runner's
+validation rows (runners.train.eval_loss, outside the timed steps) equals Trainer's (`eval_loss` in
+the output, beside the untrained model's), and both sides count the same non-padding tokens.
 
     python bench/bench_runner_vs_trainer.py [--steps 30] [--rounds 3] [--out outputs/bench-runner-vs-trainer.json]
 """
@@ -47,8 +50,10 @@ from advisor.data import dataset
 from runners import data as data_mod
 from runners import measure
 from runners import model as model_mod
-from runners.cell import run_cell
+from runners.cell import Learned, prepare, run_cell
+from runners.hooks import Hooks
 from runners.optim import make_optimizer
+from runners.train import Progress, eval_loss
 
 ROWS = 600  # training examples generated
 VARIED_WORDS = (4, 160)  # response length range (words): the spread that makes padding matter
@@ -159,6 +164,21 @@ def runner_batches(cfg, steps: int) -> list[list[data_mod.Row]]:
     return [stream.micro_batch(k) for k in range(steps)]
 
 
+def runner_val_rows(cfg) -> list[data_mod.Row]:
+    """The runner's validation rows (its split and tokenization; padded, not packed)."""
+    tok = model_mod.load_tokenizer(cfg)
+    split = dataset.split(cfg.data, cfg.seed)
+    return data_mod.build_rows(
+        [data_mod.encode(tok, e, SEQ_LEN) for e in split.val], SEQ_LEN, False, cfg.seed
+    )
+
+
+def final_eval_loss(cfg, model) -> float:
+    """Token-weighted eval loss on the runner's validation rows (what the runner's last eval reports)."""
+    pad = model_mod.pad_id(model_mod.load_tokenizer(cfg))
+    return eval_loss(model, runner_val_rows(cfg), MICRO_BATCH_SIZE, pad, torch.device("cpu"))
+
+
 def run_trainer(cfg, batches: list[list[data_mod.Row]], out_dir: Path, lockstep=None) -> dict:
     """transformers Trainer on the runner's micro-batches, in the runner's order (a sequential sampler
     over them): the two sides train on identical batches, so their tokens/s compare loop against loop.
@@ -229,18 +249,21 @@ def run_trainer(cfg, batches: list[list[data_mod.Row]], out_dir: Path, lockstep=
     assert len(ends) == steps and len(real) == steps, (len(ends), len(real))
     step_s = [None] + [ends[k] - resumed[k - 1] for k in range(1, steps)]  # step 0: no start mark
     optim = getattr(trainer.args.optim, "value", trainer.args.optim)
-    return {"optim": optim, "step_s": step_s, "real": real, "padded": padded, "runner_s": runner_s}
+    out = {"optim": optim, "step_s": step_s, "real": real, "padded": padded, "runner_s": runner_s}
+    out["eval_loss"] = final_eval_loss(cfg, trainer.model)  # after training: outside every timed step
+    if lockstep is not None:
+        out["runner_eval_loss"] = lockstep.evaluate()
+    return out
 
 
 def run_lockstep(cfg, batches: list[list[data_mod.Row]], out_dir: Path) -> dict:
     """Trainer's step k, then the runner's step k (its training loop, built by runners.cell as run_cell
     builds it; no live-bytes counter), then Trainer's step k+1 ...: the same batch on both sides under
     the same momentary machine load, so the per-step ratio is the least noisy comparison."""
-    from runners.cell import _prepare
-    from runners.train import Progress
-
-    loop, _, _ = _prepare(cfg, out_dir / "runner", False, False, Progress(), {}, lambda _event: True)
-    assert [loop.stream.micro_batch(k) for k in range(len(batches))] == batches
+    loop, _, _ = prepare(
+        cfg, out_dir / "runner", resume=False, baseline=False, progress=Progress(), learned=Learned()
+    )
+    assert [loop.batches.stream.micro_batch(k) for k in range(len(batches))] == batches
     return run_trainer(cfg, batches, out_dir / "trainer", lockstep=loop)
 
 
@@ -265,18 +288,26 @@ def run_runner(cfg, out_dir: Path, live: bool = True) -> dict:
         last.update(tokens=p.train_tokens, timed_s=p.timed_s, t=now)
 
     try:
-        res = run_cell(cfg, out_dir, resume=False, on_step=on_step)
+        res = run_cell(cfg, out_dir, Hooks(on_step=on_step), resume=False)
     finally:
         measure.LiveBytes = saved
-    assert res["status"] == "complete", res["reason"]
-    m = res["measured"]
+    m = res.measured
+    assert res.status == "complete" and m is not None, res.reason
     return {
-        "tokens_per_s": m["tokens_per_s"],
-        "padding_fraction": m["padding_fraction"],
-        "train_tokens": m["train_tokens"],
-        "steps": m["steps"],
+        "tokens_per_s": m.tokens_per_s,
+        "padding_fraction": m.padding_fraction,
+        "train_tokens": m.train_tokens,
+        "steps": m.steps,
+        "eval_loss": m.eval_loss,  # eval_points=1: after the last step
         "per_step": per_step,
     }
+
+
+def untrained_eval_loss(cfg) -> float:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(cfg.model.path, dtype=torch.float32)
+    return final_eval_loss(cfg, model)
 
 
 def rate(real: list[int], step_s: list[float | None], steps) -> float:
@@ -344,6 +375,18 @@ def compare_round(tr: dict, padded: dict, packed: dict, untracked: dict, lock: d
     out["lockstep_runner"] = rate(lock["real"], lock["runner_s"], late)
     out["ratio_lockstep"] = out["lockstep_runner"] / out["lockstep_trainer"]
     out["lockstep_pairs"] = [lock["step_s"][k] / lock["runner_s"][k] for k in late]
+    out["eval_loss"] = {  # after the last step, on the runner's validation rows
+        "trainer": tr["eval_loss"],
+        "runner_padded": padded["eval_loss"],
+        "runner_padded_no_tracking": untracked["eval_loss"],
+        "lockstep_trainer": lock["eval_loss"],
+        "lockstep_runner": lock["runner_eval_loss"],
+    }
+    out["train_tokens"] = {
+        "trainer": sum(tr["real"]),
+        "runner_padded": padded["train_tokens"],
+        "runner_padded_no_tracking": untracked["train_tokens"],
+    }
     out["step_s"] = {  # per step, end to end (None: step 0 has no start mark)
         "trainer": tr["step_s"],
         "runner_padded": gaps,
@@ -442,7 +485,8 @@ def main(argv: list[str] | None = None) -> int:
     load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model_dir, _, _ = make_assets(tmp)
+        model_dir, data_path, vocab = make_assets(tmp)
+        untrained = untrained_eval_loss(make_cfg(model_dir, data_path, vocab, args.steps, False))
         rounds, info = [], {}
         for k in range(args.rounds):  # interleaved rounds: a busy machine slows every variant alike
             res = {}
@@ -468,6 +512,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         overhead = tracking_overhead(model_dir)
     med = {k: statistics.median(r[k] for r in rounds) for k, v in rounds[0].items() if isinstance(v, float)}
+    losses = rounds[-1]["eval_loss"]
     best = best_of_rounds(rounds)
     print(
         f"\n{args.rounds} interleaved rounds of {args.steps} steps (Trainer optim={info['trainer_optim']}, "
@@ -501,6 +546,11 @@ def main(argv: list[str] | None = None) -> int:
         f"per-step median ×{paired['lockstep']:.3f} over {paired['lockstep_pairs']} pairs"
     )
     print(
+        f"eval loss after {args.steps} steps: Trainer {losses['trainer']:.6f}, runner padded "
+        f"{losses['runner_padded']:.6f}, untracked {losses['runner_padded_no_tracking']:.6f}, lock-step "
+        f"{losses['lockstep_trainer']:.6f} / {losses['lockstep_runner']:.6f} (untrained {untrained:.6f})"
+    )
+    print(
         f"live-bytes tracking overhead per step: {overhead['overhead']:.1%} "
         f"({overhead['plain_step_s'] * 1e3:.0f} ms → {overhead['tracked_step_s'] * 1e3:.0f} ms)",
         flush=True,
@@ -516,6 +566,8 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_start": load0,
         "load_average_end": os.getloadavg()[0],
         **info,
+        "eval_loss": {"untrained": untrained, **losses},
+        "train_tokens": rounds[-1]["train_tokens"],
         "median": med,
         "best_of_rounds": best,
         "paired_step_ratio": paired,

@@ -18,6 +18,7 @@ P1–P3 at their batch shape (REPLICA). About 5–6 minutes on an H200.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import gc
 import json
@@ -133,9 +134,10 @@ def _quantize(model, cfg, dev) -> None:
 
 
 def build(cfg, dev):
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
+    from runners.model import lora_config
     from runners.trace.model import hf_config
 
     hf = hf_config(cfg, cfg.model.num_hidden_layers)
@@ -146,16 +148,7 @@ def build(cfg, dev):
     if cfg.method.is_adapter:
         for p in model.parameters():
             p.requires_grad_(False)
-        model = get_peft_model(
-            model,
-            LoraConfig(
-                r=cfg.method.r,
-                lora_alpha=cfg.method.alpha_eff,
-                lora_dropout=0.0,
-                target_modules=tm if isinstance(tm := cfg.method.target_modules, str) else list(tm),
-                task_type="CAUSAL_LM",
-            ),
-        )
+        model = get_peft_model(model, lora_config(cfg))  # the runner's (every config has dropout 0.0)
     model.config.use_cache = False
     return model
 
@@ -247,11 +240,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     plan, seqs = (TINY_PLAN, TINY_SEQ_LENS) if args.tiny else (GPU_PLAN, GPU_SEQ_LENS)
     out_path = args.out or Path("outputs") / ("gpu-bench-tiny.json" if args.tiny else "gpu-bench.json")
+    prov = provenance(0)
     doc = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": provenance(0)["device"],
+        "device": prov.device,
         "driver": _driver(),
-        "provenance": provenance(0),
+        "provenance": dataclasses.asdict(prov),
         "micro_batch_size": MICRO_BATCH_SIZE,
         "warmup_steps": WARMUP_STEPS,
         "timed_steps": TIMED_STEPS,

@@ -13,37 +13,61 @@ import hashlib
 import json
 import os
 import random
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from runners.model import Model
 
 FILE = "state.pt"
 
 
-def config_key(cfg_dict: dict) -> str:
+@dataclass
+class Trainables:
+    """What training changes, and so what a checkpoint saves and restores."""
+
+    model: Model
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None  # amp_fp16 only
+
+
+@dataclass(frozen=True)
+class Checkpoints:
+    """Where and how often a run saves its checkpoint."""
+
+    folder: Path  # OUT_DIR/checkpoint
+    key: str  # config_key(cfg.to_dict()): a checkpoint resumes only the same config
+    every_steps: int
+
+
+def config_key(cfg_dict: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(cfg_dict, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def save(folder: Path, *, key: str, model, optimizer, scheduler, scaler, step: int, state: dict) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
+def save(where: Checkpoints, parts: Trainables, step: int, state: dict[str, Any]) -> None:
+    where.folder.mkdir(parents=True, exist_ok=True)
     blob = {
-        "config_key": key,
+        "config_key": where.key,
         "step": step,
-        "trainable": {n: p.detach() for n, p in model.named_parameters() if p.requires_grad},
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else None,
+        "trainable": {n: p.detach() for n, p in parts.model.named_parameters() if p.requires_grad},
+        "optimizer": parts.optimizer.state_dict(),
+        "scheduler": parts.scheduler.state_dict(),
+        "scaler": parts.scaler.state_dict() if parts.scaler is not None else None,
         "rng_torch": torch.get_rng_state(),
         "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "rng_python": list(random.getstate()[1]),
         "state": json.dumps(state),
     }
-    tmp = folder / (FILE + ".tmp")
+    tmp = where.folder / (FILE + ".tmp")
     torch.save(blob, tmp)
-    os.replace(tmp, folder / FILE)
+    os.replace(tmp, where.folder / FILE)
 
 
-def load(folder: Path, key: str) -> dict | None:
+def load(folder: Path, key: str) -> dict[str, Any] | None:
     """The checkpoint of this config, or None (no checkpoint, or one from another config)."""
     path = folder / FILE
     if not path.exists():
@@ -55,16 +79,16 @@ def load(folder: Path, key: str) -> dict | None:
     return blob
 
 
-def restore(blob: dict, *, model, optimizer, scheduler, scaler) -> int:
+def restore(blob: dict[str, Any], parts: Trainables) -> int:
     """Load the checkpoint into the live objects; returns the step to continue from."""
-    params = dict(model.named_parameters())
+    params = dict(parts.model.named_parameters())
     with torch.no_grad():
         for name, value in blob["trainable"].items():
             params[name].copy_(value.to(params[name].device))
-    optimizer.load_state_dict(blob["optimizer"])
-    scheduler.load_state_dict(blob["scheduler"])
-    if scaler is not None and blob.get("scaler"):
-        scaler.load_state_dict(blob["scaler"])
+    parts.optimizer.load_state_dict(blob["optimizer"])
+    parts.scheduler.load_state_dict(blob["scheduler"])
+    if parts.scaler is not None and blob.get("scaler"):
+        parts.scaler.load_state_dict(blob["scaler"])
     torch.set_rng_state(blob["rng_torch"])
     if blob["rng_cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(blob["rng_cuda"])

@@ -183,7 +183,7 @@ class Stream:
     """The deterministic stream of micro-batches: epoch e = rows in a (seed, e) permutation."""
 
     def __init__(self, rows: list[Row], micro_batch_size: int, seed: int):
-        self.rows, self.mb, self.seed = rows, micro_batch_size, seed
+        self.rows, self.micro_batch_size, self.seed = rows, micro_batch_size, seed
         self.per_epoch = math.ceil(len(rows) / micro_batch_size)
         self._order: tuple[int, list[int]] = (-1, [])
 
@@ -193,7 +193,8 @@ class Stream:
             order = list(range(len(self.rows)))
             random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
             self._order = (epoch, order)
-        return [self.rows[i] for i in self._order[1][k * self.mb : (k + 1) * self.mb]]
+        mb = self.micro_batch_size
+        return [self.rows[i] for i in self._order[1][k * mb : (k + 1) * mb]]
 
 
 def planned_steps(

@@ -10,16 +10,25 @@ template the generation is cut at the next `### ` header.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
 from advisor.data.dataset import Example
 from runners.data import prompt_text
+from runners.result import Metric
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from runners.model import Model
 
 GEN_BATCH = 8  # prompts generated together (left-padded)
 
 
-def _generate(model, tok, prompts: list[str], max_new_tokens: int, device) -> list[str]:
+def _generate(
+    model: Model, tok: PreTrainedTokenizerBase, prompts: list[str], max_new_tokens: int, device: torch.device
+) -> list[str]:
     out: list[str] = []
     side = tok.padding_side
     tok.padding_side = "left"
@@ -43,21 +52,37 @@ def _generate(model, tok, prompts: list[str], max_new_tokens: int, device) -> li
     return out
 
 
-def exact_match(model, tok, val: list[Example], max_new_tokens: int, rows: int | None, device) -> dict:
+def exact_match(
+    model: Model,
+    tok: PreTrainedTokenizerBase,
+    val: list[Example],
+    max_new_tokens: int,
+    rows: int | None,
+    device: torch.device,
+) -> Metric:
     chosen = val[:rows] if rows else val
     texts = _generate(model, tok, [prompt_text(tok, e) for e in chosen], max_new_tokens, device)
     if not tok.chat_template:
         texts = [t.split("### ")[0] for t in texts]
     hits = sum(t.strip() == e.response.strip() for t, e in zip(texts, chosen, strict=True))
-    return {"name": "exact_match", "value": hits / len(chosen), "rows": len(chosen)}
+    return Metric(name="exact_match", value=hits / len(chosen), rows=len(chosen))
 
 
-METRICS: dict[str, Callable[..., dict] | None] = {"exact_match": exact_match, "none": None}
+MetricFn = Callable[
+    ["Model", "PreTrainedTokenizerBase", list[Example], int, int | None, torch.device], Metric
+]
+METRICS: dict[str, MetricFn | None] = {"exact_match": exact_match, "none": None}
 
 
 def task_metric(
-    name: str, model, tok, val: list[Example], max_new_tokens: int, rows: int | None, device
-) -> dict | None:
+    name: str,
+    model: Model,
+    tok: PreTrainedTokenizerBase,
+    val: list[Example],
+    max_new_tokens: int,
+    rows: int | None,
+    device: torch.device,
+) -> Metric | None:
     fn = METRICS[name]
     if fn is None or not val:
         return None

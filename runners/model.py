@@ -12,12 +12,23 @@ then LoRA. Gradient checkpointing is HF's per-layer, non-reentrant.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeGuard
 
 import torch
 
 from advisor.config.schema import RunConfig
 from advisor.errors import ConfigError
+
+if TYPE_CHECKING:
+    from peft import LoraConfig, PeftModel
+    from transformers import PreTrainedTokenizerBase
+
+    # what transformers types AutoModelForCausalLM.from_pretrained to return: a model that generates
+    from transformers.models.auto.modeling_auto import _BaseModelWithGenerate as CausalLM
+
+    Model: TypeAlias = CausalLM | PeftModel  # the model a run trains: the base, or PEFT around it
 
 ATTN_IMPL = {"sdpa": "sdpa", "eager": "eager", "flash": "flash_attention_2"}
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -58,46 +69,75 @@ def check(cfg: RunConfig) -> None:
         raise ConfigError(problems)
 
 
-def load_tokenizer(cfg: RunConfig):
+def load_tokenizer(cfg: RunConfig) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
+    tok = AutoTokenizer.from_pretrained(model_path(cfg), trust_remote_code=cfg.model.trust_remote_code)
     if not getattr(tok, "is_fast", False):
         raise ConfigError(f"model.path={cfg.model.path!r}: needs a fast (Rust) tokenizer")
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token or tok.unk_token
+    pad_id(tok)
     return tok
 
 
-def load_model(cfg: RunConfig):
-    """The model on the run's device, wrapped for the method, in training mode."""
-    model = load_base(cfg)
-    if cfg.method.is_adapter:
-        from peft import LoraConfig, get_peft_model
-
-        tm = cfg.method.target_modules
-        lora = LoraConfig(
-            r=cfg.method.r,
-            lora_alpha=cfg.method.alpha_eff,
-            lora_dropout=cfg.method.dropout,
-            target_modules=tm if isinstance(tm, str) else list(tm),
-            task_type="CAUSAL_LM",
+def pad_id(tok: PreTrainedTokenizerBase) -> int:
+    """The id padded batches use (load_tokenizer falls back to EOS, then UNK)."""
+    pid = tok.pad_token_id
+    if not isinstance(pid, int):
+        raise ConfigError(
+            f"model.path={tok.name_or_path!r}: the tokenizer has no pad, eos or unk token to pad batches with"
         )
+    return pid
+
+
+def model_path(cfg: RunConfig) -> str:
+    """cfg.model.path (check() refused a run without one before anything loads)."""
+    if not cfg.model.path:
+        raise ConfigError(f"model.path=None: a real run needs weights for model={cfg.model.name}")
+    return cfg.model.path
+
+
+def lora_config(cfg: RunConfig) -> LoraConfig:
+    """peft's LoraConfig of an adapter method: the one the runner trains and the trace models."""
+    from peft import LoraConfig
+
+    m = cfg.method
+    if m.r is None:
+        raise ConfigError(f"method.r=None: method={m.name} needs a rank (a positive integer)")
+    tm = m.target_modules
+    return LoraConfig(
+        r=m.r,
+        # peft annotates lora_alpha as int but only divides by it (scaling = lora_alpha / r): a float
+        # alpha is used as given
+        lora_alpha=m.alpha_eff,  # type: ignore[arg-type]
+        lora_dropout=m.dropout,
+        target_modules=tm if isinstance(tm, str) else list(tm),
+        task_type="CAUSAL_LM",
+    )
+
+
+def load_model(cfg: RunConfig) -> Model:
+    """The model on the run's device, wrapped for the method, in training mode."""
+    model: Model = load_base(cfg)
+    if cfg.method.is_adapter:
+        from peft import get_peft_model
+
         try:
-            model = get_peft_model(model, lora)
+            model = get_peft_model(model, lora_config(cfg))
         except ValueError as e:
-            raise ConfigError(f"method.target_modules={tm!r}: {e}") from None
+            raise ConfigError(f"method.target_modules={cfg.method.target_modules!r}: {e}") from None
     model.train()
     return model
 
 
-def load_base(cfg: RunConfig):
+def load_base(cfg: RunConfig) -> CausalLM:
     """The base model as training sees it: dtype per precision, 4-bit + kbit preparation for QLoRA,
     gradient checkpointing per config; no adapter yet (PeftModel.from_pretrained goes on top of this)."""
     from transformers import AutoModelForCausalLM
 
     dev = device()
-    kw: dict = {
+    kw: dict[str, Any] = {
         "trust_remote_code": cfg.model.trust_remote_code,
         "attn_implementation": ATTN_IMPL[cfg.train.attention],
     }
@@ -115,9 +155,10 @@ def load_base(cfg: RunConfig):
             kw["device_map"] = {"": 0}
     else:
         kw["dtype"] = weight_dtype(cfg)
-    model = AutoModelForCausalLM.from_pretrained(cfg.model.path, **kw)
+    model = AutoModelForCausalLM.from_pretrained(model_path(cfg), **kw)
     if cfg.method.name != "qlora":
-        model.to(dev)
+        # transformers' stubs type PreTrainedModel.to by its first parameter (a model): a device is valid
+        model.to(dev)  # type: ignore[arg-type]
     model.config.use_cache = False
     gc_kwargs = {"use_reentrant": False}
     if cfg.method.name == "qlora":
@@ -133,29 +174,35 @@ def load_base(cfg: RunConfig):
     return model
 
 
-def trainable_params(model) -> int:
+def trainable_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def is_peft(model: Model) -> TypeGuard[PeftModel]:
+    """Whether peft wrapped the model (a full fine-tune never imports peft: 2-3 s of bitsandbytes)."""
+    peft = sys.modules.get("peft")
+    return peft is not None and isinstance(model, peft.PeftModel)
 
 
 def dir_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
-def save_adapter(model, folder: Path) -> int | None:
+def save_adapter(model: Model, folder: Path) -> int | None:
     """PEFT adapter (loadable with PeftModel.from_pretrained); bytes on disk. None for full fine-tuning."""
-    if not hasattr(model, "peft_config"):
+    if not is_peft(model):
         return None
     tmp = folder.with_name(folder.name + ".tmp")
-    model.save_pretrained(tmp)
+    model.save_pretrained(str(tmp))
     _replace_dir(tmp, folder)
     return dir_bytes(folder)
 
 
-def save_merged(model, tok, folder: Path) -> None:
+def save_merged(model: Model, tok: PreTrainedTokenizerBase, folder: Path) -> None:
     """Merged weights (base + adapter; for full fine-tuning the trained weights) with the tokenizer."""
     tmp = folder.with_name(folder.name + ".tmp")
-    merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
-    merged.save_pretrained(tmp)
+    merged = model.merge_and_unload() if is_peft(model) else model
+    merged.save_pretrained(str(tmp))
     tok.save_pretrained(tmp)
     _replace_dir(tmp, folder)
 

@@ -24,11 +24,39 @@ import select
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from types import CodeType
+from typing import TYPE_CHECKING, Literal, TypedDict
+
+from runners.hooks import EndEvent, Event
+from runners.result import CellResult
+
+if TYPE_CHECKING:
+    from runners.train import Progress
 
 PREFIX = "@@tunewise "
 HEARTBEAT_S = 5.0  # heartbeat period (the contract asks for at most 10 s)
 CONTROL_TIMEOUT_S = 120.0
+
+
+class HeartbeatEvent(TypedDict):
+    type: Literal["heartbeat"]
+    step: int
+    loss: float | None
+    tick: int
+    phase: str
+    t: float  # unix time
+
+
+@dataclass
+class Beat:
+    """What the next heartbeat says: the main thread writes it, the heartbeat thread reads it."""
+
+    step: int = 0  # optimizer steps done
+    loss: float | None = None  # the last step's training loss
+    tick: int = 0  # units of main-thread work (see the module docstring)
+    phase: str = "start"
 
 
 class Channel:
@@ -40,38 +68,44 @@ class Channel:
         os.dup2(2, 1)
         sys.stdout = sys.stderr
         self._lock = threading.Lock()
-        self.state = {"step": 0, "loss": None, "tick": 0, "phase": "start"}
+        self.beat = Beat()
         self._stop = threading.Event()
         self._main = threading.main_thread().ident
-        self._stack: tuple = ()
+        self._stack: Stack = ()
 
-    def send(self, event: dict) -> None:
+    def send(self, event: Event | HeartbeatEvent) -> None:
         with self._lock:
             self._out.write(PREFIX + json.dumps(event) + "\n")
             self._out.flush()
 
-    def emit(self, event: dict) -> None:
-        if event.get("type") == "eval":
-            self.state["step"] = event["step"]
+    def emit(self, event: Event) -> None:
+        if event["type"] == "eval":
+            self.beat.step = event["step"]
         self.alive()
         self.send(event)
 
     def alive(self, phase: str | None = None) -> None:
         """Keep-alive from the main thread: one unit of work done, or `phase` entered (announced at
         once with a heartbeat, so the sweep knows where a run that stalls next stalled)."""
-        self.state["tick"] += 1
-        if phase and phase != self.state["phase"]:
-            self.state["phase"] = phase
+        self.beat.tick += 1
+        if phase and phase != self.beat.phase:
+            self.beat.phase = phase
             self.heartbeat()
 
+    def stepped(self, progress: Progress) -> None:
+        """After every optimizer step (run_cell's on_step)."""
+        self.beat.step, self.beat.loss = progress.step, progress.loss
+        self.alive()
+
     def heartbeat(self) -> None:
+        b = self.beat
         self.send(
             {
                 "type": "heartbeat",
-                "step": self.state["step"],
-                "loss": self.state["loss"],
-                "tick": self.state["tick"],
-                "phase": self.state["phase"],
+                "step": b.step,
+                "loss": b.loss,
+                "tick": b.tick,
+                "phase": b.phase,
                 "t": time.time(),
             }
         )
@@ -81,7 +115,7 @@ class Channel:
             stack = stack_signature(self._main)
             if stack != self._stack:  # the main thread moved since the last heartbeat
                 self._stack = stack
-                self.state["tick"] += 1
+                self.beat.tick += 1
             self.heartbeat()
             if self._stop.wait(HEARTBEAT_S):
                 return
@@ -90,7 +124,10 @@ class Channel:
         self._stop.set()
 
 
-def stack_signature(thread_id: int | None) -> tuple:
+Stack = tuple[tuple[CodeType, int], ...]
+
+
+def stack_signature(thread_id: int | None) -> Stack:
     """Where a thread is: (code, last instruction) of every frame on its stack. The same signature at
     two heartbeats means the thread sat in one call in between (or, rarely, came back to the same spot:
     the other ticks cover loops)."""
@@ -126,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     # heavy imports (torch) after the heartbeat thread is up
     from advisor.config.schema import RunConfig
     from advisor.errors import ConfigError
-    from runners.cell import run_cell, write_json
+    from runners.cell import run_cell
+    from runners.hooks import Hooks
 
     out = args.out_dir
     try:
@@ -136,25 +174,17 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError) as e:  # ConfigError is a ValueError
             reason = "; ".join(e.problems) if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}"
             print(f"tunewise cell failed: {reason}", file=sys.stderr)
-            write_json(
-                out / "result.json", {"status": "failed", "reason": reason, "measured": {}, "provenance": {}}
-            )
-            chan.send({"type": "end", "status": "failed", "reason": reason})
+            CellResult(status="failed", reason=reason).write(out)
+            end: EndEvent = {"type": "end", "status": "failed", "reason": reason}
+            chan.send(end)
             return 0
-
-        def on_step(progress) -> None:
-            chan.state.update(step=progress.step, loss=progress.loss)
-            chan.alive()
-
-        run_cell(
-            cfg,
-            out,
+        hooks = Hooks(
             control=(lambda _event: read_answer()) if args.control else None,
-            baseline=args.baseline,
             emit=chan.emit,
-            on_step=on_step,
+            on_step=chan.stepped,
             keepalive=chan.alive,
         )
+        run_cell(cfg, out, hooks, baseline=args.baseline)
     except Exception as e:
         print(
             f"tunewise cell: could not write {out / 'result.json'}: {type(e).__name__}: {e}", file=sys.stderr

@@ -7,6 +7,8 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+from runners.result import Provenance
+
 LIBRARIES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate")
 
 
@@ -47,7 +49,7 @@ def git_revision() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def provenance(seed: int) -> dict:
+def provenance(seed: int) -> Provenance:
     versions = {name: _version(name) for name in LIBRARIES}
     versions["python"] = platform.python_version()
-    return {"versions": versions, "device": device_name(), "seed": seed, "git_revision": git_revision()}
+    return Provenance(versions=versions, device=device_name(), seed=seed, git_revision=git_revision())

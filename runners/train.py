@@ -14,14 +14,20 @@ scheduler step. Evals (loss on the validation split, token-weighted) run at the 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
+from torch import nn
 
 from runners import checkpoint, measure
+from runners.checkpoint import Checkpoints, Trainables
 from runners.data import Row, Stream, collate, real_tokens
+from runners.hooks import NO_HOOKS, Hooks
 
 MAX_GRAD_NORM = 1.0
 WARMUP_STEPS_UNTIMED = 2  # first optimizer steps of a process excluded from tokens/s (allocator, kernels)
@@ -29,7 +35,7 @@ WARMUP_STEPS_UNTIMED = 2  # first optimizer steps of a process excluded from tok
 # runners.measure); when every step was tracked or untimed, tokens/s falls back to all steps.
 
 
-def clip_gradients(params: list, max_norm: float) -> None:
+def clip_gradients(params: list[torch.Tensor], max_norm: float) -> None:
     """torch.nn.utils.clip_grad_norm_ without its pass multiplying every gradient by 1.0 when the norm
     is already within max_norm (most steps): the same gradients either way, one read-and-write of all
     gradients fewer. Reading the norm syncs once per step on CUDA (the loss read already does)."""
@@ -49,18 +55,25 @@ def eval_schedule(steps: int, eval_every_steps: int | None, eval_points: int) ->
     return sorted(at)
 
 
+def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager[Any]:
+    """torch.autocast to `dtype` (the amp_* precisions), or nothing."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
 def eval_loss(
-    model, rows: list[Row], micro_batch_size: int, pad_id: int, device, autocast_dtype=None
+    model: nn.Module,
+    rows: list[Row],
+    micro_batch_size: int,
+    pad_id: int,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None = None,
 ) -> float:
     """Token-weighted mean loss over `rows` (padded batches, eval mode: no dropout)."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    ctx = (
-        (lambda: torch.autocast(device.type, dtype=autocast_dtype))
-        if autocast_dtype
-        else contextlib.nullcontext
-    )
     with torch.no_grad():
         for i in range(0, len(rows), micro_batch_size):
             batch = {
@@ -69,7 +82,7 @@ def eval_loss(
             n = int((batch["labels"][:, 1:] != -100).sum())
             if not n:
                 continue
-            with ctx():
+            with autocast(device, autocast_dtype):
                 out = model(**batch, use_cache=False, num_items_in_batch=1)  # the summed loss
             total += float(out.loss)
             count += n
@@ -91,78 +104,89 @@ class Progress:
     wall_s: dict[str, float] = field(default_factory=lambda: {"load": 0.0, "train": 0.0, "eval": 0.0})
     static_bytes: dict[str, int] | None = None
 
-    def to_state(self) -> dict:
-        return dict(self.__dict__)
+    def to_state(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
     @classmethod
-    def from_state(cls, d: dict) -> Progress:
+    def from_state(cls, d: dict[str, Any]) -> Progress:
         return cls(**d)
 
 
 @dataclass
-class Loop:
-    """Everything one training run needs; `run()` trains from `progress.step` to `steps`."""
+class Batches:
+    """The data side of a run: the training stream, the validation rows, how rows become tensors."""
 
-    model: object
-    optimizer: object
-    scheduler: object
-    stream: Stream
+    stream: Stream  # step k's micro-batches, deterministically (what resuming relies on)
     val_rows: list[Row]
-    steps: int
-    grad_accum: int
-    micro_batch_size: int
     pad_id: int
-    packed: bool
+    packed: bool  # packed rows (restarting position_ids) rather than padded ones (attention mask)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Which optimizer steps run, and after which of them eval runs."""
+
+    steps: int  # planned optimizer steps
+    grad_accum: int  # micro-batches per optimizer step
+    eval_steps: list[int]  # eval_schedule(...)
+
+
+@dataclass
+class Loop:
+    """Everything one training run needs; `run()` trains from `progress.step` to `schedule.steps`."""
+
+    parts: Trainables
+    batches: Batches
+    schedule: Schedule
+    checkpoints: Checkpoints
     device: torch.device
-    autocast_dtype: torch.dtype | None
-    scaler: object | None
-    eval_steps: list[int]
-    checkpoint_every: int
-    checkpoint_dir: object
-    config_key: str
+    autocast_dtype: torch.dtype | None  # amp_bf16/amp_fp16; None = no autocast
     progress: Progress
-    emit: object  # emit(event: dict) -> bool (False = prune)
-    on_step: object = None  # on_step(progress) after each optimizer step (heartbeats)
+    hooks: Hooks = NO_HOOKS  # on_step after each optimizer step; evaluated() after each eval
     live: measure.LiveBytes | None = None  # CPU live-bytes counter (None on CUDA)
 
-    def _autocast(self):
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
-
-    def _batch(self, rows: list[Row]) -> dict:
-        return {k: v.to(self.device) for k, v in collate(rows, self.pad_id, self.packed).items()}
+    def _batch(self, rows: list[Row]) -> dict[str, torch.Tensor]:
+        b = self.batches
+        return {k: v.to(self.device) for k, v in collate(rows, b.pad_id, b.packed).items()}
 
     def evaluate(self) -> float:
+        b = self.batches
         return eval_loss(
-            self.model, self.val_rows, self.micro_batch_size, self.pad_id, self.device, self.autocast_dtype
+            self.parts.model,
+            b.val_rows,
+            b.stream.micro_batch_size,
+            b.pad_id,
+            self.device,
+            self.autocast_dtype,
         )
 
     def _step(self, step: int) -> None:
-        micro = [self.stream.micro_batch(step * self.grad_accum + k) for k in range(self.grad_accum)]
+        model, optimizer, scaler = self.parts.model, self.parts.optimizer, self.parts.scaler
+        accum, stream = self.schedule.grad_accum, self.batches.stream
+        micro = [stream.micro_batch(step * accum + k) for k in range(accum)]
         batches = [self._batch(rows) for rows in micro]
         targets = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
         loss_sum = 0.0
         for b in batches:
-            with self._autocast():
-                out = self.model(**b, use_cache=False, num_items_in_batch=max(1, targets))
+            with autocast(self.device, self.autocast_dtype):
+                out = model(**b, use_cache=False, num_items_in_batch=max(1, targets))
             loss = out.loss
-            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            (scaler.scale(loss) if scaler is not None else loss).backward()
             loss_sum += float(loss.detach())
             del out, loss
-        trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
-        if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
+        trainable = [p for g in optimizer.param_groups for p in g["params"]]
+        if scaler is not None:
+            scaler.unscale_(optimizer)
         clip_gradients(trainable, MAX_GRAD_NORM)
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
         else:
-            self.optimizer.step()
+            optimizer.step()
         if self.progress.static_bytes is None:
-            self.progress.static_bytes = measure.static_bytes(self.model, self.optimizer)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
+            self.progress.static_bytes = measure.static_bytes(model, optimizer)
+        optimizer.zero_grad(set_to_none=True)
+        self.parts.scheduler.step()
         if not math.isfinite(loss_sum):
             raise FloatingPointError(
                 f"training loss is {loss_sum} at step {step + 1}: the run diverged or overflowed "
@@ -173,11 +197,11 @@ class Loop:
         p.train_tokens += sum(real_tokens(r) for r in micro)
         p.batch_tokens += sum(int(b["input_ids"].numel()) for b in batches)
 
-    def tracking(self):
+    def tracking(self) -> AbstractContextManager[Any]:
         """The CPU live-bytes counter as a context (a no-op on CUDA, where the allocator counts)."""
         if self.live is None:
             return contextlib.nullcontext()
-        self.live.register(measure.model_tensors(self.model, self.optimizer))
+        self.live.register(measure.model_tensors(self.parts.model, self.parts.optimizer))
         return self.live
 
     def tracked_steps(self) -> set[int]:
@@ -187,20 +211,22 @@ class Loop:
             return set()
         first = self.progress.step
         heaviest, size = first, -1
-        for step in range(first, self.steps):
-            for k in range(self.grad_accum):
-                rows = self.stream.micro_batch(step * self.grad_accum + k)
+        accum = self.schedule.grad_accum
+        for step in range(first, self.schedule.steps):
+            for k in range(accum):
+                rows = self.batches.stream.micro_batch(step * accum + k)
                 n = len(rows) * max(len(r.input_ids) for r in rows)
                 if n > size:
                     heaviest, size = step, n
         return set(range(first, first + WARMUP_STEPS_UNTIMED + 1)) | {heaviest}
 
-    def run(self) -> str:
+    def run(self) -> Literal["complete", "pruned"]:
         """Train to the end ('complete') or until the control prunes ('pruned')."""
-        p = self.progress
+        p, steps, eval_steps = self.progress, self.schedule.steps, self.schedule.eval_steps
+        on_step, every = self.hooks.on_step, self.checkpoints.every_steps
         first = p.step
         tracked = self.tracked_steps()
-        while p.step < self.steps:
+        while p.step < steps:
             t0 = time.perf_counter()
             tokens0 = p.train_tokens
             with self.tracking() if p.step in tracked else contextlib.nullcontext():
@@ -213,9 +239,9 @@ class Loop:
                 p.timed_tokens += p.train_tokens - tokens0
                 p.timed_s += dt
             p.step += 1
-            if self.on_step is not None:
-                self.on_step(p)
-            if p.step in self.eval_steps:
+            if on_step is not None:
+                on_step(p)
+            if p.step in eval_steps:
                 t1 = time.perf_counter()
                 with self.tracking():
                     loss = self.evaluate()
@@ -224,25 +250,16 @@ class Loop:
                         f"eval loss is {loss} at step {p.step}: the model diverged or overflowed"
                     )
                 p.wall_s["eval"] += time.perf_counter() - t1
-                frac = p.step / self.steps
+                frac = p.step / steps
                 p.eval_curve.append([p.step, frac, loss])
-                index = self.eval_steps.index(p.step)
-                keep = self.emit(
+                index = eval_steps.index(p.step)
+                keep = self.hooks.evaluated(
                     {"type": "eval", "step": p.step, "fraction": frac, "eval_loss": loss, "index": index}
                 )
-                if keep is False and p.step < self.steps:
+                if not keep and p.step < steps:
                     return "pruned"
-            if p.step % self.checkpoint_every == 0 and p.step < self.steps:
+            if p.step % every == 0 and p.step < steps:
                 t2 = time.perf_counter()
-                checkpoint.save(
-                    self.checkpoint_dir,
-                    key=self.config_key,
-                    model=self.model,
-                    optimizer=self.optimizer,
-                    scheduler=self.scheduler,
-                    scaler=self.scaler,
-                    step=p.step,
-                    state=p.to_state(),
-                )
+                checkpoint.save(self.checkpoints, self.parts, p.step, p.to_state())
                 p.wall_s["train"] += time.perf_counter() - t2
         return "complete"

@@ -61,6 +61,8 @@ def train_tokenizer(spec: BaseSpec) -> PreTrainedTokenizerFast:
 def _blocks(tokenizer: PreTrainedTokenizerFast, docs: list[str], block_len: int) -> torch.Tensor:
     """Documents joined by <|endoftext|> and cut into [n_blocks, block_len] token ids."""
     sep = tokenizer.convert_tokens_to_ids(demo_text.EOS)
+    if not isinstance(sep, int):  # one token in, one id out
+        raise TypeError(f"{demo_text.EOS!r} is not one token of the demo tokenizer")
     ids: list[int] = []
     for enc in tokenizer(docs, add_special_tokens=False)["input_ids"]:
         ids.extend(enc)

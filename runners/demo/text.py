@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator
+from typing import TypedDict
 
 
 def _words(text: str) -> list[str]:
@@ -107,9 +108,20 @@ def _qty_text(rng: random.Random, qty: int) -> str:
     return NUMBER_WORDS[qty] if rng.random() < 0.4 else str(qty)
 
 
-def order(rng: random.Random) -> tuple[str, dict]:
+class Order(TypedDict):
+    """The fields of one order sentence."""
+
+    name: str
+    qty: int
+    item: str  # singular; ITEMS[item] is its plural
+    color: str
+    city: str
+    day: str
+
+
+def order(rng: random.Random) -> tuple[str, Order]:
     """One order: (the sentence, the fields the JSON answer holds)."""
-    fields = {
+    fields: Order = {
         "name": rng.choice(NAMES),
         "qty": rng.randint(1, MAX_QTY),
         "item": rng.choice(list(ITEMS)),
@@ -131,7 +143,7 @@ def order(rng: random.Random) -> tuple[str, dict]:
     return text[0].upper() + text[1:], fields
 
 
-def route(fields: dict) -> dict:
+def route(fields: Order) -> dict[str, str | bool]:
     """What the answer holds: the routing derived from an order's fields."""
     return {
         "category": CATEGORIES[fields["item"]],
@@ -140,15 +152,16 @@ def route(fields: dict) -> dict:
     }
 
 
-def answer(fields: dict) -> str:
+def answer(fields: Order) -> str:
     """The expected output: compact JSON with a fixed key order."""
     return json.dumps(route(fields), ensure_ascii=False)
 
 
-def task_rows(n_rows: int, seed: int) -> list[dict]:
+def task_rows(n_rows: int, seed: int) -> list[dict[str, str]]:
     """`n_rows` distinct instruction/input/output rows (the demo dataset), deterministic in `seed`."""
     rng = random.Random(f"demo-task-{seed}")
-    rows, seen = [], set()
+    rows: list[dict[str, str]] = []
+    seen: set[str] = set()
     while len(rows) < n_rows:
         text, fields = order(rng)
         if text in seen:

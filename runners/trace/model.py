@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -24,23 +25,18 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from advisor.config.schema import RunConfig
 from advisor.errors import ConfigError
+from runners.model import compute_dtype, lora_config, weight_dtype
+
+if TYPE_CHECKING:
+    from bitsandbytes.functional import QuantState
+    from peft import LoraConfig
+    from transformers import PretrainedConfig, PreTrainedModel
+    from transformers.pytorch_utils import Conv1D
 
 BNB_BLOCKSIZE = 4 * 16  # bitsandbytes' 4-bit block (elements per absmax) on CUDA
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
-
-def weight_dtype(precision: str) -> torch.dtype:
-    """dtype the weights are loaded in: mixed precision keeps fp32 master weights."""
-    return torch.float32 if precision.startswith("amp_") else DTYPES[precision]
-
-
-def compute_dtype(precision: str) -> torch.dtype:
-    """dtype the matmuls run in (autocast dtype for amp_*)."""
-    return DTYPES[precision.removeprefix("amp_")]
-
-
-def hf_config(cfg: RunConfig, layers: int):
+def hf_config(cfg: RunConfig, layers: int) -> PretrainedConfig:
     """The transformers config of cfg.model with `layers` decoder layers."""
     from transformers import AutoConfig
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
@@ -51,6 +47,7 @@ def hf_config(cfg: RunConfig, layers: int):
             f"model.architecture={m.architecture!r}: unknown to transformers (allowed: HF model_type names)"
         )
     attn = {"sdpa": "sdpa", "flash": "sdpa", "eager": "eager"}[cfg.train.attention]
+    fields: dict[str, Any]
     if m.architecture == "gpt2":
         fields = {
             "n_embd": m.hidden_size,
@@ -91,8 +88,8 @@ def hf_config(cfg: RunConfig, layers: int):
         hf = AutoConfig.for_model(m.architecture, **fields)
     hf.use_cache = False
     for k in ("pad_token_id", "bos_token_id", "eos_token_id"):  # ids outside a shrunk vocabulary
-        v = getattr(hf, k, None)
-        if isinstance(v, int) and v >= m.vocab_size:
+        token_id = getattr(hf, k, None)
+        if isinstance(token_id, int) and token_id >= m.vocab_size:
             setattr(hf, k, None)
     hf._attn_implementation = attn
     return hf
@@ -105,7 +102,7 @@ class Linear4bitStandIn(nn.Linear):
     code, offset and nested state); compute is `Linear4bit.forward`'s `bnb.matmul_4bit` call.
     """
 
-    def __init__(self, base: nn.Module, compute: torch.dtype, quant_type: str, double_quant: bool):
+    def __init__(self, base: nn.Linear | Conv1D, compute: torch.dtype, quant_type: str, double_quant: bool):
         nn.Module.__init__(self)
         if isinstance(base, nn.Linear):
             self.in_features, self.out_features = base.in_features, base.out_features
@@ -115,7 +112,7 @@ class Linear4bitStandIn(nn.Linear):
         self.weight = nn.Parameter(torch.empty(((n + 1) // 2, 1), dtype=torch.uint8, device="meta"), False)
         self.bias = base.bias
         self.compute_dtype, self.quant_type, self.double_quant = compute, quant_type, double_quant
-        self.quant_state = None
+        self.quant_state: QuantState | None = None  # set by quantize()
 
     def quantize(self) -> None:
         """Quantize a fake weight with bitsandbytes' real quantize_4bit (call under FakeTensorMode)."""
@@ -127,8 +124,13 @@ class Linear4bitStandIn(nn.Linear):
         )
         self.weight = nn.Parameter(packed, requires_grad=False)
 
+    def _state(self) -> QuantState:
+        if self.quant_state is None:
+            raise RuntimeError("Linear4bitStandIn used before quantize()")
+        return self.quant_state
+
     def quant_tensors(self) -> list[torch.Tensor]:
-        qs = self.quant_state
+        qs = self._state()
         out = [qs.absmax, qs.code] + ([qs.offset, qs.state2.absmax, qs.state2.code] if qs.nested else [])
         return [t for t in out if isinstance(t, torch.Tensor)]
 
@@ -137,15 +139,15 @@ class Linear4bitStandIn(nn.Linear):
 
         inp_dtype = x.dtype
         x = x.to(self.compute_dtype)
-        bias = self.bias
-        if bias is not None:
-            if bias.dtype != x.dtype:
-                bias.data = bias.data.to(x.dtype)
-            bias = bias.to(self.compute_dtype)
-        return bnb.matmul_4bit(x, self.weight, bias=bias, quant_state=self.quant_state).to(inp_dtype)
+        bias: torch.Tensor | None = self.bias
+        if self.bias is not None:
+            if self.bias.dtype != x.dtype:
+                self.bias.data = self.bias.data.to(x.dtype)
+            bias = self.bias.to(self.compute_dtype)
+        return bnb.matmul_4bit(x, self.weight, bias=bias, quant_state=self._state()).to(inp_dtype)
 
 
-def _quantize_body(model: nn.Module, compute: torch.dtype, quant_type: str, double_quant: bool) -> None:
+def _quantize_body(model: PreTrainedModel, compute: torch.dtype, quant_type: str, double_quant: bool) -> None:
     """Replace every nn.Linear / Conv1D of the decoder (not the output layer) by a 4-bit stand-in,
     as transformers' bitsandbytes integration does when loading with load_in_4bit."""
     from transformers.pytorch_utils import Conv1D
@@ -158,17 +160,9 @@ def _quantize_body(model: nn.Module, compute: torch.dtype, quant_type: str, doub
             setattr(parent, name, Linear4bitStandIn(child, compute, quant_type, double_quant))
 
 
-def _lora_config(cfg: RunConfig):
-    from peft import LoraConfig
-
-    tm = cfg.method.target_modules
-    lc = LoraConfig(
-        r=cfg.method.r,
-        lora_alpha=cfg.method.alpha_eff,
-        lora_dropout=cfg.method.dropout,
-        target_modules=tm if isinstance(tm, str) else list(tm),
-        task_type="CAUSAL_LM",
-    )
+def _lora_config(cfg: RunConfig) -> LoraConfig:
+    """runners.model.lora_config, with peft's bitsandbytes LoRA layer on the 4-bit stand-ins."""
+    lc = lora_config(cfg)
     if cfg.method.name == "qlora":
         from peft.tuners.lora.bnb import Linear4bit as LoraLinear4bit
 
@@ -205,20 +199,21 @@ def bnb_constants(mode: FakeTensorMode) -> Iterator[None]:
 
 def _to_fake(model: nn.Module) -> None:
     """Swap every meta parameter/buffer for a fake one (call under FakeTensorMode); ties are kept."""
-    memo: dict[int, torch.Tensor] = {}
+    params: dict[int, nn.Parameter] = {}
+    buffers: dict[int, torch.Tensor] = {}
     for module in model.modules():
         for name, p in list(module._parameters.items()):
             if p is not None:
-                if id(p) not in memo:
-                    memo[id(p)] = nn.Parameter(
+                if id(p) not in params:
+                    params[id(p)] = nn.Parameter(
                         torch.empty(p.shape, dtype=p.dtype), requires_grad=p.requires_grad
                     )
-                module._parameters[name] = memo[id(p)]
+                module._parameters[name] = params[id(p)]
         for name, b in list(module._buffers.items()):
             if b is not None:
-                if id(b) not in memo:
-                    memo[id(b)] = torch.empty(b.shape, dtype=b.dtype)
-                module._buffers[name] = memo[id(b)]
+                if id(b) not in buffers:
+                    buffers[id(b)] = torch.empty(b.shape, dtype=b.dtype)
+                module._buffers[name] = buffers[id(b)]
         if isinstance(module, Linear4bitStandIn):
             module.quantize()
 
@@ -231,9 +226,9 @@ def build(cfg: RunConfig, layers: int, mode: FakeTensorMode) -> tuple[nn.Module,
     """
     from transformers import AutoModelForCausalLM
 
-    precision, method = cfg.precision, cfg.method.name
+    method = cfg.method.name
     hf = hf_config(cfg, layers)
-    wdtype = compute_dtype(precision) if method == "qlora" else weight_dtype(precision)
+    wdtype = compute_dtype(cfg) if method == "qlora" else weight_dtype(cfg)
     notes = [] if cfg.train.attention != "flash" else ["flash attention traced as SDPA (same saved tensors)"]
     try:
         with torch.device("meta"):
@@ -253,7 +248,7 @@ def build(cfg: RunConfig, layers: int, mode: FakeTensorMode) -> tuple[nn.Module,
         if method == "qlora":
             from peft import prepare_model_for_kbit_training
 
-            _quantize_body(model, compute_dtype(precision), cfg.method.quant_type, cfg.method.double_quant)
+            _quantize_body(model, compute_dtype(cfg), cfg.method.quant_type, cfg.method.double_quant)
             prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         from peft import get_peft_model
 

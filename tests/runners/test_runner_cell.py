@@ -59,11 +59,11 @@ def test_bad_data_fails_before_any_model_loads(case, tiny_plain, tmp_path, monke
         items, line, what = BAD_ROWS[case]
         path = write_jsonl(tmp_path / f"{case}.jsonl", items)
     res = run_cell(make_cfg(*tiny_plain, path), tmp_path / "out")
-    assert res["status"] == "failed"
-    assert what in res["reason"] and str(path) in res["reason"]
+    assert res.status == "failed" and res.reason is not None
+    assert what in res.reason and str(path) in res.reason
     if line:
-        assert f"{path}:{line}:" in res["reason"]
-    assert json.loads((tmp_path / "out" / "result.json").read_text())["reason"] == res["reason"]
+        assert f"{path}:{line}:" in res.reason
+    assert json.loads((tmp_path / "out" / "result.json").read_text()) == res.to_dict()
 
 
 def test_subprocess_reports_bad_data_and_exits_zero(tiny_plain, tmp_path):
@@ -119,12 +119,13 @@ def test_killed_run_resumes_from_its_checkpoint(tiny_plain, learn_data, tmp_path
     proc.communicate()
     assert state.exists() and not (out / "result.json").exists()
     res = run_cell(cfg, out)  # the rerun
-    m = res["measured"]
-    assert res["status"] == "complete"
-    assert m["resumed_from_step"] >= 4 and m["resumed_from_step"] % 4 == 0 and m["steps"] == 24
-    straight = run_cell(cfg, tmp_path / "straight", resume=False)["measured"]
-    assert m["eval_loss"] == pytest.approx(straight["eval_loss"], abs=1e-4)  # resumed where it stopped
-    assert m["train_tokens"] == straight["train_tokens"]
+    m = res.measured
+    assert res.status == "complete" and m is not None and m.resumed_from_step is not None
+    assert m.resumed_from_step >= 4 and m.resumed_from_step % 4 == 0 and m.steps == 24
+    straight = run_cell(cfg, tmp_path / "straight", resume=False).measured
+    assert straight is not None
+    assert m.eval_loss == pytest.approx(straight.eval_loss, abs=1e-4)  # resumed where it stopped
+    assert m.train_tokens == straight.train_tokens
 
 
 def test_protocol_prunes_on_answer(tiny_plain, learn_data, tmp_path):

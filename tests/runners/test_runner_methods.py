@@ -4,6 +4,8 @@ and static memory (weights, gradients, optimizer state) equal the advisor's."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -70,17 +72,14 @@ def test_method_trains_reloads_and_matches_the_advisor(
         },
     )
     res = run_cell(cfg, tmp_path, resume=False)
-    m = res["measured"]
-    assert res["status"] == "complete", res["reason"]
-    assert m["steps"] == m["planned_steps"] == 16 and [e[0] for e in m["eval_curve"]] == [8, 16]
+    m = res.measured
+    assert res.status == "complete" and m is not None and m.eval_loss is not None, res.reason
+    assert m.steps == m.planned_steps == 16 and [e[0] for e in m.eval_curve] == [8, 16]
 
     # the eval loss falls below the untrained model's
-    base = run_cell(cfg, tmp_path / "baseline", baseline=True)
-    assert base["status"] == "complete" and base["measured"]["eval_curve"][0][0] == 0
-    assert m["eval_loss"] < base["measured"]["eval_loss"] - 0.05, (
-        base["measured"]["eval_loss"],
-        m["eval_curve"],
-    )
+    base = run_cell(cfg, tmp_path / "baseline", baseline=True).measured
+    assert base is not None and base.eval_loss is not None and base.eval_curve[0][0] == 0
+    assert m.eval_loss < base.eval_loss - 0.05, (base.eval_loss, m.eval_curve)
 
     # the saved weights reload (PEFT format / merged) and give the same logits and eval loss
     split = dataset.split(cfg.data, cfg.seed)
@@ -94,13 +93,14 @@ def test_method_trains_reloads_and_matches_the_advisor(
         logits = reloaded(input_ids=probe).logits.float()
     torch.testing.assert_close(logits, trained["logits"], rtol=0, atol=1e-4)  # the same logits
     again = eval_loss(reloaded, val, cfg.train.micro_batch_size, tok.pad_token_id, torch.device("cpu"))
-    assert again == pytest.approx(m["eval_loss"], abs=1e-4)
-    assert (m["adapter_bytes"] or 0) > 0 or method == "full"
+    assert again == pytest.approx(m.eval_loss, abs=1e-4)
+    assert (m.adapter_bytes or 0) > 0 or method == "full"
 
     # the advisor's counts and static memory components, byte for byte
-    assert m["trainable_params"] == trainable_params(cfg.model, cfg.method)
+    assert m.trainable_params == trainable_params(cfg.model, cfg.method)
     adv = memory(cfg, cfg.train.seq_len)  # grad_accum > 1: gradients held at every phase
-    sb = m["static_bytes"]
+    sb = m.static_bytes
+    assert sb is not None
     if method == "full":
         n_param_tensors = len(list(reloaded.parameters()))
     else:  # lora_A and lora_B of every targeted Linear
@@ -111,7 +111,10 @@ def test_method_trains_reloads_and_matches_the_advisor(
     assert sb["gradients"] == adv.gradients
     assert sb["optimizer"] == adv.optimizer
     assert sb["weights"] == adv.weights  # quant_state (absmax, code tables) counted on both sides
-    assert m["allocated_gib"] > sum(sb.values()) / 2**30 and m["rss_gib"] > m["allocated_gib"]
-    assert m["tokens_per_s"] > 0 and m["train_tokens"] > 0 and 0 <= m["padding_fraction"] < 1
-    assert m["metric_name"] == "exact_match" and m["metric_rows"] == 4 and 0 <= m["metric"] <= 1
-    assert res["provenance"]["versions"]["torch"] == torch.__version__
+    assert None not in (m.allocated_gib, m.rss_gib, m.tokens_per_s, m.padding_fraction, m.metric)
+    assert m.allocated_gib > sum(sb.values()) / 2**30 and m.rss_gib > m.allocated_gib
+    assert m.tokens_per_s > 0 and m.train_tokens > 0 and 0 <= m.padding_fraction < 1
+    assert m.metric_name == "exact_match" and m.metric_rows == 4 and 0 <= m.metric <= 1
+    assert res.provenance is not None and res.provenance.versions["torch"] == torch.__version__
+    # result.json is the typed result, key for key
+    assert json.loads((tmp_path / "result.json").read_text()) == res.to_dict()

@@ -1,0 +1,95 @@
+"""What one cell hands back: typed in process, OUT_DIR/result.json on disk (docs/internals.md).
+
+`CellResult.to_dict()` is result.json: `{"status", "reason", "measured": {...}, "provenance": {...}}`,
+`measured` holds design.md's keys and docs/internals.md's additions, in the order they always had. No torch here: the sweep
+and the protocol's error path can import it without loading a model library.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+Status = Literal["complete", "pruned", "oom", "failed"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A task metric measured on the validation split (runners.metric)."""
+
+    name: str  # train.metric, e.g. exact_match
+    value: float  # exact_match: the fraction of rows answered exactly
+    rows: int  # validation rows scored
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a measurement came from."""
+
+    versions: dict[str, str | None]  # torch, transformers, peft, bitsandbytes, accelerate, python
+    device: str  # the GPU's name, or `cpu: <model name>`
+    seed: int
+    git_revision: str | None
+
+
+@dataclass
+class Measured:
+    """result.json's `measured`. Memory peaks are the run's (training and evals; on CPU the live-bytes
+    counter's tracked steps), None where the run ended before they were read."""
+
+    allocated_gib: float | None  # peak live tensor bytes: torch.cuda.max_memory_allocated; CPU: LiveBytes
+    reserved_gib: float | None  # torch.cuda.max_memory_reserved (None on CPU)
+    device_gib: float | None  # NVML device peak, what nvidia-smi shows (None on CPU)
+    rss_gib: float | None  # the process's resident set peak
+    tokens_per_s: float | None  # non-padding training tokens per second over the timed steps
+    train_tokens: int  # non-padding tokens trained on
+    padding_fraction: float | None  # padding tokens / all tokens of the trained micro-batches
+    wall_s: dict[str, float]  # seconds by phase: load, train, eval
+    usd: float  # wall-clock hours × cfg.price.usd_per_gpu_hour × gpu.count
+    eval_loss: float | None  # the last eval's loss
+    eval_curve: list[list[float]]  # [step, fraction of planned steps, eval_loss] per eval
+    metric: float | None  # the task metric's value (None with train.metric=none)
+    metric_name: str | None
+    metric_rows: int | None  # validation rows the metric scored
+    trainable_params: int | None
+    adapter_bytes: int | None  # bytes of OUT_DIR/adapter/ (None for full fine-tuning)
+    steps: int  # optimizer steps done
+    planned_steps: int | None
+    static_bytes: dict[str, int] | None  # weights, gradients, optimizer: measured after the first step
+    truncated_examples: int | None  # training examples cut at train.seq_len
+    resumed_from_step: int | None  # the checkpoint's step when this run resumed one
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class CellResult:
+    """One cell's outcome; `measured` is None only when the config could not be read."""
+
+    status: Status
+    reason: str | None  # one line for oom/failed (the traceback goes to OUT_DIR/error.log)
+    measured: Measured | None = None
+    provenance: Provenance | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "reason": self.reason,
+            "measured": self.measured.to_dict() if self.measured is not None else {},
+            "provenance": dataclasses.asdict(self.provenance) if self.provenance is not None else {},
+        }
+
+    def write(self, out_dir: Path) -> None:
+        """OUT_DIR/result.json, atomically (a reader never sees half a file)."""
+        write_json(out_dir / "result.json", self.to_dict())
+
+
+def write_json(path: Path, obj: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
