@@ -55,6 +55,11 @@ def load_option(group: str, name: str) -> dict[str, Any]:
     return copy.deepcopy(opts[name])
 
 
+def option_view(group: str, name: str) -> dict[str, Any] | None:
+    """The cached option itself (None if unknown): for merging without a copy — never mutate it."""
+    return _options(group).get(name)
+
+
 def models() -> dict[str, dict[str, Any]]:
     return {k: dict(v) for k, v in _options("model").items()}
 
@@ -75,6 +80,14 @@ def defaults(key: str) -> Any:
     if key not in d or key == "defaults":
         raise ConfigError(f"{key}: no default in {conf_dir() / 'config.yaml'} (keys there: {', '.join(d)})")
     return copy.deepcopy(d[key])
+
+
+def defaults_view(key: str) -> Any:
+    """`defaults(key)` without the copy: for merging without a copy — never mutate it."""
+    d = _primary("config")
+    if key not in d or key == "defaults":
+        return defaults(key)  # raises the ConfigError
+    return d[key]
 
 
 def choices(config_name: str = "config") -> dict[str, str]:

@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,34 +41,49 @@ def _is_pairs(hint: Any) -> bool:
 
 def matches(value: Any, hint: Any) -> bool:
     """Whether a plain (YAML/JSON) value fits the annotation `hint`."""
+    return _checker(hint)(value)
+
+
+@functools.cache
+def _checker(hint: Any) -> Callable[[Any], bool]:
+    """A predicate for one annotation, built once (build checks every field of every config)."""
     if hint is Any:
-        return True
+        return lambda _: True
     if hint is type(None) or hint is None:
-        return value is None
+        return lambda v: v is None
     if _is_union(hint):
-        return any(matches(value, h) for h in _args(hint))
+        parts = tuple(_checker(h) for h in _args(hint))
+        return lambda v: any(c(v) for c in parts)
     if hint is bool:
-        return isinstance(value, bool)
+        return lambda v: isinstance(v, bool)
     if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return lambda v: isinstance(v, int) and not isinstance(v, bool)
     if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
     if hint is str:
-        return isinstance(value, str)
+        return lambda v: isinstance(v, str)
     if hint is Path:
-        return isinstance(value, (str, Path))
+        return lambda v: isinstance(v, (str, Path))
     if dataclasses.is_dataclass(hint):
-        return isinstance(value, dict) or type(value) is hint
+        return lambda v: isinstance(v, dict) or type(v) is hint
     if typing.get_origin(hint) is tuple:
-        if _is_pairs(hint) and isinstance(value, dict):
-            k, v = _args(_args(hint)[0])
-            return all(matches(a, k) and matches(b, v) for a, b in value.items())
-        if not isinstance(value, (list, tuple)):
-            return False
         args = _args(hint)
         if len(args) == 2 and args[1] is Ellipsis:
-            return all(matches(x, args[0]) for x in value)
-        return len(value) == len(args) and all(matches(x, h) for x, h in zip(value, args, strict=True))
+            item = _checker(args[0])
+            pair = _checker(args[0]) if _is_pairs(hint) else None
+
+            def sequence(v: Any) -> bool:
+                if pair is not None and isinstance(v, dict):  # a mapping written as pairs
+                    return all(pair((a, b)) for a, b in v.items())
+                return isinstance(v, (list, tuple)) and all(item(x) for x in v)
+
+            return sequence
+        fixed = tuple(_checker(h) for h in args)
+        return lambda v: (
+            isinstance(v, (list, tuple))
+            and len(v) == len(fixed)
+            and all(c(x) for c, x in zip(fixed, v, strict=True))
+        )
     raise TypeError(f"no type check for annotation {hint!r}")
 
 

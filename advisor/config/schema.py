@@ -125,10 +125,10 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 def _section(d: dict[str, Any], key: str, base: dict[str, Any], p: Problems) -> dict[str, Any]:
     given = d.get(key)
     if given is None:
-        return base
+        return dict(base)
     if not isinstance(given, dict):
         p.add(key, given, "must be a mapping of keys to values")
-        return base
+        return dict(base)
     return _merge(base, given)
 
 
@@ -140,9 +140,8 @@ def _group(d: dict[str, Any], group: str, p: Problems) -> dict[str, Any] | None:
         p.add(group, given, f"must be a {group} section (a catalog option: {group}=NAME)", allowed)
         return None
     name = given.get("name")
-    if isinstance(name, str) and name in catalog.option_names(group):
-        return _merge(catalog.load_option(group, name), given)
-    return dict(given)
+    option = catalog.option_view(group, name) if isinstance(name, str) else None
+    return _merge(option, given) if option is not None else dict(given)
 
 
 def _top(p: Problems, key: str, value: Any) -> Any:
@@ -185,17 +184,17 @@ def build(d: dict[str, Any]) -> RunConfig:
     for k in sorted(set(d) - known):
         p.add(k, d[k], "unknown key", sorted(known))
     resolved = d.get("resolved") is True
-    sec = {k: _section(d, k, catalog.defaults(k), p) for k in SECTIONS}
+    sec = {k: _section(d, k, catalog.defaults_view(k), p) for k in SECTIONS}
     model_d, method_d, gpu_d = (_group(d, g, p) for g in GROUPS)
     model = checks.model(model_d, p, read_config_path=not resolved) if model_d is not None else None
     method = checks.method(method_d, p) if method_d is not None else None
     gpu = checks.gpu(gpu_d, p) if gpu_d is not None else None
     train = checks.train(sec["train"], p)
     data = checks.data(sec["data"], p)
-    parallel = _top(p, "parallel", d.get("parallel", catalog.defaults("parallel")))
+    parallel = _top(p, "parallel", d.get("parallel", catalog.defaults_view("parallel")))
     if parallel is not None and parallel not in checks.PARALLELS:
         p.add("parallel", parallel, "unknown parallelism", checks.PARALLELS)
-    seed = _top(p, "seed", d.get("seed", catalog.defaults("seed")))
+    seed = _top(p, "seed", d.get("seed", catalog.defaults_view("seed")))
     for part in ("budget", "advisor"):
         fields = [k.split(".")[1] for k in TOP_LEVEL if k.startswith(f"{part}.")]
         for k in sorted(set(sec[part]) - set(fields)):
