@@ -154,29 +154,28 @@ def run(a: dict[str, Path], env: dict[str, str], sweep_dir: Path, extra: list[st
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if res.returncode != 0:
         raise SystemExit(f"sweep failed:\n{res.stderr[-4000:]}")
-    recs = [json.loads(p.read_text()) for p in (sweep_dir / "trials").glob("*.json")]
-    base = next(r for r in recs if r["cell_id"] == "baseline")
-    cells = [r for r in recs if r["cell_id"] != "baseline"]
-    runner_cpu = sum(a.get("cpu_s") or 0.0 for r in cells for a in r["attempts"])
-    runner_cpu += sum(a.get("cpu_s") or 0.0 for a in base["attempts"])
-    fits = [r for r in cells if r["status"] == "complete" and (r.get("estimate") or {}).get("fits")]
-    best = min(fits, key=lambda r: r["measured"]["eval_loss"], default=None)
-    statuses: dict[str, int] = {}
-    for r in cells:
-        statuses[r["status"]] = statuses.get(r["status"], 0) + 1
+    import reports
+    from advisor.trials.store import read_baseline
+
+    frame = reports.results(sweep_dir)  # one row per attempt
+    cells = frame.drop_duplicates("cell_id")
+    base = read_baseline(sweep_dir)
+    base_cpu = sum(a.cpu_s or 0.0 for a in base.attempts) if base is not None else 0.0
+    fits = cells[(cells["status"] == "complete") & cells["estimate.fits"].fillna(False)]
+    best = fits.loc[fits["measured.eval_loss"].idxmin()] if len(fits) else None
     return {
-        "runner_cpu_s": round(runner_cpu, 1),
+        "runner_cpu_s": round(float(frame["attempt.cpu_s"].sum()) + base_cpu, 1),
         "tree_cpu_s": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 1),
         "wall_s": round(wall, 1),
-        "processes_started": sum(1 for r in cells for a in r["attempts"] if a.get("started")) + 1,
-        "evals_run": sum(len(a.get("evals") or []) for r in cells for a in r["attempts"]),
-        "statuses": statuses,
+        "processes_started": int(frame["attempt.started"].notna().sum()) + 1,
+        "evals_run": int(frame["attempt.evals"].sum()),
+        "statuses": {str(k): int(v) for k, v in cells["status"].value_counts().sort_index().items()},
         "recommendation": None
         if best is None
         else {
             "cell_id": best["cell_id"],
-            "overrides": best["overrides"],
-            "eval_loss": best["measured"]["eval_loss"],
+            "overrides": best["overrides"].split(),
+            "eval_loss": float(best["measured.eval_loss"]),
         },
     }
 

@@ -42,6 +42,11 @@ class Point:
     status: str = "complete"
 
 
+def _f(x: float | None) -> float:
+    """A number to draw (callers filter out the missing ones; NaN draws nothing)."""
+    return float("nan") if x is None else float(x)
+
+
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.png", dir=path.parent)
@@ -88,7 +93,7 @@ def quality_vs(points: list[Point], axis: str, baseline: float | None, path: Pat
         name = methods.short(method)
         tag = f"{name} · {other:,} rows" if axis == "r" else name + (f" r={other}" if other else "")
         if axis == "r" and method == "full":
-            ax.axhline(g[0].loss, color=COLORS.get(method, "k"), ls="--", lw=1, alpha=0.7, label=tag)
+            ax.axhline(_f(g[0].loss), color=COLORS.get(method, "k"), ls="--", lw=1, alpha=0.7, label=tag)
             continue
         g = sorted((p for p in g if xs_of(p) is not None), key=xs_of)
         if not g:
@@ -96,7 +101,7 @@ def quality_vs(points: list[Point], axis: str, baseline: float | None, path: Pat
         k = seen[method] = seen.get(method, -1) + 1
         ax.errorbar(
             [xs_of(p) for p in g],
-            [p.loss for p in g],
+            [_f(p.loss) for p in g],
             yerr=[p.std or 0 for p in g],
             marker="o",
             capsize=3,
@@ -105,7 +110,7 @@ def quality_vs(points: list[Point], axis: str, baseline: float | None, path: Pat
             label=tag,
         )
     _baseline(ax, baseline)
-    _loss_axis(ax, [p.loss for p in pts] + ([baseline] if baseline is not None else []))
+    _loss_axis(ax, [_f(p.loss) for p in pts] + ([baseline] if baseline is not None else []))
     ax.set_xscale("log", base=2 if axis == "r" else 10)
     ax.set_xticks(sorted(xs_all))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
@@ -123,14 +128,14 @@ def memory(points: list[Point], capacity_gib: float | None, card: str, what: str
         return None
     fig, ax = plt.subplots(figsize=(8, 0.9 + 0.32 * len(pts)))
     y = range(len(pts))
-    bars = ax.barh(list(y), [p.peak_gib for p in pts], color=[COLORS.get(p.method, "#888") for p in pts])
+    bars = ax.barh(list(y), [_f(p.peak_gib) for p in pts], color=[COLORS.get(p.method, "#888") for p in pts])
     for bar, p in zip(bars, pts, strict=True):
         if p.status != "complete":  # a partial run: its peak so far, hatched and labelled
             bar.set_hatch("//")
             bar.set_alpha(0.6)
             ax.annotate(
                 p.status,
-                (p.peak_gib, bar.get_y() + bar.get_height() / 2),
+                (_f(p.peak_gib), bar.get_y() + bar.get_height() / 2),
                 xytext=(3, 0),
                 textcoords="offset points",
                 va="center",
@@ -141,7 +146,7 @@ def memory(points: list[Point], capacity_gib: float | None, card: str, what: str
     title = "Peak memory per cell against the card's capacity"
     if capacity_gib:
         ax.axvline(capacity_gib, color="#cf222e", ls="--", lw=1.5)
-        ax.set_xlim(0, max(capacity_gib, *(p.peak_gib for p in pts)) * 1.12)
+        ax.set_xlim(0, max(capacity_gib, *(_f(p.peak_gib) for p in pts)) * 1.12)
         title += f"\n(dashed: {card}, {capacity_gib:.1f} GiB usable)"
     ax.set_xlabel(f"measured peak memory, GiB ({what})")
     ax.set_title(title, fontsize=10)
@@ -159,16 +164,16 @@ def cost_quality(points: list[Point], front: list[Point], path: Path) -> Path | 
         g = [p for p in pts if p.method == m]
         if g:
             ax.scatter(
-                [p.usd for p in g],
-                [p.loss for p in g],
+                [_f(p.usd) for p in g],
+                [_f(p.loss) for p in g],
                 color=COLORS.get(m, "#888"),
                 s=36,
                 label=methods.short(m),
                 zorder=3,
             )
     ax.step(
-        [p.usd for p in front],
-        [p.loss for p in front],
+        [_f(p.usd) for p in front],
+        [_f(p.loss) for p in front],
         where="post",
         color="#57606a",
         lw=1.2,
@@ -176,10 +181,10 @@ def cost_quality(points: list[Point], front: list[Point], path: Path) -> Path | 
         zorder=2,
     )
     for p in front:
-        ax.annotate(p.label, (p.usd, p.loss), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        ax.annotate(p.label, (_f(p.usd), _f(p.loss)), fontsize=7, xytext=(4, 4), textcoords="offset points")
     ax.set_xscale("log")
     _plain_log(ax.xaxis, "$")
-    _loss_axis(ax, [p.loss for p in pts])
+    _loss_axis(ax, [_f(p.loss) for p in pts])
     ax.set_xlabel("cost per run, USD (log)")
     ax.set_ylabel("eval loss (lower is better)")
     ax.set_title("Cost vs quality")

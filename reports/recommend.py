@@ -257,9 +257,9 @@ def _sentences(
         why = "did not finish" if any(c.method == "full" for c in cells) else "is not in this sweep"
         out.append(f"Full fine-tuning {why}, so gains are relative to the best cell.")
     if small_card and pick.small_card_fits:
-        how = f" with {pick.small_card_batch}" if pick.small_card_batch else ""
+        batch = f" with {pick.small_card_batch}" if pick.small_card_batch else ""
         price = f" for an estimated {usd(pick.small_card_usd)} per run" if pick.small_card_usd else ""
-        out.append(f"On a {small_card}, the same {_name(pick)} fits{how}{price} (advisor estimate).")
+        out.append(f"On a {small_card}, the same {_name(pick)} fits{batch}{price} (advisor estimate).")
     elif small_card and pick.small_card_fits is False:
         out.append(_small_card(small_card, done, ref, baseline))
     return out

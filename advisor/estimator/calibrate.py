@@ -11,6 +11,10 @@ Factors, each a geometric mean over records (with count and geometric spread):
                       estimate's own device − allocated (arithmetic mean: an additive overhead)
 A row is calibrated by the factors of its (gpu, method); when that method has no records, by the
 pooled factors of its GPU; never across GPUs. `apply` names what it changed in row["calibrated"].
+
+Records are advisor.trials' typed records (any version), read from a sweep folder, a JSON file or a
+JSONL file; a record's GPU and method are its cell's (`TrialRecord.value`), or its estimate row's for
+a hand-written record without a config.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import ConfigError
+from advisor.trials.record import RecordError, TrialRecord
+from advisor.trials.store import BASELINE, read_folder
 
 USABLE_STATUSES = ("complete", "pruned")  # finished trials whose measurements cover whole steps
 ANY_METHOD = "*"
@@ -47,7 +53,7 @@ class Factor:
         }
 
 
-def _ratio(values: list[float]) -> Factor | None:
+def _ratio(values: list[float | None]) -> Factor | None:
     vs = [v for v in values if v is not None and math.isfinite(v) and v > 0]
     if not vs:
         return None
@@ -57,7 +63,7 @@ def _ratio(values: list[float]) -> Factor | None:
     return Factor(math.exp(mu), len(vs), math.exp(sd))
 
 
-def _offset(values: list[float]) -> Factor | None:
+def _offset(values: list[float | None]) -> Factor | None:
     vs = [v for v in values if v is not None and math.isfinite(v)]
     if not vs:
         return None
@@ -73,7 +79,7 @@ def _get(d: Any, *path: str) -> Any:
     return d
 
 
-def _static_gib(est: dict) -> float:
+def _static_gib(est: dict[str, Any]) -> float:
     m = est["memory"]
     return m["weights_gib"] + m["optimizer_gib"] - (est.get("paged_gib") or 0.0)
 
@@ -87,10 +93,14 @@ def _div(a: Any, b: Any) -> float | None:
     return a / b if a is not None and b else None
 
 
-def _fit_group(records: list[dict]) -> dict[str, Factor]:
-    tps, load, ev, dyn, dev = [], [], [], [], []
+def _fit_group(records: list[TrialRecord]) -> dict[str, Factor]:
+    tps: list[float | None] = []
+    load: list[float | None] = []
+    ev: list[float | None] = []
+    dyn: list[float | None] = []
+    dev: list[float | None] = []
     for r in records:
-        est, meas = r["estimate"], r["measured"]
+        est, meas = r.estimate or {}, r.measured or {}
         tps.append(_div(meas.get("tokens_per_s"), _get(est, "time", "tokens_per_s")))
         load.append(_div(_get(meas, "wall_s", "load"), _get(est, "time", "wall_s", "load")))
         ev.append(_div(_get(meas, "wall_s", "eval"), _get(est, "time", "wall_s", "eval")))
@@ -114,19 +124,18 @@ def _fit_group(records: list[dict]) -> dict[str, Factor]:
     return {k: v for k, v in fitted.items() if v is not None}
 
 
-def _usable(r: Any) -> bool:
+def _usable(r: TrialRecord) -> bool:
     return (
-        isinstance(r, dict)
-        and r.get("status") in USABLE_STATUSES
-        and isinstance(r.get("estimate"), dict)
-        and isinstance(r.get("measured"), dict)
-        and isinstance(_get(r, "estimate", "memory"), dict)
+        r.status in USABLE_STATUSES
+        and r.estimate is not None
+        and r.measured is not None
+        and isinstance(r.estimate.get("memory"), dict)
     )
 
 
-def _key(r: dict) -> tuple[str, str]:
-    est = r["estimate"]
-    return str(est.get("gpu") or _get(r, "config", "gpu", "name")), str(est.get("method"))
+def _key(r: TrialRecord) -> tuple[str, str]:
+    est = r.estimate or {}
+    return str(r.value("gpu") or est.get("gpu")), str(r.method or est.get("method"))
 
 
 @dataclass
@@ -140,7 +149,7 @@ class Calibration:
     def for_row(self, gpu: str, method: str) -> dict[str, Factor]:
         return self.factors.get((gpu, method)) or self.factors.get((gpu, ANY_METHOD)) or {}
 
-    def apply(self, row: dict, cfg: Any = None) -> dict:
+    def apply(self, row: dict[str, Any], cfg: Any = None) -> dict[str, Any]:
         """A calibrated copy of an advise row; row["calibrated"] lists the numbers changed."""
         f = self.for_row(str(row.get("gpu")), str(row.get("method")))
         if not f:
@@ -198,10 +207,10 @@ class Calibration:
         }
 
 
-def fit(records: list[dict], source: str = "") -> Calibration:
+def fit(records: list[TrialRecord], source: str = "") -> Calibration:
     """Fit per-(gpu, method) factors (and per-gpu pooled ones) from trial records."""
     usable = [r for r in records if _usable(r)]
-    groups: dict[tuple[str, str], list[dict]] = {}
+    groups: dict[tuple[str, str], list[TrialRecord]] = {}
     for r in usable:
         gpu, method = _key(r)
         groups.setdefault((gpu, method), []).append(r)
@@ -210,32 +219,37 @@ def fit(records: list[dict], source: str = "") -> Calibration:
     return Calibration(factors, source, len(usable))
 
 
-def read_records(path: str | Path) -> list[dict]:
+def _typed(docs: list[Any], path: str | Path) -> list[TrialRecord]:
+    out = []
+    for i, d in enumerate(docs):
+        if isinstance(d, dict) and d.get("cell_id") == BASELINE:
+            continue  # the untrained base: no estimate to calibrate
+        try:
+            out.append(TrialRecord.from_dict(d, f"record {i + 1}"))
+        except RecordError as e:
+            raise ConfigError([f"advisor.calibration={str(path)!r}: {p}" for p in e.problems]) from None
+    return out
+
+
+def read_records(path: str | Path) -> list[TrialRecord]:
     """Trial records from a sweep dir (trials/*.json), a folder of record JSON files, a JSON file
     (one record or a list) or a JSONL file (one record per line)."""
     p = Path(path).expanduser()
     if p.is_dir():
-        folder = p / "trials" if (p / "trials").is_dir() else p
-        files = sorted(f for f in folder.glob("*.json") if f.stem != "baseline")
-        out = []
-        for f in files:
-            try:
-                out.append(json.loads(f.read_text()))
-            except (OSError, ValueError) as e:
-                raise ConfigError(
-                    f"advisor.calibration={str(path)!r}: {f.name} is not a JSON record ({e})"
-                ) from None
-        return out
+        records, problems = read_folder(p / "trials" if (p / "trials").is_dir() else p)
+        if problems:
+            raise ConfigError([f"advisor.calibration={str(path)!r}: {x}" for x in problems])
+        return records
     if not p.is_file():
         raise ConfigError(f"advisor.calibration={str(path)!r}: no such sweep folder or records file")
     text = p.read_text()
     try:
         if p.suffix == ".jsonl":
-            return [json.loads(line) for line in text.splitlines() if line.strip()]
+            return _typed([json.loads(line) for line in text.splitlines() if line.strip()], path)
         data = json.loads(text)
     except ValueError as e:
         raise ConfigError(f"advisor.calibration={str(path)!r}: not JSON/JSONL records ({e})") from None
-    return data if isinstance(data, list) else [data]
+    return _typed(data if isinstance(data, list) else [data], path)
 
 
 def load(path: str | Path) -> Calibration:

@@ -222,10 +222,10 @@ class TrialRecord:
             raise RecordError(p.items)
         results = d.get("lr_results")
         return cls(
-            cell_id=cid,
+            cell_id=str(cid),
             coords=coords,
             config=d.get("config"),
-            status=status,
+            status=str(status),
             reason=None if d.get("reason") in (None, "") else str(d["reason"]),
             estimate=d.get("estimate"),
             measured=d.get("measured"),

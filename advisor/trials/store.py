@@ -67,10 +67,15 @@ def save_record(sweep_dir: Path, rec: TrialRecord) -> None:
 
 
 def read_records(sweep_dir: Path) -> tuple[list[TrialRecord], list[str]]:
-    """Every cell's record in trials/ (sorted by file name, the baseline left out), and one line per
-    file that could not be read as a record (a reader decides whether that is fatal)."""
+    """Every cell's record in sweep_dir/trials (sorted by file name, the baseline left out), and one
+    line per file that could not be read as a record (a reader decides whether that is fatal)."""
+    return read_folder(Path(sweep_dir) / "trials")
+
+
+def read_folder(folder: Path) -> tuple[list[TrialRecord], list[str]]:
+    """`read_records` of a folder of record files."""
     records, problems = [], []
-    for path in sorted((Path(sweep_dir) / "trials").glob("*.json")):
+    for path in sorted(Path(folder).glob("*.json")):
         if path.stem == BASELINE:
             continue
         doc = read_json(path)

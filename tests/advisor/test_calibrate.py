@@ -15,6 +15,7 @@ from advisor.config.schema import from_names
 from advisor.errors import ConfigError
 from advisor.estimator.calibrate import ANY_METHOD, as_calibration, fit, load, read_records
 from advisor.estimator.estimate import estimate
+from advisor.trials.record import TrialRecord
 
 
 def _record(
@@ -48,15 +49,19 @@ def _record(
     return {"cell_id": cell, "status": status, "estimate": est, "measured": meas}
 
 
+def _fit(*records: dict):
+    return fit([TrialRecord.from_dict(r) for r in records])
+
+
 def test_geometric_mean_count_and_spread():
-    cal = fit([_record("a", tps=(100, 50)), _record("b", tps=(100, 200))])
+    cal = _fit(_record("a", tps=(100, 50)), _record("b", tps=(100, 200)))
     f = cal.factors[("cpu", "lora")]["time_efficiency"]
     assert f.value == pytest.approx(1.0) and f.count == 2 and f.spread == pytest.approx(2.0)
     assert cal.factors[("cpu", "lora")]["load_ratio"].value == pytest.approx(2.0)
 
 
 def test_apply_scales_time_cost_and_the_dynamic_memory():
-    cal = fit([_record("a", tps=(100, 50), alloc=(3.0, 5.0))])  # half the speed, twice the dynamic part
+    cal = _fit(_record("a", tps=(100, 50), alloc=(3.0, 5.0)))  # half the speed, twice the dynamic part
     row = _record("x", tps=(100, 100), alloc=(3.0, 3.0))["estimate"] | {"calibrated": []}
     out = cal.apply(row)
     assert out["time"]["tokens_per_s"] == 50
@@ -70,7 +75,7 @@ def test_apply_scales_time_cost_and_the_dynamic_memory():
 
 
 def test_method_fallback_pools_the_gpu_and_never_crosses_gpus():
-    cal = fit([_record("a", method="full", tps=(100, 25))])
+    cal = _fit(_record("a", method="full", tps=(100, 25)))
     assert ("cpu", ANY_METHOD) in cal.factors
     lora = cal.apply(_record("x", method="lora")["estimate"])
     assert lora["time"]["tokens_per_s"] == 25  # pooled cpu factor
@@ -90,7 +95,7 @@ def test_read_sweep_dir_jsonl_and_bad_paths(tmp_path):
     trials.mkdir(parents=True)
     (trials / "c1.json").write_text(json.dumps(_record("c1", tps=(100, 50))))
     (trials / "baseline.json").write_text(json.dumps({"cell_id": "baseline", "status": "complete"}))
-    assert [r["cell_id"] for r in read_records(tmp_path / "sweep")] == ["c1"]
+    assert [r.cell_id for r in read_records(tmp_path / "sweep")] == ["c1"]
     lines = tmp_path / "r.jsonl"
     lines.write_text("\n".join(json.dumps(_record(c, tps=(100, 50))) for c in "ab") + "\n")
     assert load(lines).records == 2
@@ -99,6 +104,21 @@ def test_read_sweep_dir_jsonl_and_bad_paths(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ConfigError, match="not JSON"):
         load(tmp_path / "bad.json")
+    (tmp_path / "odd.json").write_text(json.dumps([_record("a", status="done")]))
+    with pytest.raises(
+        ConfigError, match=r"advisor.calibration='.*odd.json': record 1: status='done': unknown status"
+    ):
+        load(tmp_path / "odd.json")
+
+
+def test_a_records_gpu_and_method_are_its_cells():
+    """With a config, the record's own cell (coordinates, else config) decides the group, not the
+    estimate row's copy of it."""
+    rec = _record("a", method="lora", tps=(100, 50)) | {
+        "coords": {"method": "qlora"},
+        "config": {"gpu": {"name": "a10"}, "method": {"name": "qlora"}},
+    }
+    assert set(_fit(rec).factors) == {("a10", "qlora"), ("a10", ANY_METHOD)}
 
 
 def test_estimate_applies_a_calibration_path(tmp_path):

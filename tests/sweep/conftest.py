@@ -44,6 +44,13 @@ MATRICES = {
     "t_kill": {"axes": {"method.r": [2, 4, 8]}, "exclude": []},
     # three cells: one stopped mid-training, one deadlocked, one normal (the stall watchdog)
     "t_stall": {"axes": {"method.r": [2, 4, 8]}, "exclude": []},
+    # rows beyond the 108 training rows of the 120-row file (12 validation rows): one cell
+    "t_rows": {"axes": {"data.rows": [24, 200, 500]}, "exclude": []},
+    # issue 13's case: the exclusion also drops full at 24 rows (it matches before rank collapses)
+    "t_exclude": {
+        "axes": {"method": ["full", "lora"], "method.r": [8], "data.rows": [24, 48]},
+        "exclude": [{"method.r": 8, "data.rows": 24}],
+    },
 }
 
 

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+import reports
 from sweep.study import LR_RANGES
 from tests.sweep.conftest import ROOT, base_overrides, env_for, load_records, tunewise
 
@@ -20,16 +21,26 @@ def test_lr_trials_and_seeds_keep_each_cells_best_attempt(tiny_assets, tmp_path)
     out = tunewise(tiny_assets, args)
     assert out.returncode == 0, out.stderr[-3000:]
     recs = load_records(d)
-    assert sorted(r["seed"] for r in recs.values()) == [0, 1]
+    assert sorted(r["coords"]["seed"] for r in recs.values()) == [0, 1]
     lo, hi = LR_RANGES["lora"]
     for r in recs.values():
-        assert r["overrides"] == [f"seed={r['seed']}"] and r["config"]["seed"] == r["seed"]
+        seed = r["coords"]["seed"]
+        assert (
+            r["coords"] == {"seed": seed}
+            and r["overrides"] == [f"seed={seed}"]
+            and r["config"]["seed"] == seed
+        )
         lrs = [a["lr"] for a in r["attempts"]]
         assert len(lrs) == 2 and len(set(lrs)) == 2 and all(lo <= x <= hi for x in lrs)
         best = min(r["lr_results"], key=lambda x: x["eval_loss"])
         assert r["lr"] == best["lr"] and r["measured"]["eval_loss"] == best["eval_loss"]
         assert r["spent"]["cpu_s"] == pytest.approx(sum(a["cpu_s"] for a in r["attempts"]))
     assert len({p.name for p in (d / "cells").iterdir()}) == 3  # two cells + the baseline
+    frame = reports.results(d)  # one row per attempt: 2 cells × 2 learning rates
+    assert len(frame) == 4 and sorted(frame["attempt.lr_index"]) == [0, 0, 1, 1]
+    cpu = frame.groupby("cell_id")["attempt.cpu_s"].sum()
+    assert all(cpu[c] == pytest.approx(r["spent"]["cpu_s"]) for c, r in recs.items())
+    assert sorted(frame.drop_duplicates("cell_id")["seed"]) == [0, 1]
 
 
 @pytest.mark.slow
