@@ -80,7 +80,11 @@ def _demo_data_for_a_real_model(cfg_dict: dict[str, Any], p: Problems) -> None:
     demo_data = catalog.load_option("data", "demo").get("path")
     if not (model_path and data_path and demo_data):
         return
-    if Path(data_path) == Path(demo_data) and Path(model_path) != Path(str(demo_model)):
+
+    def same(a: str, b: str) -> bool:  # relative paths are the working directory's, as the runner reads them
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+
+    if same(data_path, demo_data) and not same(model_path, str(demo_model)):
         p.add(
             "data.path",
             data_path,
