@@ -88,6 +88,8 @@ class Context:
     results: list[CellResult]  # aligned with cells
     rec: Recommendation
     capacities: list[float | None]  # usable GiB of each cell's card (they differ with a gpu axis)
+    planned: int  # configurations the matrix declares (at least the ones with records)
+    finished_cells: int
 
     @property
     def one_card(self) -> bool:
@@ -98,17 +100,8 @@ class Context:
         return list(zip(self.cells, self.results, strict=True))
 
     @property
-    def planned(self) -> int:
-        """Configurations the matrix declares (at least the ones with records)."""
-        return len(self.sweep.planned | {c.configuration for c in self.cells})
-
-    @property
-    def finished_cells(self) -> int:
-        return sum(c.finished for c in self.cells)
-
-    @property
     def running(self) -> bool:
-        return any(not c.finished for c in self.cells) or self.planned > len(self.cells)
+        return self.finished_cells < len(self.cells) or self.planned > len(self.cells)
 
     @property
     def peak_what(self) -> str:
@@ -207,20 +200,36 @@ def build_context(sweep: Sweep, plots_dir: Path) -> Context:
         for i, c in enumerate(cells)
     ]
     budget = sweep.meta.get("budget") or sweep.config.get("budget") or {}
-    ctx = Context(sweep, plots_dir, is_cpu, gpu_name, capacity, records, table, cells, results,
-                  recommend([], None, gpu_name), [cap for _, cap in cards])  # fmt: skip
+    planned = len(sweep.planned | {c.configuration for c in cells})
+    finished = sum(c.finished for c in cells)
+    running = finished < len(cells) or planned > len(cells)
     small_name = ""
     if small:
         from advisor.config import catalog
 
         small_name = f"24 GB card ({catalog.load_option('gpu', SMALL_CARD).get('display_name', SMALL_CARD)})"
-    ctx.rec = recommend(
+    rec = recommend(
         results,
         sweep.baseline_loss,
         gpu_name,
         budget_usd=num(budget.get("usd")),
         budget_hours=num(budget.get("hours")),
-        running=(ctx.finished_cells, ctx.planned) if ctx.running else None,
+        running=(finished, planned) if running else None,
         small_card=small_name,
     )
-    return ctx
+    capacities = [cap for _, cap in cards]
+    return Context(
+        sweep,
+        plots_dir,
+        is_cpu,
+        gpu_name,
+        capacity,
+        records,
+        table,
+        cells,
+        results,
+        rec,
+        capacities,
+        planned,
+        finished,
+    )

@@ -51,8 +51,8 @@ SCHEMA: dict[str, str] = {
     "lr_trials": "Int64",
     "attempt": "Int64",
     "attempt.trial_number": "Int64",
-    "attempt.started": "datetime64[ns, UTC]",
-    "attempt.ended": "datetime64[ns, UTC]",
+    "attempt.started": "datetime",
+    "attempt.ended": "datetime",
     "attempt.status": "string",
     "attempt.reason": "string",
     "attempt.lr": "Float64",
@@ -183,7 +183,7 @@ def _infer(values: list[Any]) -> str:
 
 
 def _column(values: list[Any], dtype: str) -> Any:
-    if dtype.startswith("datetime"):
+    if dtype == "datetime":  # UTC timestamps
         return pd.to_datetime(pd.Series(values, dtype="object"), utc=True, errors="coerce")
     if dtype == "string":
         values = [None if v is None else str(v) for v in values]

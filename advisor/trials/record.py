@@ -164,10 +164,6 @@ class TrialRecord:
     def extra(self) -> str:
         return extra_label(self.coords)
 
-    @property
-    def finished(self) -> bool:
-        return self.status in FINISHED
-
     # -- reading and writing ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {
