@@ -53,7 +53,8 @@ from runners import model as model_mod
 from runners.cell import Learned, prepare, run_cell
 from runners.hooks import Hooks
 from runners.optim import make_optimizer
-from runners.train import Progress, eval_loss
+from runners.result import Progress
+from runners.train import eval_loss
 
 ROWS = 600  # training examples generated
 VARIED_WORDS = (4, 160)  # response length range (words): the spread that makes padding matter

@@ -37,8 +37,8 @@ from runners.hooks import NO_HOOKS, Hooks
 from runners.metric import task_metric
 from runners.optim import make_optimizer, make_scheduler
 from runners.provenance import provenance
-from runners.result import CellResult, Measured, Metric, Status
-from runners.train import Batches, Loop, Progress, Schedule, eval_schedule
+from runners.result import CellResult, Measured, Metric, Progress, Status
+from runners.train import Batches, Loop, Schedule, eval_schedule
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, TypedDict
+from typing import Literal, TypedDict
 
-from runners.result import Status
-
-if TYPE_CHECKING:
-    from runners.train import Progress
+from runners.result import Progress, Status
 
 
 class StartEvent(TypedDict):

@@ -27,13 +27,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import CodeType
-from typing import TYPE_CHECKING, Literal, TypedDict
+from typing import Literal, TypedDict
 
-from runners.hooks import EndEvent, Event
-from runners.result import CellResult
-
-if TYPE_CHECKING:
-    from runners.train import Progress
+from runners.hooks import EndEvent, Event, Hooks
+from runners.result import CellResult, Progress
 
 PREFIX = "@@tunewise "
 HEARTBEAT_S = 5.0  # heartbeat period (the contract asks for at most 10 s)
@@ -164,7 +161,6 @@ def main(argv: list[str] | None = None) -> int:
     from advisor.config.schema import RunConfig
     from advisor.errors import ConfigError
     from runners.cell import run_cell
-    from runners.hooks import Hooks
 
     out = args.out_dir
     try:

@@ -1,8 +1,10 @@
 """What one cell hands back: typed in process, OUT_DIR/result.json on disk (docs/internals.md).
 
-`CellResult.to_dict()` is result.json: `{"status", "reason", "measured": {...}, "provenance": {...}}`,
-`measured` holds design.md's keys and docs/internals.md's additions, in the order they always had. No torch here: the sweep
-and the protocol's error path can import it without loading a model library.
+`Progress` is what the training loop has counted so far (checkpointed); at the end it becomes
+`Measured`. `CellResult.to_dict()` is result.json: `{"status", "reason", "measured": {...},
+"provenance": {...}}`, `measured` with design.md's keys and docs/internals.md's additions, in the
+order they always had. No torch here: the sweep and the protocol's error path can import it without
+loading a model library.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +36,28 @@ class Provenance:
     device: str  # the GPU's name, or `cpu: <model name>`
     seed: int
     git_revision: str | None
+
+
+@dataclass
+class Progress:
+    """What a run has measured so far (kept in checkpoints, read after oom/failure too)."""
+
+    step: int = 0
+    loss: float | None = None
+    eval_curve: list[list[float]] = field(default_factory=list)
+    train_tokens: int = 0
+    batch_tokens: int = 0  # real + padding tokens of every trained micro-batch
+    timed_tokens: int = 0
+    timed_s: float = 0.0
+    wall_s: dict[str, float] = field(default_factory=lambda: {"load": 0.0, "train": 0.0, "eval": 0.0})
+    static_bytes: dict[str, int] | None = None
+
+    def to_state(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_state(cls, d: dict[str, Any]) -> Progress:
+        return cls(**d)
 
 
 @dataclass

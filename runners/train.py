@@ -14,11 +14,10 @@ scheduler step. Evals (loss on the validation split, token-weighted) run at the 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import time
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -28,6 +27,7 @@ from runners import checkpoint, measure
 from runners.checkpoint import Checkpoints, Trainables
 from runners.data import Row, Stream, collate, real_tokens
 from runners.hooks import NO_HOOKS, Hooks
+from runners.result import Progress
 
 MAX_GRAD_NORM = 1.0
 WARMUP_STEPS_UNTIMED = 2  # first optimizer steps of a process excluded from tokens/s (allocator, kernels)
@@ -88,28 +88,6 @@ def eval_loss(
             count += n
     model.train(was_training)
     return total / max(1, count)
-
-
-@dataclass
-class Progress:
-    """What a run has measured so far (kept in checkpoints, read after oom/failure too)."""
-
-    step: int = 0
-    loss: float | None = None
-    eval_curve: list[list[float]] = field(default_factory=list)
-    train_tokens: int = 0
-    batch_tokens: int = 0  # real + padding tokens of every trained micro-batch
-    timed_tokens: int = 0
-    timed_s: float = 0.0
-    wall_s: dict[str, float] = field(default_factory=lambda: {"load": 0.0, "train": 0.0, "eval": 0.0})
-    static_bytes: dict[str, int] | None = None
-
-    def to_state(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_state(cls, d: dict[str, Any]) -> Progress:
-        return cls(**d)
 
 
 @dataclass
