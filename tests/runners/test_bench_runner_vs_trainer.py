@@ -13,8 +13,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # Same batches, init, optimizer (fused AdamW), schedule and clipping: the eval losses agree to float
-# rounding (bit for bit on one machine). A different update anywhere (lr schedule, clipping, loss
-# normalisation, a skipped or repeated batch) moves a 6-step loss by 1e-3 or more.
+# rounding (bit for bit on one machine). A different update moves the 6-step loss far more: a cosine
+# decaying 10 % faster gives 4.9790 against 4.9458 (670x the tolerance). Not seen here: a constant
+# scale of the loss (AdamW is all but blind to it) and clipping (the gradient norm stays below 0.5).
 LOSS_TOLERANCE = 1e-5
 
 
