@@ -21,3 +21,12 @@ def test_ruff_check_is_clean():
 def test_ruff_format_is_clean():
     out = _ruff("format", "--check", ".")
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_mypy_is_clean():
+    """mypy over the four packages (pyproject's [tool.mypy] files)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "mypy", "--no-error-summary"], capture_output=True, text=True, cwd=ROOT
+    )
+    errors = [line for line in out.stdout.splitlines() if ": error:" in line]
+    assert out.returncode == 0 and not errors, out.stdout + out.stderr
