@@ -55,7 +55,7 @@ def eval_schedule(steps: int, eval_every_steps: int | None, eval_points: int) ->
     return sorted(at)
 
 
-def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager[Any]:
+def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager[None]:
     """torch.autocast to `dtype` (the amp_* precisions), or nothing."""
     if dtype is None:
         return contextlib.nullcontext()
