@@ -2,7 +2,7 @@
 
 Checks (per file; the validation file gets the same ones), each reported with a count and the first
 MAX_LINES line numbers (JSONL/CSV lines; row numbers for JSON, Parquet and datasets folders):
-- problems (exit code 1; `prepare` removes or fixes them): malformed, schema, missing, empty,
+- problems (exit code 1; `prepare` removes or fixes them): no_rows (an empty file), malformed, schema, missing, empty,
   unknown_role, stray_whitespace, exact_duplicate, near_duplicate, conflicting_answer and, with
   data.val_path, val_overlap_exact / val_overlap_near (training rows that reappear in validation);
 - warnings (reported, exit code stays 0; `prepare` keeps the rows): truncated (longer than
@@ -29,6 +29,7 @@ WARNINGS = ("truncated", "mixed_templates", "mixed_shapes")
 DROP_REASONS = ("kept", "exact_duplicate", "conflicting_answer", "near_duplicate", "val_overlap_exact",
                 "val_overlap_near")  # fmt: skip
 DESCRIPTIONS = {
+    "no_rows": "the file holds no rows (empty, or blank lines only)",
     "malformed": "unparseable line or row",
     "schema": "row of the wrong shape or type",
     "missing": "required field missing",
@@ -91,6 +92,8 @@ def _minority(values: np.ndarray) -> tuple[np.ndarray, dict[int, int]]:
 def analyse(s: Scan, file: str, seq_len: int, estimated: bool, val: Scan | None = None) -> FileResult:
     """Every check of one scanned file (and, given `val`, its overlap with the validation file)."""
     checks = []
+    # an empty file is a problem, not a clean dataset: nothing to train or evaluate on
+    checks.append({**_check("no_rows", file, np.zeros(0, dtype=np.int64)), "count": int(s.read == 0)})
     for k, kind in enumerate(PROBLEM_KINDS):
         checks.append(_check(kind, file, np.unique(s.bad_lines[s.bad_kinds == k])))
     checks.append(_check("stray_whitespace", file, s.lines[s.stray_ws]))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -68,53 +69,116 @@ class Example:
         return self.messages[-1][1]
 
 
+def _not_utf8(e: UnicodeDecodeError, data: bytes) -> str:
+    """'not UTF-8 text (byte 0xff at column 3)' for a decoding error in one line (or file) of bytes."""
+    column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+    return f"not UTF-8 text (byte 0x{data[e.start]:02x} at column {column}; save the file as UTF-8)"
+
+
 def raw_rows(path: Path) -> Iterator[tuple[int, Any, str | None]]:
-    """(line_or_row, parsed_object_or_None, parse_error) for every row of a file, streaming."""
+    """(line_or_row, parsed_object_or_None, parse_error) for every row of a file, streaming. A file
+    that cannot be read as its type says (not UTF-8, not Parquet, nested too deeply) gives one row
+    with the error and its line (0 when no line applies), never an exception."""
     suffix = path.suffix.lower()
     if path.is_dir():
-        yield from _hf_folder_rows(path)
+        yield from _guarded(_hf_folder_rows(path), "a datasets.save_to_disk folder")
     elif suffix in (".jsonl", ".ndjson"):
-        with open(path, encoding="utf-8") as f:
-            for i, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    yield i, json.loads(line), None
-                except json.JSONDecodeError as e:
-                    yield i, None, f"malformed JSON ({e.msg} at column {e.pos + 1})"
-                except RecursionError:
-                    yield i, None, "malformed JSON (nested too deeply)"
+        yield from _guarded(_jsonl_rows(path), "a JSONL file")
     elif suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            yield e.lineno, None, f"malformed JSON ({e.msg})"
-            return
-        if isinstance(data, dict) and isinstance(data.get("data"), list):
-            data = data["data"]
-        if not isinstance(data, list):
-            yield 1, None, 'a .json dataset must be a list of rows (or {"data": [...]})'
-            return
-        for i, row in enumerate(data, 1):
-            yield i, row, None
+        yield from _guarded(_json_rows(path), "a JSON file")
     elif suffix == ".csv":
-        with open(path, encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f)
-            start = 2  # line 1 is the header; a quoted field may span several lines
-            for row in reader:
-                if None in row:
-                    yield start, None, f"{len(row[None])} more value(s) than header columns"
-                else:
-                    yield start, row, None
-                start = reader.line_num + 1
+        yield from _guarded(_csv_rows(path), "a CSV file", path)
     elif suffix == ".parquet":
-        yield from _parquet_rows(path)
+        yield from _guarded(_parquet_rows(path), "a Parquet file")
     else:
         yield (
             0,
             None,
             f"unknown file type {suffix!r} (allowed: .jsonl, .json, .csv, .parquet, a datasets folder)",
         )
+
+
+def _first_bad_line(path: Path) -> tuple[int, Any, str]:
+    """(line, None, message) of the first line of a text file that is not UTF-8."""
+    with open(path, "rb") as f:
+        for i, raw in enumerate(f, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return i, None, _not_utf8(e, raw)
+    return 1, None, "not UTF-8 text (save the file as UTF-8)"
+
+
+def _guarded(
+    rows: Iterator[tuple[int, Any, str | None]], what: str, path: Path | None = None
+) -> Iterator[tuple[int, Any, str | None]]:
+    """The rows of a reader until it fails; then one row saying where and why (a text file named
+    .parquet, a CSV that is not UTF-8, a corrupt Arrow shard). Nothing after the failure is read."""
+    last = 0
+    try:
+        for row in rows:
+            last = row[0]
+            yield row
+    except UnicodeDecodeError as e:
+        yield _first_bad_line(path) if path is not None else (last + 1, None, f"not UTF-8 text ({e.reason})")
+    except (OSError, ValueError, TypeError, NotImplementedError, csv.Error, RecursionError, MemoryError) as e:
+        # pyarrow's errors (ArrowInvalid, ArrowIOError, ArrowTypeError, …) derive from these
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        yield last + 1, None, f"not readable as {what} ({first[:300]})"
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any, str | None]]:
+    with open(path, "rb") as f:
+        for i, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield i, None, _not_utf8(e, raw)
+                continue
+            if not line.strip():
+                continue
+            try:
+                yield i, json.loads(line), None
+            except json.JSONDecodeError as e:
+                yield i, None, f"malformed JSON ({e.msg} at column {e.pos + 1})"
+            except RecursionError:
+                yield i, None, "malformed JSON (nested too deeply)"
+
+
+def _json_rows(path: Path) -> Iterator[tuple[int, Any, str | None]]:
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        yield raw.count(b"\n", 0, e.start) + 1, None, _not_utf8(e, raw)
+        return
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        yield e.lineno, None, f"malformed JSON ({e.msg})"
+        return
+    except RecursionError:
+        yield 1, None, "malformed JSON (nested too deeply)"
+        return
+    if isinstance(data, dict) and isinstance(data.get("data"), list):
+        data = data["data"]
+    if not isinstance(data, list):
+        yield 1, None, 'a .json dataset must be a list of rows (or {"data": [...]})'
+        return
+    for i, row in enumerate(data, 1):
+        yield i, row, None
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[int, Any, str | None]]:
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        start = 2  # line 1 is the header; a quoted field may span several lines
+        for row in reader:
+            if None in row:
+                yield start, None, f"{len(row[None])} more value(s) than header columns"
+            else:
+                yield start, row, None
+            start = reader.line_num + 1
 
 
 def _parquet_rows(path: Path) -> Iterator[tuple[int, Any, str | None]]:
@@ -134,8 +198,13 @@ def hf_shards(path: Path) -> list[Path]:
         path = path / "train"
     state = path / "state.json"
     if state.exists():
-        files = json.loads(state.read_text()).get("_data_files") or []
-        return [path / f["filename"] for f in files if (path / f["filename"]).exists()]
+        try:
+            files = json.loads(state.read_text(encoding="utf-8")).get("_data_files") or []
+            names = [str(f["filename"]) for f in files]
+        except (OSError, ValueError, RecursionError, AttributeError, KeyError, TypeError):
+            names = []  # an unreadable state.json: the shards in name order
+        if names:
+            return [path / n for n in names if (path / n).exists()]
     return sorted(path.glob("*.arrow"))
 
 
@@ -271,6 +340,8 @@ def path_problems(path: str | Path | None, key: str = "data.path") -> list[str]:
     allowed = ", ".join(SUFFIXES) + ", a datasets.save_to_disk folder"
     if not p.exists():
         return [f"{key}={str(path)!r}: file not found"]
+    if not os.access(p, os.R_OK | (os.X_OK if p.is_dir() else 0)):
+        return [f"{key}={str(path)!r}: not readable by this user (permission denied)"]
     if p.is_dir():
         return (
             []

@@ -17,6 +17,8 @@ and renamed into place; the input is only read (its sha256 is recorded).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -116,7 +118,7 @@ def prepare(cfg: RunConfig) -> dict:
             raise DataError(
                 f"data.out_dir={str(out)!r}: would overwrite the input {t} (choose another data.out_dir)"
             )
-    out.mkdir(parents=True, exist_ok=True)
+    _writable(out)
     assert cfg.data.path is not None  # check() refused a missing path
     hashes = {"train": sha256(cfg.data.path), "val": sha256(cfg.data.val_path) if cfg.data.val_path else None}
     train = results[0]
@@ -128,11 +130,12 @@ def prepare(cfg: RunConfig) -> dict:
         val_pos, _ = carve(len(kept), cfg.data, cfg.seed)
         dest[kept[val_pos]] = 1
     tmp = {name: t.with_name(t.name + ".tmp") for name, t in targets.items()}
-    with open(tmp["train"], "w", encoding="utf-8") as ft, open(tmp["val"], "w", encoding="utf-8") as fv:
-        counts = _write_rows(train, cfg, [ft, fv], dest)
-        if cfg.data.val_path:
-            val = results[1]
-            counts[1] = _write_rows(val, cfg, [fv], np.zeros(val.scan.rows, dtype=np.int64))[0]
+    tmp["manifest"] = out / "manifest.json.tmp"
+    try:
+        counts = _write_split(results, cfg, tmp, dest)
+    except OSError as e:
+        _remove(tmp.values())
+        raise DataError(f"data.out_dir={str(out)!r}: could not write the split ({_why(e)})") from None
     removed = _removed(train, "train") + (_removed(results[1], "val") if len(results) > 1 else [])
     reasons: dict[str, int] = {}
     for r in removed:
@@ -165,9 +168,50 @@ def prepare(cfg: RunConfig) -> dict:
         "near_duplicates": doc["near_duplicates"],
         "manifest": str(out / "manifest.json"),
     }
-    for name, t in targets.items():
-        os.replace(tmp[name], t)
-    manifest_tmp = out / "manifest.json.tmp"
-    manifest_tmp.write_text(json.dumps({**summary, "removed_rows": removed}, indent=1, ensure_ascii=False))
-    os.replace(manifest_tmp, out / "manifest.json")
+    try:
+        tmp["manifest"].write_text(
+            json.dumps({**summary, "removed_rows": removed}, indent=1, ensure_ascii=False), encoding="utf-8"
+        )
+        for name, t in targets.items():
+            os.replace(tmp[name], t)
+        os.replace(tmp["manifest"], out / "manifest.json")
+    except OSError as e:
+        _remove(tmp.values())
+        raise DataError(f"data.out_dir={str(out)!r}: could not write the split ({_why(e)})") from None
     return summary
+
+
+def _why(e: OSError) -> str:
+    """An OSError in words, with what to do when the disk is full."""
+    full = e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    return (e.strerror or str(e)) + ("; free some space or choose another data.out_dir" if full else "")
+
+
+def _remove(paths: Any) -> None:
+    for p in paths:
+        with contextlib.suppress(OSError):
+            Path(p).unlink()
+
+
+def _writable(out: Path) -> None:
+    """data.out_dir as a folder this user can write, or DataError saying why not."""
+    if out.exists() and not out.is_dir():
+        raise DataError(f"data.out_dir={str(out)!r}: is a file, not a folder (choose a folder path)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"data.out_dir={str(out)!r}: cannot create the folder ({_why(e)})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise DataError(f"data.out_dir={str(out)!r}: not writable by this user (choose another data.out_dir)")
+
+
+def _write_split(
+    results: list[FileResult], cfg: RunConfig, tmp: dict[str, Path], dest: np.ndarray
+) -> list[int]:
+    """Kept rows into tmp['train'] / tmp['val'] (the carved or given validation rows)."""
+    with open(tmp["train"], "w", encoding="utf-8") as ft, open(tmp["val"], "w", encoding="utf-8") as fv:
+        counts = _write_rows(results[0], cfg, [ft, fv], dest)
+        if cfg.data.val_path:
+            val = results[1]
+            counts[1] = _write_rows(val, cfg, [fv], np.zeros(val.scan.rows, dtype=np.int64))[0]
+    return counts

@@ -7,6 +7,8 @@ from rich.table import Table
 
 
 def _lines(c: dict) -> str:
+    if c["count"] and not c["lines"] and not c.get("pairs"):
+        return "the whole file"
     shown = c.get("pairs") or c["lines"]
     text = ", ".join(f"{a} (= {b})" for a, b in shown) if c.get("pairs") else ", ".join(map(str, shown))
     return text + (" …" if c["count"] > len(c["lines"]) else "")

@@ -132,7 +132,10 @@ def row_capacity(path: Path) -> int:
     if path.is_file() and path.suffix.lower() == ".parquet":
         import pyarrow.parquet as pq
 
-        return pq.ParquetFile(path).metadata.num_rows
+        try:
+            return int(pq.ParquetFile(path).metadata.num_rows)
+        except (OSError, ValueError):  # not a Parquet file: the reader reports it, row by row
+            return 1
     files = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()]
     return sum(f.stat().st_size for f in files) // 16 + 1
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import subprocess
 import sys
@@ -329,3 +330,54 @@ def test_digest_columns_grow_when_the_row_estimate_is_short(tmp_path, monkeypatc
     monkeypatch.setattr(advisor.data.scan, "BATCH_ROWS", 4)
     got, _ = check(cfg_for(src))
     assert got == want
+
+
+# -- files that are not what their name says: a problem at a line, never an exception (issue 16) --
+BAD_FILES = {
+    "latin1.jsonl": (b'{"instruction": "a", "output": "b"}\n{"instruction": "caf\xe9", "output": "b"}\n', 2),
+    "binary.jsonl": (bytes(range(256)) * 4, 1),
+    "text.parquet": (b"this is a text file, not Parquet\n", 1),
+    "latin1.csv": (b"instruction,output\nfine,row\ncaf\xe9,b\n", 3),
+    "latin1.json": (b'[{"instruction": "a", "output": "b"},\n {"instruction": "caf\xe9", "output": "b"}]', 2),
+    "deep.json": (b"[" * 100_000 + b"]" * 100_000, 1),
+    "deep.jsonl": (b'{"instruction": "a", "output": "b"}\n' + b"[" * 100_000 + b"]" * 100_000 + b"\n", 2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_unreadable_files_are_problems_with_their_line(tmp_path, name):
+    content, line = BAD_FILES[name]
+    path = tmp_path / name
+    path.write_bytes(content)
+    doc, _ = check(cfg_for(path))
+    assert not doc["clean"]
+    assert line in by_name(doc)["malformed"]["lines"], doc["problem_messages"]
+    message = " ".join(doc["problem_messages"]["train"])
+    assert any(w in message for w in ("UTF-8", "Parquet", "nested too deeply", "malformed")), message
+
+
+@pytest.mark.parametrize("content", ["", "\n\n  \n"])
+def test_an_empty_file_is_a_problem_not_clean(tmp_path, content):
+    path = tmp_path / "empty.jsonl"
+    path.write_text(content)
+    doc, _ = check(cfg_for(path))
+    assert not doc["clean"] and by_name(doc)["no_rows"]["count"] == 1
+    assert run_data_command("check", cfg_for(path), fmt="json") == 1
+
+
+def test_prepare_into_a_file_or_an_unwritable_folder_names_data_out_dir(tmp_path):
+    data = write_jsonl(tmp_path / "d.jsonl", clean_rows(30))
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    with pytest.raises(DataError, match="data.out_dir=.*is a file"):
+        prepare(cfg_for(data, out_dir=str(a_file)))
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if not os.access(locked, os.W_OK):  # root writes anywhere: nothing to refuse
+            with pytest.raises(DataError, match="data.out_dir=.*not writable"):
+                prepare(cfg_for(data, out_dir=str(locked / "sub")))
+    finally:
+        locked.chmod(0o700)
+    assert not list(tmp_path.rglob("*.tmp"))
