@@ -29,6 +29,7 @@ from pathlib import Path
 from types import CodeType
 from typing import Literal, TypedDict
 
+from runners import offline
 from runners.hooks import EndEvent, Event, Hooks
 from runners.result import CellResult, Progress
 
@@ -154,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline", action="store_true", help="evaluate the untrained base model only")
     ap.add_argument("--control", action="store_true", help="read continue/prune from stdin after each eval")
     args = ap.parse_args(argv)
+    offline.apply()  # before anything imports huggingface_hub (runners.offline; TUNEWISE_OFFLINE=0 opts out)
     chan = Channel()
     beat = threading.Thread(target=chan.heartbeat_forever, daemon=True)
     beat.start()

@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0
     cmd, rest = argv[0], argv[1:]
+    from runners import offline
+
+    offline.configure(True)  # until a command's config says `offline=false`: nothing loads from the Hub
     from sweep.commands import COMMANDS
 
     if cmd not in COMMANDS:

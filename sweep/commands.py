@@ -11,6 +11,7 @@ from typing import Any
 from advisor.config import catalog
 from advisor.config.schema import RunConfig
 from advisor.errors import ConfigError, Problems
+from runners import offline
 from sweep.compose import compose, documented_defaults, given_keys, override_value
 
 HELP = {
@@ -70,10 +71,20 @@ def _print_help(cmd: str) -> None:
         print(f"  {key}={shown}" + (f"  # {doc}" if doc and "  # " not in shown else ""))
 
 
+def _offline(d: dict[str, Any], p: Problems) -> None:
+    """`offline` (true by default): this process and the runners it starts download nothing."""
+    value = d.get("offline", True)
+    if not isinstance(value, bool):
+        p.add("offline", value, "must be true (no downloads) or false (Hub and kernel downloads allowed)")
+        return
+    offline.configure(value)
+
+
 def _load(config_name: str, args: list[str]) -> tuple[dict[str, Any], RunConfig]:
     """Compose, check the output keys and build the RunConfig: every problem in one ConfigError."""
     d = compose(config_name, args)
     p = Problems()
+    _offline(d, p)
     if d.get("format") not in OUTPUT_FORMATS:
         p.add("format", d.get("format"), "unknown output format", OUTPUT_FORMATS)
     if not isinstance(d.get("breakdown"), bool):
@@ -118,7 +129,11 @@ def sweep_cmd(args: list[str]) -> int:
         return 0
     from sweep.run import run_sweep
 
-    return run_sweep(compose(CONFIG["sweep"], args), args)
+    d = compose(CONFIG["sweep"], args)
+    p = Problems()
+    _offline(d, p)
+    p.raise_if_any()
+    return run_sweep(d, args)
 
 
 def report_cmd(args: list[str]) -> int:

@@ -42,7 +42,8 @@ TOP_LEVEL = {
 GROUPS = ("model", "method", "gpu")  # sections that are catalog options (conf/<group>/*.yaml)
 SECTIONS = ("train", "data", "price", "budget", "advisor")  # sections whose defaults are config.yaml's
 OUTPUT_ONLY = ("notes", "resolved")  # written by to_dict(), derived again on load
-OTHER_KEYS = ("sweep", "matrix", "format", "breakdown")  # composed config read by the sweep and the CLI
+# composed config read by the sweep and the CLI
+OTHER_KEYS = ("sweep", "matrix", "format", "breakdown", "offline")
 SECTION_TYPES: dict[str, type] = {
     "model": ModelConfig,
     "method": MethodConfig,
