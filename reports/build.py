@@ -57,6 +57,15 @@ def compose(ctx: Context) -> Doc:
     line = status_line(ctx)
     if line:
         doc.add(Para(line, note=True))
+    if sw.unreadable:  # never a recommendation that silently leaves cells out
+        doc.add(
+            Para(
+                f"{len(sw.unreadable)} record file(s) could not be read, nor rebuilt from their cell's files: "
+                "the recommendation below leaves those cells out (listed under Skipped cells; rerun the "
+                "same `tunewise sweep` command to measure them again).",
+                note=True,
+            )
+        )
     for part in (
         sections.recommendation,
         sections.quality,

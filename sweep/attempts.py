@@ -1,9 +1,13 @@
 """Running one claimed cell: its learning-rate trials (one by default), each an Optuna trial and one
 runner process, with live heartbeats, eval reports to the pruner, and the cell keeping its best attempt.
 
-A retried cell (its worker died) resumes the unfinished LR trial in the same OUT_DIR — the runner
-picks up OUT_DIR/checkpoint — with the learning rate it had; finished LR trials are never rerun. If the
-dead attempt's runner had already written result.json, that result is adopted instead of rerunning.
+A retried cell (its worker died, or it failed for a cause sweep.retry retries) resumes the unfinished
+LR trial in the same OUT_DIR — the runner picks up OUT_DIR/checkpoint — with the learning rate it had;
+settled LR trials (a result, or a final failure) are never rerun. If the dead attempt's runner had
+already written result.json, that result is adopted instead of rerunning; a result.json of an attempt
+already recorded moves to result.previous.json before a new runner starts, so a runner killed before
+writing its own is never read as having written the old one. A user's interrupt (Ctrl-C, SIGTERM)
+records the attempt `interrupted`, gives the cell back (pending) and re-raises.
 """
 
 from __future__ import annotations
@@ -24,9 +28,13 @@ from advisor.trials.store import load_record, now_iso, read_json, save_record
 from sweep.cellrun import run_runner
 from sweep.claims import Claims
 from sweep.plan import Plan, PlannedCell
+from sweep.retry import cause_of, lr_trial_done
 from sweep.study import ask_trial, should_prune, suggest_lr, tell_end
 
 log = logging.getLogger("tunewise.sweep")
+INTERRUPTED = (
+    "interrupted by the user (Ctrl-C or SIGTERM): not a failure, the cell runs again on the next run"
+)
 RUN_STATUSES = ("complete", "pruned", "oom", "failed")
 RANK = {"complete": 0, "pruned": 1, "oom": 2, "failed": 3}
 
@@ -108,13 +116,19 @@ def _run_one(w: Owner, pc: PlannedCell, live: Live, k: int, lr: float, out: Path
     trial = ask_trial(w.study, pc.cell, w.plan.axes, w.plan.seeds, lr, pc.cfg.method.name, attrs)
     live.trial = trial
     w.claims.owner_update(pc.cell_id, w.host, w.pid, trial_number=trial.number)
+    mine = [a for a in rec.attempts if a.lr_index == k]
+    # the last runner's result.json belongs to an attempt that never recorded it (its worker died or
+    # was stopped) only then; else it is an earlier attempt's, recorded already
+    adoptable = bool(mine) and mine[-1].status in ("running", "died", "interrupted")
     att = Attempt(trial.number, now_iso(), None, "running", lr=lr, lr_index=k, host=w.host, pid=w.pid)
     with live.lock:
         rec.attempts.append(att)
         rec.status = "running"
     live.save()
     t0 = time.time()
-    adopted = read_json(out / "result.json")
+    adopted = read_json(out / "result.json") if adoptable else None
+    if not adoptable and (out / "result.json").exists():
+        (out / "result.json").replace(out / "result.previous.json")
     if isinstance(adopted, dict):
         result, cpu_s = adopted, 0.0
         att.reason = "adopted the result.json its previous attempt wrote before the worker died"
@@ -143,15 +157,23 @@ def _run_one(w: Owner, pc: PlannedCell, live: Live, k: int, lr: float, out: Path
             return not prune
 
         limits = s.runner_limits()
-        outcome = run_runner(
-            pc.cfg.replace(train={"lr": lr}),
-            out,
-            on_event=on_event,
-            control=control,
-            env=w.env,
-            stall_s=limits["stall_s"],
-            timeout_s=limits["timeout_s"],
-        )
+        try:
+            outcome = run_runner(
+                pc.cfg.replace(train={"lr": lr}),
+                out,
+                on_event=on_event,
+                control=control,
+                env=w.env,
+                stall_s=limits["stall_s"],
+                timeout_s=limits["timeout_s"],
+            )
+        except KeyboardInterrupt:  # the user stopped the sweep: no failure, the cell runs again later
+            tell_end(w.study, trial, "failed", None, INTERRUPTED)
+            live.trial = None
+            with live.lock:
+                att.status, att.reason, att.ended = "interrupted", INTERRUPTED, now_iso()
+                att.wall_s = time.time() - t0
+            raise
         result, cpu_s = outcome.result, outcome.cpu_s
     status = str(result.get("status")) if result.get("status") in RUN_STATUSES else "failed"
     wall_s = time.time() - t0
@@ -165,6 +187,7 @@ def _run_one(w: Owner, pc: PlannedCell, live: Live, k: int, lr: float, out: Path
     with live.lock:
         att.status = status
         att.reason = att.reason or result.get("reason")
+        att.cause = cause_of(status, att.reason)
         att.ended = now_iso()
         att.eval_loss, att.usd, att.wall_s, att.cpu_s = loss, usd, wall_s, cpu_s
     live.save()
@@ -172,10 +195,20 @@ def _run_one(w: Owner, pc: PlannedCell, live: Live, k: int, lr: float, out: Path
     return Outcome(status, result, loss, lr)
 
 
+def give_back(claims: Claims, cell_id: str, host: str, pid: int) -> None:
+    """An interrupted cell (or baseline) this process owns back to `pending`, its attempts and deaths
+    as they were: the next run takes it up at once, as a new attempt."""
+    row = claims.get(cell_id)
+    if row is not None and row.status == "running" and (row.host, row.pid) == (host, pid):
+        claims.cas(row, status="pending", host=None, pid=None, heartbeat=None, usd=None, wall_s=None)
+
+
 def run_attempts(w: Owner, pc: PlannedCell) -> dict[str, Any]:
     """Run the cell's LR trials; write its final record; return {status, usd, wall_s}."""
     assert pc.cfg is not None
     rec = load_record(w.plan.dir, pc.cell_id) or pc.new_record()
+    # the record describes the config this run gets (a retried or re-planned cell's may have changed)
+    rec.config, rec.estimate, rec.lr_trials = pc.cfg.to_dict(), pc.estimate, pc.lr_trials
     live = Live(w, rec)
     live.beat()
     beat = threading.Thread(
@@ -183,16 +216,17 @@ def run_attempts(w: Owner, pc: PlannedCell) -> dict[str, Any]:
     )
     beat.start()
     outcomes: dict[int, Outcome] = {}
+    force = w.plan.settings.rerun == "failed"
     try:
         for k in range(pc.lr_trials):
             out = w.plan.dir / "cells" / pc.cell_id / (f"lr{k}" if pc.lr_trials > 1 else "")
-            done = [a for a in rec.attempts if a.lr_index == k and a.status in RUN_STATUSES]
-            if done:
+            last = lr_trial_done(rec.attempts, k, force)
+            if last is not None:
                 res = read_json(out / "result.json")
-                last = done[-1]
+                status = last.status if last.status in RANK else "failed"  # a final `died`
                 outcomes[k] = Outcome(
-                    last.status,
-                    res if isinstance(res, dict) else {"status": last.status},
+                    status,
+                    res if isinstance(res, dict) else {"status": status, "reason": last.reason},
                     last.eval_loss,
                     last.lr if last.lr is not None else pc.cfg.lr,
                 )
@@ -206,6 +240,14 @@ def run_attempts(w: Owner, pc: PlannedCell) -> dict[str, Any]:
                 history = [(o.lr, o.eval_loss) for o in outcomes.values() if o.eval_loss is not None]
                 lr = suggest_lr(pc.cfg.method.name, history, pc.cfg.seed + int(pc.cell_id[:6], 16), k)
             outcomes[k] = _run_one(w, pc, live, k, lr, out)
+    except KeyboardInterrupt:
+        live.stop.set()
+        beat.join(timeout=10)
+        with live.lock:
+            rec.status, rec.reason = "pending", None
+        live.save()
+        give_back(w.claims, pc.cell_id, w.host, w.pid)
+        raise
     finally:
         live.stop.set()
         beat.join(timeout=10)

@@ -1,7 +1,10 @@
 """trials/baseline.json: the untrained base model's eval loss and metric, measured once per sweep.
 
 Claimed like a cell (cell id `baseline` in the claims table), so several workers or machines starting
-the same sweep measure it once; a baseline whose owner died is measured again.
+the same sweep measure it once; a baseline whose owner died is measured again — at once when the owner
+was a process on this host (a `kill -9` of the sweep mid-baseline, then the same command), else once
+its heartbeat is stale. Its record keeps every attempt (sweep.retry retries a failed one on the next
+run); a user's interrupt gives it back, pending.
 """
 
 from __future__ import annotations
@@ -10,11 +13,13 @@ import logging
 import threading
 import time
 
-from advisor.trials.record import Attempt, TrialRecord
-from advisor.trials.store import BASELINE, load_record, now_iso, save_record
+from advisor.trials.record import Attempt, RecordError, TrialRecord
+from advisor.trials.store import BASELINE, load_record, now_iso, record_path, save_record, set_aside
+from sweep.attempts import INTERRUPTED, give_back
 from sweep.cellrun import run_runner
-from sweep.claims import Claims, is_dead, me
+from sweep.claims import Claims, is_dead, maybe_dead, me
 from sweep.plan import Plan
+from sweep.retry import cause_of
 
 log = logging.getLogger("tunewise.sweep")
 
@@ -25,7 +30,9 @@ def measure_baseline(plan: Plan, claims: Claims, env: dict[str, str] | None = No
         return None
     if row.terminal:
         return load_record(plan.dir, BASELINE)
-    if row.status == "running" and not is_dead(row, plan.settings.heartbeat_timeout_s):
+    # maybe_dead: its owner was a process on this host, and is gone (no need to wait for the heartbeat)
+    dead = is_dead(row, plan.settings.heartbeat_timeout_s) or maybe_dead(row)
+    if row.status == "running" and not dead:
         return None  # another worker is measuring it
     host, pid = me()
     if not claims.cas(
@@ -44,29 +51,40 @@ def measure_baseline(plan: Plan, claims: Claims, env: dict[str, str] | None = No
     beater.start()
     limits = plan.settings.runner_limits()
     try:
+        doc = load_record(plan.dir, BASELINE)
+    except RecordError:  # neither readable nor rebuildable: measured again, the old file set aside
+        set_aside(record_path(plan.dir, BASELINE))
+        doc = None
+    doc = doc or TrialRecord(cell_id=BASELINE, coords={}, config=plan.base_cfg.to_dict())
+    out = plan.dir / "cells" / BASELINE
+    if (out / "result.json").exists():  # an earlier attempt's: never read as this one's
+        (out / "result.json").replace(out / "result.previous.json")
+    try:
         outcome = run_runner(
             plan.base_cfg,
-            plan.dir / "cells" / BASELINE,
+            out,
             baseline=True,
             env=env,
             stall_s=limits["stall_s"],
             timeout_s=limits["timeout_s"],
         )
+    except KeyboardInterrupt:
+        doc.attempts.append(Attempt(None, started, now_iso(), "interrupted", INTERRUPTED))
+        doc.status = "pending"
+        save_record(plan.dir, doc)
+        give_back(claims, BASELINE, host, pid)
+        raise
     finally:
         stop.set()
         beater.join(timeout=10)
     res = outcome.result
     status = str(res.get("status")) if res.get("status") in ("complete", "failed", "oom") else "failed"
     reason = res.get("reason")
-    doc = TrialRecord(
-        cell_id=BASELINE,
-        coords={},
-        config=plan.base_cfg.to_dict(),
-        status=status,
-        reason=reason,
-        measured=res.get("measured"),
-        attempts=[Attempt(None, started, now_iso(), status, reason, cpu_s=outcome.cpu_s)],
-        provenance=res.get("provenance"),
+    doc.config = plan.base_cfg.to_dict()
+    doc.status, doc.reason = status, reason
+    doc.measured, doc.provenance = res.get("measured"), res.get("provenance")
+    doc.attempts.append(
+        Attempt(None, started, now_iso(), status, reason, cpu_s=outcome.cpu_s, cause=cause_of(status, reason))
     )
     save_record(plan.dir, doc)
     fresh = claims.get(BASELINE)

@@ -56,6 +56,18 @@ def _log_tail(path: Path, lines: int = 8) -> str:
     return " | ".join(line.strip() for line in text[-lines:])
 
 
+def _exit_reason(code: int) -> str:
+    """Why a runner ended without result.json, from its exit code (negative: the signal that killed it)."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        oom = " (what the kernel's OOM killer sends when memory runs out)" if -code == signal.SIGKILL else ""
+        return f"runner killed by {name}{oom} before writing result.json"
+    return f"runner exited with code {code} without writing result.json"
+
+
 def run_runner(
     cfg: RunConfig,
     out_dir: Path,
@@ -130,8 +142,7 @@ def run_runner(
         tail = _log_tail(out_dir / "runner.log")
         result = {
             "status": "failed",
-            "reason": f"runner exited with code {proc.returncode} without writing result.json"
-            + (f": {tail}" if tail else ""),
+            "reason": _exit_reason(proc.returncode) + (f": {tail}" if tail else ""),
             "measured": None,
             "provenance": None,
         }

@@ -145,11 +145,18 @@ def report_cmd(args: list[str]) -> int:
     sweep_dir = Path(args[0])
     if not (sweep_dir / "trials").is_dir():
         raise ConfigError(f"SWEEP_DIR={str(sweep_dir)!r}: not a sweep directory (no trials/ folder)")
+    from advisor.trials.store import read_records
     from reports.build import build_report
 
     paths = build_report(sweep_dir, print_summary=True)
     for p in paths:
         print(f"wrote {p}", file=sys.stderr)
+    unreadable = read_records(sweep_dir)[1]  # what build_report could neither read nor rebuild
+    if unreadable:
+        print("tunewise: the report leaves out cells whose records are unreadable:", file=sys.stderr)
+        for u in unreadable:
+            print(f"  - {sweep_dir / u}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -14,11 +14,14 @@ Scale-out:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,17 +29,19 @@ from typing import Any
 from advisor.config.schema import RunConfig
 from advisor.errors import ConfigError
 from advisor.trials.store import BASELINE, read_json, read_records, write_json
+from sweep import integrity
 from sweep.baseline import measure_baseline
 from sweep.cellrun import _die_with_parent
 from sweep.claims import Claims
-from sweep.plan import build_plan, format_plan, matrix_cells
+from sweep.plan import Plan, build_plan, format_plan, matrix_cells
 from sweep.planfile import STORAGE_ENV, write_plan
 from sweep.progress import View
 from sweep.provenance import sweep_doc
 from sweep.records import write_results_csv
-from sweep.settings import settings_from
-from sweep.skipped import reopen_over_budget, skip_planned
-from sweep.study import make_pruner, open_study
+from sweep.retry import RESULTS
+from sweep.settings import SweepSettings, settings_from
+from sweep.skipped import skip_planned
+from sweep.study import make_pruner, open_study, storage_error
 from sweep.worker import Worker
 
 log = logging.getLogger("tunewise.sweep")
@@ -105,21 +110,93 @@ def _spawn_workers(sweep_dir: Path, n: int, storage: str) -> list[subprocess.Pop
     return procs
 
 
-def _finish(sweep_dir: Path) -> None:
+def _finish(sweep_dir: Path) -> list[str]:
+    """results.csv and the report; the record files that could be neither read nor rebuilt."""
     path = write_results_csv(sweep_dir)
     print(f"results: {path}")
-    try:
-        from reports.build import build_report
-    except ImportError as e:  # pragma: no cover - reports package incomplete
-        log.warning("no report built (%s)", e)
-        return
+    from reports.build import build_report
+
     for p in build_report(sweep_dir):
         print(f"report: {p}")
+    problems = read_records(sweep_dir)[1]
+    for u in problems:
+        log.warning("left out of the report: %s", u)
+    return problems
+
+
+def _check_folder(d: Path) -> None:
+    """sweep.dir as a folder this process can create and write, or ConfigError saying why not."""
+    if d.exists() and not d.is_dir():
+        raise ConfigError(f"sweep.dir={str(d)!r}: is a file, not a folder (allowed: a folder path)")
+    probe = d
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ConfigError(f"sweep.dir={str(d)!r}: {probe} is a file, so no folder can be made under it")
+    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"sweep.dir={str(d)!r}: {probe} is not writable by this user (choose another sweep.dir)"
+        )
+
+
+def _no_runnable_config(plan: Plan) -> ConfigError | None:
+    """Every cell's config fails to build (bad input in every cell): one error listing the reasons."""
+    if not plan.cells or any(pc.status != "failed" for pc in plan.cells):
+        return None
+    reasons = list(dict.fromkeys((pc.reason or "").removeprefix("bad config: ") for pc in plan.cells))
+    return ConfigError([f"no cell of the sweep can run: {r}" for r in reasons])
+
+
+def _open_storage(settings: SweepSettings, plan: Plan) -> tuple[Claims, Any]:
+    """The claims table and the Optuna study on sweep.storage, or a ConfigError naming the storage."""
+    try:
+        claims = Claims(settings.storage, settings.study_name)
+        claims.ensure([pc.cell_id for pc in plan.cells] + [BASELINE])
+        study = open_study(
+            settings.storage, settings.study_name, make_pruner(settings.pruner, len(plan.cells))
+        )
+    except ConfigError:
+        raise
+    except Exception as e:  # SQLAlchemy / DBAPI / Optuna errors: a bad, unreachable or corrupt storage
+        raise storage_error(settings.storage, e) from None
+    return claims, study
+
+
+def _interruptible() -> None:
+    """SIGTERM (a scheduler, `kill`) stops the sweep like Ctrl-C: running cells go back to pending."""
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+
+
+def _run_workers(plan: Plan, claims: Claims) -> None:
+    settings = plan.settings
+    measure_baseline(plan, claims)
+    if settings.workers == 1:
+        Worker(plan).run()
+    else:
+        procs = _spawn_workers(settings.dir, settings.workers, settings.storage)
+        try:
+            codes = [p.wait() for p in procs]
+        except KeyboardInterrupt:  # they got the Ctrl-C too: let them give their cells back
+            for p in procs:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.wait(timeout=30)
+            raise
+        if any(codes):
+            log.warning("worker exit codes: %s", codes)
+    measure_baseline(plan, claims)  # missing still (its owner died meanwhile): measured now
 
 
 def run_sweep(cfg_dict: dict[str, Any], overrides: list[str]) -> int:
+    """Plan, check the folder, run; 0 when a cell has a result, 1 when none could run, 2 (ConfigError)
+    for bad input."""
     settings = settings_from(cfg_dict)
     base = RunConfig.from_dict(cfg_dict)
+    _check_folder(settings.dir)
     _ensure_demo_assets(base)  # before the matrix: the rows cap reads the data file
     matrix, cells, notes = matrix_cells(cfg_dict.get("matrix") or {}, overrides, base, settings.seeds)
     if not cells:
@@ -128,6 +205,10 @@ def run_sweep(cfg_dict: dict[str, Any], overrides: list[str]) -> int:
     plan = build_plan(settings, base, matrix["axes"], cells, overrides, notes)
     print(format_plan(plan))
     print(f"sweep.dir: {settings.dir}")
+    bad = _no_runnable_config(plan)
+    if bad is not None:
+        raise bad
+    changed = integrity.check(plan)  # refuses a rerun that would relabel measurements (sweep.rerun)
     if settings.dry_run:
         return 0
     if not plan.runnable():
@@ -138,29 +219,32 @@ def run_sweep(cfg_dict: dict[str, Any], overrides: list[str]) -> int:
     settings.dir.mkdir(parents=True, exist_ok=True)
     old = read_json(settings.dir / "sweep.json")
     created = old.get("created") if isinstance(old, dict) else None
+    claims, study = _open_storage(settings, plan)
+    integrity.replace(plan, claims, changed)
     write_json(settings.dir / "sweep.json", sweep_doc(settings, matrix, notes, overrides, base, created))
     write_plan(plan)  # for worker processes; this process runs `plan` as it is
-    claims = Claims(settings.storage, settings.study_name)
-    claims.ensure([pc.cell_id for pc in plan.cells] + [BASELINE])
-    study = open_study(settings.storage, settings.study_name, make_pruner(settings.pruner, len(plan.cells)))
-    reopen_over_budget(plan, claims)
+    integrity.sync(plan, claims)
+    integrity.reopen(plan, claims)  # over budget / infeasible cells the plan runs now, retried failures
     skip_planned(plan, claims, study)
     t0 = time.time()
+    _interruptible()
     with View(plan):
-        measure_baseline(plan, claims)
-        if settings.workers == 1:
-            Worker(plan).run()
-        else:
-            procs = _spawn_workers(settings.dir, settings.workers, settings.storage)
-            codes = [p.wait() for p in procs]
-            if any(codes):
-                log.warning("worker exit codes: %s", codes)
+        _run_workers(plan, claims)
     claims.dispose()
-    _finish(settings.dir)
+    problems = _finish(settings.dir)
     counts: dict[str, int] = {}
+    ids = {pc.cell_id for pc in plan.cells}
     for rec in read_records(settings.dir)[0]:
-        counts[rec.status] = counts.get(rec.status, 0) + 1
+        if rec.cell_id in ids:
+            counts[rec.status] = counts.get(rec.status, 0) + 1
     print(
         f"sweep done in {time.time() - t0:.0f} s: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
     )
-    return 0
+    if not any(counts.get(s, 0) for s in RESULTS):
+        print(
+            "tunewise: no cell could run (every cell failed, was infeasible or over budget: see the reasons above "
+            f"and in {settings.dir / 'report.md'})",
+            file=sys.stderr,
+        )
+        return 1
+    return 1 if problems else 0

@@ -41,6 +41,10 @@ class SweepSettings:
     prescreen: bool = _S["prescreen"]  # false = run infeasible cells too, ignore the budget (benchmarks)
     cell_stall_minutes: float | None = _S["cell_stall_minutes"]  # no progress this long: killed
     cell_timeout_minutes: float | None = _S["cell_timeout_minutes"]  # wall-clock cap per attempt
+    # device slots workers hand out (sweep/devices.py): null = all visible GPUs (CPU: as many simulated
+    # slots as the largest cell needs), N = the first N (N simulated on CPU), a list = these GPU indices
+    devices: int | tuple[int, ...] | None = _S["devices"]
+    rerun: str | None = _S["rerun"]  # changed | failed | null: what a rerun of the folder may run again
 
     def runner_limits(self) -> dict[str, float | None]:
         """The stall watchdog's limits in seconds, as `sweep.cellrun.run_runner` takes them."""
@@ -55,6 +59,10 @@ class SweepSettings:
         return d
 
 
+# sweep.rerun: null = refuse to rerun a folder whose measurements came from another config;
+# changed = re-run the cells whose config changed (old results move to sweep.dir/replaced/);
+# failed = run every failed cell again, whatever its cause and tries (sweep.retry)
+RERUN = (None, "changed", "failed")
 DERIVED = ("study_name", "matrix_name")  # SweepSettings fields that are no `sweep.` key
 NULL_DERIVED = ("dir", "storage")  # `sweep.` keys whose null means: derive (default_dir, sqlite)
 
@@ -132,6 +140,8 @@ def settings_from(cfg_dict: dict[str, Any]) -> SweepSettings:
     for k in ("workers", "seeds", "lr_trials"):
         if k not in bad and s[k] < 1:
             p.add(f"sweep.{k}", s[k], "must be a positive integer")
+    if "rerun" not in bad and s["rerun"] not in RERUN:
+        p.add("sweep.rerun", s["rerun"], "unknown choice", ["null", *[str(r) for r in RERUN if r]])
     if "pruner" not in bad and s["pruner"] not in PRUNERS:
         p.add("sweep.pruner", s["pruner"], "unknown pruner", PRUNERS)
     for k in ("heartbeat_timeout_s", "poll_s"):

@@ -23,6 +23,8 @@ def record_skipped(plan: Plan, study: optuna.Study, pc: PlannedCell, status: str
     """Tell Optuna and write the record (the caller has already won the claim)."""
     number = tell_skipped(study, pc.cell, plan.axes, plan.seeds, status, reason)
     rec = load_record(plan.dir, pc.cell_id) or pc.new_record()
+    fresh = pc.new_record()  # what the plan says now (a re-planned cell's config or estimate may differ)
+    rec.config, rec.estimate, rec.lr_trials = fresh.config, fresh.estimate, fresh.lr_trials
     rec.status, rec.reason = status, reason
     rec.attempts.append(Attempt(number, None, now_iso(), status, reason))
     save_record(plan.dir, rec)

@@ -50,8 +50,15 @@ def make_storage(url: str) -> optuna.storages.RDBStorage:
     return optuna.storages.RDBStorage(driver_url(url), engine_kwargs=kwargs)
 
 
+def _transient(e: BaseException) -> bool:
+    """The first-run race of several workers creating the same tables, or a locked SQLite file."""
+    text = str(e).lower()
+    return any(w in text for w in ("locked", "already exists", "unique constraint", "duplicate key"))
+
+
 def open_study(url: str, name: str, pruner: optuna.pruners.BasePruner) -> optuna.Study:
-    """Create the study once, or load it; retry the first-run race of several workers creating tables."""
+    """Create the study once, or load it; retry the first-run race of several workers creating tables.
+    A storage that cannot work (malformed URL, unreachable server, corrupt file) is a ConfigError."""
     last: Exception | None = None
     for i in range(8):
         try:
@@ -62,13 +69,66 @@ def open_study(url: str, name: str, pruner: optuna.pruners.BasePruner) -> optuna
                 pruner=pruner,
                 load_if_exists=True,
             )
+        except ConfigError:
+            raise
         except Exception as e:
-            if isinstance(e, ConfigError):
-                raise
+            if not _transient(e):
+                raise storage_error(url, e) from None
             last = e
             time.sleep(0.3 * (i + 1))
-    raise ConfigError(
-        f"sweep.storage={url!r}: cannot open the Optuna study ({last.__class__.__name__}: {last})"
+    assert last is not None
+    raise storage_error(url, last)
+
+
+def _cause(e: BaseException) -> BaseException:
+    """The innermost error (Optuna and SQLAlchemy wrap the driver's)."""
+    seen = set()
+    while (e.__cause__ or e.__context__) is not None and id(e) not in seen:
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__  # type: ignore[assignment]
+    return e
+
+
+def storage_error(url: str, e: BaseException) -> ConfigError:
+    """What is wrong with sweep.storage, in words: malformed, a driver missing, unreachable, a file that
+    is no database, a full disk."""
+    from sweep.records import redact_url
+
+    inner = _cause(e)
+    text = " ".join(str(inner).split())[:300] or type(inner).__name__
+    low = f"{e} {text}".lower()
+    shown = redact_url(url)
+    allowed = "an Optuna RDB URL: sqlite:///PATH/study.db, postgresql://USER:PASSWORD@HOST/DB, mysql://…"
+    if "disk is full" in low or "no space" in low or "exceeding max length" in low and "full" in low:
+        why = (
+            f"the disk is full ({text}); free some space (or move sweep.dir) and rerun the same command: "
+            "finished cells are kept"
+        )
+        return ConfigError(f"sweep.storage={shown!r}: {why}")
+    if "file is not a database" in low or "malformed" in low and "database" in low:
+        path = url.split("sqlite:///", 1)[-1]
+        why = (
+            f"{path} is not a readable SQLite database ({text}). Move it aside (mv {path} {path}.corrupt) and "
+            "rerun the same command: the trial records in trials/ are intact, and finished cells are taken from "
+            "them, not run again"
+        )
+        return ConfigError(f"sweep.storage={shown!r}: {why}")
+    if "can't load plugin" in low or "could not parse" in low or "argument" in type(inner).__name__.lower():
+        return ConfigError(
+            f"sweep.storage={shown!r}: not a storage URL this tunewise can use ({text}) (allowed: {allowed})"
+        )
+    if isinstance(inner, ImportError):
+        return ConfigError(
+            f"sweep.storage={shown!r}: its database driver is not installed ({text}); install it, e.g. "
+            "pip install -e '.[postgres]' for postgresql://"
+        )
+    if "unable to open database file" in low:
+        return ConfigError(
+            f"sweep.storage={shown!r}: cannot create or open that SQLite file ({text}); its folder must exist "
+            "and be writable"
+        )
+    return ConfigError(
+        f"sweep.storage={shown!r}: cannot open the Optuna study there ({text}) (allowed: {allowed})"
     )
 
 

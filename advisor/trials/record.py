@@ -24,7 +24,8 @@ RECORD_VERSION = 2
 # design.md's statuses, plus `pending`: a record written before its cell started
 STATUSES = ("pending", "running", "complete", "pruned", "infeasible", "over_budget", "failed", "oom")
 FINISHED = ("complete", "pruned", "infeasible", "over_budget", "failed", "oom")
-ATTEMPT_STATUSES = (*STATUSES, "died")  # an attempt whose worker died mid-run
+# `died`: its worker died mid-run; `interrupted`: the user stopped the sweep (Ctrl-C, SIGTERM) — no failure
+ATTEMPT_STATUSES = (*STATUSES, "died", "interrupted")
 
 
 class RecordError(ConfigError):
@@ -66,6 +67,7 @@ class Attempt:
     usd: float | None = None  # measured dollars of this attempt
     wall_s: float | None = None
     cpu_s: float | None = None  # user + system CPU seconds of its runner process
+    cause: str | None = None  # why a failed/died attempt failed (sweep.retry.CAUSES): what its retries count
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -92,6 +94,7 @@ class Attempt:
             usd=_num(d.get("usd")),
             wall_s=_num(d.get("wall_s")),
             cpu_s=_num(d.get("cpu_s")),
+            cause=d.get("cause") if isinstance(d.get("cause"), str) else None,
         )
 
 
@@ -114,6 +117,7 @@ class TrialRecord:
     spent: dict[str, float] | None = None  # {usd, wall_s, cpu_s} over every attempt that ran
     heartbeat: dict[str, Any] | None = None  # last sign of life of the running attempt
     version: int = RECORD_VERSION
+    repaired: str | None = None  # set when the file was unreadable and rebuilt from cells/<id>/ (what, when)
 
     # -- coordinates and values --------------------------------------------------------------------
     @property
@@ -183,6 +187,7 @@ class TrialRecord:
             "lr_results": self.lr_results,
             "spent": self.spent,
             "heartbeat": self.heartbeat,
+            **({"repaired": self.repaired} if self.repaired else {}),
         }
 
     @classmethod
@@ -232,6 +237,7 @@ class TrialRecord:
             lr_results=[r for r in results if isinstance(r, dict)] if isinstance(results, list) else None,
             spent=d.get("spent"),
             heartbeat=d.get("heartbeat"),
+            repaired=d.get("repaired") if isinstance(d.get("repaired"), str) else None,
         )
 
 

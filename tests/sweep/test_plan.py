@@ -64,7 +64,8 @@ def test_the_report_counts_the_cells_the_sweep_planned(tiny_assets, tmp_path):
         _norm(o) for o in ("method=full data.rows=48", "method=lora method.r=8 data.rows=48")
     )
     out = tunewise(tiny_assets, args)
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 1, out.stderr[-3000:]  # no cell could run (issue 16): not a success
+    assert "no cell could run" in out.stderr
     records, _ = read_records(d)
     assert {r.cell_id for r in records} == set(planned) and {r.status for r in records} == {"infeasible"}
     ctx = build_context(load(d), d / "plots")

@@ -138,4 +138,8 @@ def test_unreadable_files_are_reported_not_fatal(tmp_path):
     write_json(tmp_path / "trials" / "odd.json", {"cell_id": "odd", "status": "finished"})
     records, problems = read_records(tmp_path)
     assert [r.cell_id for r in records] == ["good"]
-    assert problems[0] == "half.json: not JSON" and "odd.json: status='finished'" in problems[1]
+    # nothing in cells/ to rebuild them from: each named, with why and what was tried (issue 16)
+    assert (
+        problems[0].startswith("trials/half.json: not JSON") and "cells/half/ holds no result" in problems[0]
+    )
+    assert "odd.json: status='finished'" in problems[1]
