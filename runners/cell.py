@@ -12,6 +12,11 @@ then tokenizer, data, model (`wall_s.load`), training with evals (`wall_s.train`
 the task metric, the adapter (and merged weights on train.merge). An out-of-memory anywhere ends
 `oom` with the step reached and the peaks so far; any other error ends `failed` with a one-line
 reason (traceback to stderr and OUT_DIR/error.log). Neither raises to the caller.
+
+`gpu.count` = N > 1: `run_cell` leads a group of N processes (runners.parallel.launch), each of which
+runs this same code as one rank (`Group` from runners.parallel.group): the data, the step and the
+evals split across ranks (runners.train), rank 0 reports, each rank writes OUT_DIR/ranks/rank<r>.json,
+and the leader combines them into result.json (per-rank memory in `measured.ranks`).
 """
 
 from __future__ import annotations
@@ -36,8 +41,10 @@ from runners.checkpoint import Checkpoints, Trainables
 from runners.hooks import NO_HOOKS, Hooks
 from runners.metric import task_metric
 from runners.optim import make_optimizer, make_scheduler
+from runners.parallel import rank as rank_mod
+from runners.parallel.group import SINGLE, Group, gathered_state, join, leave, unwrap, wrap
 from runners.provenance import provenance
-from runners.result import CellResult, Measured, Metric, Progress, Status
+from runners.result import CellResult, Measured, Metric, Progress, RankMemory, Status
 from runners.train import Batches, Loop, Schedule, eval_schedule
 
 if TYPE_CHECKING:
@@ -75,8 +82,11 @@ def prepare(
     progress: Progress,
     learned: Learned,
     hooks: Hooks = NO_HOOKS,
+    group: Group = SINGLE,
 ) -> tuple[Loop, PreTrainedTokenizerBase, dataset.Split]:
-    """Tokenizer, data, model, optimizer, the checkpoint to resume: the loop of one run, ready."""
+    """Tokenizer, data, model, optimizer, the checkpoint to resume: the loop of one run, ready.
+    Every rank seeds alike before the adapters are created: fully_shard shards each rank's own copy
+    and broadcasts nothing, so the ranks must build the same one."""
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
     split = dataset.split(cfg.data, cfg.seed)
@@ -91,34 +101,35 @@ def prepare(
     steps = (
         0
         if baseline
-        else data_mod.planned_steps(len(rows), t.micro_batch_size, t.grad_accum, t.epochs, t.max_steps)
+        else data_mod.planned_steps(
+            len(rows), t.micro_batch_size, t.grad_accum * group.world, t.epochs, t.max_steps
+        )
     )
     eval_steps = [] if baseline else eval_schedule(steps, t.eval_every_steps, t.eval_points)
     learned.planned_steps = steps
-    model = model_mod.load_model(cfg)
+    model = model_mod.load_model(cfg, sharded=group.sharded)
     _keep_alive_on_forward(model, hooks)
     dev = model_mod.device()
     learned.trainable_params = model_mod.trainable_params(model)
+    model = wrap(model, cfg, group)  # before the optimizer: FSDP replaces the parameters by shards
     optimizer = make_optimizer(t.optimizer, model.parameters(), cfg.lr)
     parts = Trainables(
         model=model,
         optimizer=optimizer,
         scheduler=make_scheduler(optimizer, max(1, steps), t.warmup_ratio),
-        scaler=torch.amp.GradScaler(dev.type) if cfg.precision == "amp_fp16" else None,
+        scaler=_scaler(dev, group) if cfg.precision == "amp_fp16" else None,
     )
     where = Checkpoints(
         folder=out_dir / "checkpoint",
         key=checkpoint.config_key(cfg.to_dict()),
         every_steps=t.checkpoint_every_steps or max(1, round(0.1 * steps)),
     )
-    blob = checkpoint.load(where.folder, where.key) if resume and not baseline else None
-    if blob is not None:
-        restored = Progress.from_state(blob["state"])
+    state = checkpoint.resume(where, parts, group) if resume and not baseline else None
+    if state is not None:
+        restored = Progress.from_state(state)
         progress.__dict__.update(restored.__dict__)
         progress.static_bytes = None  # re-measured after this process's first step
-        checkpoint.restore(blob, parts)
         learned.resumed_from_step = progress.step
-        del blob
     progress.wall_s["load"] += time.perf_counter() - t0
     hooks.send(
         {"type": "start", "planned_steps": steps, "eval_steps": eval_steps, "resumed_from": progress.step}
@@ -137,8 +148,19 @@ def prepare(
         autocast_dtype=model_mod.autocast_dtype(cfg),
         progress=progress,
         hooks=hooks,
+        group=group,
     )
     return loop, tok, split
+
+
+def _scaler(dev: torch.device, group: Group) -> torch.amp.GradScaler:
+    """amp_fp16's loss scaler; under FSDP the sharded one (an inf in any rank's shard skips the step
+    on every rank)."""
+    if group.sharded:
+        from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+
+        return ShardedGradScaler(dev.type)
+    return torch.amp.GradScaler(dev.type)
 
 
 def _keep_alive_on_forward(model: Model, hooks: Hooks) -> None:
@@ -166,9 +188,17 @@ def _train(
     learned: Learned,
     live: measure.LiveBytes | None,
     hooks: Hooks,
+    group: Group,
 ) -> Status:
     loop, tok, split = prepare(
-        cfg, out_dir, resume=resume, baseline=baseline, progress=progress, learned=learned, hooks=hooks
+        cfg,
+        out_dir,
+        resume=resume,
+        baseline=baseline,
+        progress=progress,
+        learned=learned,
+        hooks=hooks,
+        group=group,
     )
     hooks.phase("eval" if baseline else "train")
     if loop.device.type == "cuda":
@@ -184,8 +214,8 @@ def _train(
         status = "complete"
     else:
         status = loop.run()
-    model = loop.parts.model
-    if status == "complete":
+    model = unwrap(loop.parts.model)
+    if status == "complete":  # every rank scores the same rows alike: FSDP's forwards need them all
         hooks.phase("metric")
         t1 = time.perf_counter()
         # Not under the CPU live-bytes counter: generation runs thousands of tiny ops per row, and the
@@ -203,14 +233,68 @@ def _train(
         progress.wall_s["eval"] += time.perf_counter() - t1
     if not baseline:
         hooks.phase("save")
-        learned.adapter_bytes = model_mod.save_adapter(model, out_dir / "adapter")
-        if cfg.train.merge and status == "complete":
-            model_mod.save_merged(model, tok, out_dir / "merged")
+        merge = cfg.train.merge and status == "complete"
+        if group.world == 1:
+            learned.adapter_bytes = model_mod.save_adapter(model, out_dir / "adapter")
+            if merge:
+                model_mod.save_merged(model, tok, out_dir / "merged")
+        else:
+            learned.adapter_bytes = _save_gathered(cfg, loop.parts.model, tok, out_dir, group, merge)
     return status
+
+
+def _save_gathered(
+    cfg: RunConfig,
+    model: torch.nn.Module,
+    tok: PreTrainedTokenizerBase,
+    out_dir: Path,
+    group: Group,
+    merge: bool,
+) -> int | None:
+    """The adapter (and merged weights on request) of a cell on N processes: the trained parameters
+    gathered whole on rank 0, saved once. The merged weights are a fresh 1-process model with them."""
+    state = gathered_state(model)
+    size = None
+    if group.main and state is not None:
+        if cfg.method.is_adapter:
+            size = model_mod.save_adapter(unwrap(model), out_dir / "adapter", state)  # type: ignore[arg-type]
+        if merge:
+            fresh = model_mod.load_model(cfg)
+            fresh.load_state_dict(state, strict=False)
+            model_mod.save_merged(fresh, tok, out_dir / "merged")
+    group.barrier()
+    return size
 
 
 def _gib(b: int | None) -> float | None:
     return None if b is None else round(b / GIB, 4)
+
+
+def _devices() -> list[str] | None:
+    """The device slots the sweep's worker gave this cell (TUNEWISE_DEVICES, else CUDA_VISIBLE_DEVICES)."""
+    import os
+
+    slots = os.environ.get("TUNEWISE_DEVICES") or os.environ.get("CUDA_VISIBLE_DEVICES")
+    return [d for d in slots.split(",") if d] if slots else None
+
+
+def _rank_memory(
+    group: Group, p: Progress, learned: Learned, live: measure.LiveBytes | None, sampler: measure.Sampler
+) -> RankMemory:
+    allocated = reserved = None
+    if learned.cuda_peaks:
+        allocated, reserved = torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
+    elif live is not None and live.peak:
+        allocated = live.peak
+    return RankMemory(
+        rank=group.rank,
+        allocated_gib=_gib(allocated),
+        reserved_gib=_gib(reserved),
+        device_gib=_gib(sampler.device_peak),
+        rss_gib=_gib(sampler.rss_peak_bytes()),
+        static_bytes=p.static_bytes,
+        live_bytes=dict(live.at_peak) if live is not None and live.peak else None,
+    )
 
 
 def _measured(
@@ -219,6 +303,7 @@ def _measured(
     learned: Learned,
     live: measure.LiveBytes | None,
     sampler: measure.Sampler,
+    group: Group = SINGLE,
 ) -> Measured:
     allocated = reserved = None
     if learned.cuda_peaks:
@@ -254,6 +339,9 @@ def _measured(
         static_bytes=p.static_bytes,
         truncated_examples=learned.truncated_examples,
         resumed_from_step=learned.resumed_from_step,
+        world_size=group.world,
+        ranks=[_rank_memory(group, p, learned, live, sampler).to_dict()] if group.world > 1 else None,
+        devices=_devices(),
     )
 
 
@@ -271,9 +359,16 @@ def run_cell(
     `emit(event)` for every protocol event (start, eval, end), `on_step(progress)` after every
     optimizer step, `keepalive(phase)` on every forward pass (None) and as each phase begins (load,
     train or eval, metric, save). `resume` continues OUT_DIR/checkpoint when it holds this config's;
-    `baseline` evaluates the untrained model instead of training."""
+    `baseline` evaluates the untrained model instead of training. With gpu.count = N > 1 it starts N
+    processes and returns their combined result (runners.parallel.launch)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    ranked = rank_mod.in_group()
+    if cfg.gpu.count > 1 and not ranked:
+        from runners.parallel.launch import launch
+
+        return launch(cfg, out_dir, hooks, resume=resume, baseline=baseline)
+    group = SINGLE
     progress, learned = Progress(), Learned()
     live = measure.LiveBytes() if not torch.cuda.is_available() else None
     sampler = measure.Sampler()
@@ -285,6 +380,8 @@ def run_cell(
         model_mod.check(cfg)
         with sampler, cap:
             hooks.phase("load")
+            if ranked:
+                group = join(cfg)
             status = _train(
                 cfg,
                 out_dir,
@@ -294,6 +391,7 @@ def run_cell(
                 learned=learned,
                 live=live,
                 hooks=hooks,
+                group=group,
             )
     except ConfigError as e:
         reason = "; ".join(e.problems)
@@ -307,15 +405,20 @@ def run_cell(
         tb = traceback.format_exc()
         print(tb, file=sys.stderr)
         with contextlib.suppress(OSError):
-            (out_dir / "error.log").write_text(tb)
+            (out_dir / (rank_mod.error_log() if ranked else "error.log")).write_text(tb)
     if reason and status == "failed":
         print(f"tunewise cell failed: {reason}", file=sys.stderr)
     result = CellResult(
         status=status,
         reason=reason,
-        measured=_measured(cfg, progress, learned, live, sampler),
+        measured=_measured(cfg, progress, learned, live, sampler, group),
         provenance=provenance(cfg.seed),
     )
+    if ranked:  # the group's leader combines the ranks' results and reports the end
+        rank_mod.write_result(out_dir, result)
+        if status in ("complete", "pruned"):
+            leave()  # an orderly exit; a failing rank leaves the group to the launcher's teardown
+        return result
     result.write(out_dir)
     hooks.send({"type": "end", "status": status, "reason": reason})
     return result

@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import os
 import resource
+import sys
 import threading
 import time
 import weakref
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -33,38 +36,81 @@ GIB = 2**30
 
 
 class LiveBytes(TorchDispatchMode):
-    """Peak bytes of live tensor storages while active (CPU)."""
+    """Peak bytes of live tensor storages while active (CPU), and what they were at the peak.
+
+    Each storage is counted under the category current when it appeared (`phase(name)`): `weights`,
+    `gradients`, `optimizer` for what exists when counting starts (`register`), then the loop's phases —
+    `forward` (activations, logits, parameters FSDP gathered), `backward` (activation and parameter
+    gradients), `optimizer` (states created by the first step, the step's temporaries), `eval`.
+    FSDP2 frees a gathered parameter by resizing its storage to 0 and later back (no dispatched op
+    shows either): while counting, its alloc_storage/free_storage report each resize here."""
 
     def __init__(self) -> None:
         super().__init__()
         self.live = 0
         self.peak = 0
-        self._seen: set[int] = set()
+        self.category = "forward"
+        self.by_category: dict[str, int] = {}  # live bytes per category now
+        self.at_peak: dict[str, int] = {}  # by_category when the peak was reached
+        self._sizes: dict[int, tuple[int, str]] = {}  # storage id -> (bytes counted, category)
+        self._unpatch: Callable[[], None] = _nothing
 
-    def _track(self, t: torch.Tensor) -> None:
+    def phase(self, name: str) -> None:
+        self.category = name
+
+    def _add(self, key: int, n: int, category: str) -> None:
+        self._sizes[key] = (n, category)
+        self.live += n
+        self.by_category[category] = self.by_category.get(category, 0) + n
+        if self.live > self.peak:
+            self.peak = self.live
+            self.at_peak = {k: v for k, v in self.by_category.items() if v}
+
+    def _track(self, t: torch.Tensor, category: str | None = None) -> None:
         try:
             s = t.untyped_storage()
         except (RuntimeError, NotImplementedError):  # tensor subclasses without storage
             return
         key = id(s)
-        if key in self._seen:
+        if key in self._sizes:
             return
-        n = s.nbytes()
-        self._seen.add(key)
-        self.live += n
-        if self.live > self.peak:
-            self.peak = self.live
-        weakref.finalize(s, self._free, key, n)
+        self._add(key, s.nbytes(), category or self.category)
+        weakref.finalize(s, self._free, key)
 
-    def _free(self, key: int, n: int) -> None:
-        self._seen.discard(key)
+    def _free(self, key: int) -> None:
+        n, category = self._sizes.pop(key, (0, ""))
         self.live -= n
+        if category:
+            self.by_category[category] -= n
 
-    def register(self, tensors) -> None:
-        """Count storages that already exist (parameters, gradients, optimizer state, batches)."""
-        for t in tensors:
+    def resized(self, storage: torch.UntypedStorage) -> None:
+        """A storage resized in place (FSDP2's alloc_storage/free_storage)."""
+        key = id(storage)
+        if key not in self._sizes:
+            self._add(key, storage.nbytes(), self.category)
+            weakref.finalize(storage, self._free, key)
+            return
+        old, category = self._sizes[key]
+        self._free(key)
+        self._add(key, storage.nbytes(), category)
+
+    def register(self, tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Count storages that already exist, by category (model_tensors: parameters, gradients,
+        optimizer state, buffers)."""
+        for category, t in tensors:
             if isinstance(t, torch.Tensor) and t.device.type == "cpu":
-                self._track(t)
+                self._track(t, category)
+
+    def __enter__(self) -> LiveBytes:
+        self._unpatch = _watch_fsdp_resizes(self)
+        return super().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            super().__exit__(*exc)
+        finally:
+            self._unpatch()
+            self._unpatch = _nothing
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
@@ -78,22 +124,80 @@ class LiveBytes(TorchDispatchMode):
         return out
 
 
-def model_tensors(model, optimizer=None):
-    """Every tensor a training step keeps: parameters, their gradients, buffers, optimizer state."""
+def _nothing() -> None:
+    return None
+
+
+def _watch_fsdp_resizes(live: LiveBytes) -> Callable[[], None]:
+    """Report FSDP2's in-place storage resizes to `live` while it counts; returns the undo."""
+    if "torch.distributed.fsdp" not in sys.modules:  # FSDP never ran in this process
+        return _nothing
+    try:
+        from torch.distributed.fsdp._fully_shard import _fsdp_param, _fsdp_param_group
+    except ImportError:  # a torch without FSDP2's module layout: its resizes go uncounted
+        return _nothing
+    alloc0, free0 = _fsdp_param.alloc_storage, _fsdp_param.free_storage
+
+    def alloc(tensor: torch.Tensor) -> None:
+        alloc0(tensor)
+        live.resized(tensor.untyped_storage())
+
+    def free(tensor: torch.Tensor) -> None:
+        free0(tensor)
+        live.resized(tensor.untyped_storage())
+
+    modules = [m for m in (_fsdp_param, _fsdp_param_group) if getattr(m, "alloc_storage", None) is alloc0]
+    for m in modules:
+        m.alloc_storage = alloc  # type: ignore[attr-defined]
+    _fsdp_param.free_storage = free  # type: ignore[attr-defined]
+
+    def undo() -> None:
+        for m in modules:
+            m.alloc_storage = alloc0  # type: ignore[attr-defined]
+        _fsdp_param.free_storage = free0  # type: ignore[attr-defined]
+
+    return undo
+
+
+def local(t: torch.Tensor) -> torch.Tensor:
+    """This rank's part of a tensor (a DTensor's local shard under FSDP2; any other tensor itself)."""
+    to_local = getattr(t, "to_local", None)
+    return to_local() if callable(to_local) else t
+
+
+def _quant_states(model: torch.nn.Module) -> Iterator[Any]:
+    """bitsandbytes quant_states: on each 4-bit parameter, and on its Linear4bit module (where it
+    survives FSDP2 replacing the parameter by a sharded DTensor)."""
     for p in model.parameters():
-        yield p
-        if p.grad is not None:
-            yield p.grad
         qs = getattr(p, "quant_state", None)
         if qs is not None:
-            yield from _quant_tensors(qs)
-    yield from model.buffers()
+            yield qs
+    for m in model.modules():
+        qs = getattr(m, "quant_state", None)
+        if qs is not None and not isinstance(qs, torch.Tensor):
+            yield qs
+
+
+def model_tensors(model: torch.nn.Module, optimizer: Any = None) -> Iterator[tuple[str, torch.Tensor]]:
+    """(category, tensor) of every tensor a training step keeps: parameters (with bitsandbytes
+    quant_state) and buffers as weights, their gradients, optimizer state; this rank's shards."""
+    for p in model.parameters():
+        yield "weights", local(p)
+        if p.grad is not None:
+            yield "gradients", local(p.grad)
+    for qs in _quant_states(model):
+        for t in _quant_tensors(qs):
+            yield "weights", t
+    for b in model.buffers():
+        yield "weights", local(b)
     if optimizer is not None:
         for st in optimizer.state.values():
-            yield from (v for v in st.values() if isinstance(v, torch.Tensor))
+            for v in st.values():
+                if isinstance(v, torch.Tensor):
+                    yield "optimizer", local(v)
 
 
-def _quant_tensors(qs):
+def _quant_tensors(qs: Any) -> Iterator[torch.Tensor]:
     for name in ("absmax", "code", "offset"):
         v = getattr(qs, name, None)
         if isinstance(v, torch.Tensor):
@@ -102,7 +206,7 @@ def _quant_tensors(qs):
         yield from _quant_tensors(qs.state2)
 
 
-def _unique_bytes(tensors) -> int:
+def _unique_bytes(tensors: Iterable[torch.Tensor]) -> int:
     seen, total = set(), 0
     for t in tensors:
         s = t.untyped_storage()
@@ -113,23 +217,22 @@ def _unique_bytes(tensors) -> int:
     return total
 
 
-def static_bytes(model, optimizer) -> dict[str, int]:
+def static_bytes(model: torch.nn.Module, optimizer: Any) -> dict[str, int]:
     """Bytes of weights (bitsandbytes quant_state included; tied weights once), gradients and optimizer
     state, read from the real tensors (call after an optimizer step, before gradients are cleared).
+    Under FSDP2 this rank's shards (their padded storage); under DDP the gradient buckets.
 
     Only the run device's memory counts: on CUDA, torch AdamW's per-tensor `step` counters live on the
     host (not fused/capturable; advisor.estimator.static.step_counter_bytes) and are left out; bitsandbytes' paged
     states (CPU tensors over cudaMallocManaged memory, `is_paged`) stay in. On CPU everything counts."""
-    params = list(model.parameters())
+    params = [local(p) for p in model.parameters()]
     dev = params[0].device.type if params else "cpu"
     weights = list(params)
-    for p in params:
-        qs = getattr(p, "quant_state", None)
-        if qs is not None:
-            weights.extend(_quant_tensors(qs))
-    grads = [p.grad for p in params if p.grad is not None]
+    for qs in _quant_states(model):
+        weights.extend(_quant_tensors(qs))
+    grads = [local(p.grad) for p in model.parameters() if p.grad is not None]
     states = [
-        v
+        local(v)
         for st in optimizer.state.values()
         for v in st.values()
         if isinstance(v, torch.Tensor) and (v.device.type == dev or getattr(v, "is_paged", False))

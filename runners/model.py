@@ -8,6 +8,11 @@ base; peft keeps the adapter weights in fp32 (its `autocast_adapter_dtype` defau
 QLoRA: `BitsAndBytesConfig(load_in_4bit, quant_type, double_quant, compute dtype bf16/fp16/fp32 per
 precision)`, then `prepare_model_for_kbit_training` (which casts the non-quantized parameters to fp32),
 then LoRA. Gradient checkpointing is HF's per-layer, non-reentrant.
+Under FSDP (`sharded=True`, runners.parallel.group) QLoRA follows the FSDP-QLoRA recipe: the 4-bit
+weights are stored in the compute dtype (`bnb_4bit_quant_storage`), so FSDP shards and gathers them
+like any parameter, and `prepare_model_for_kbit_training` is not applied (no fp32 copies of the
+non-4-bit parameters; gradient checkpointing set up as for LoRA).
+On a GPU, FSDP's `fully_shard` moves each layer to the device as it shards it.
 """
 
 from __future__ import annotations
@@ -35,7 +40,12 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def device() -> torch.device:
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    """This process's device: its GPU (the rank's, set by runners.parallel.group.join), else the CPU."""
+    return (
+        torch.device("cuda", torch.cuda.current_device())
+        if torch.cuda.is_available()
+        else torch.device("cpu")
+    )
 
 
 def weight_dtype(cfg: RunConfig) -> torch.dtype:
@@ -117,9 +127,10 @@ def lora_config(cfg: RunConfig) -> LoraConfig:
     )
 
 
-def load_model(cfg: RunConfig) -> Model:
-    """The model on the run's device, wrapped for the method, in training mode."""
-    model: Model = load_base(cfg)
+def load_model(cfg: RunConfig, sharded: bool = False) -> Model:
+    """The model on the run's device, wrapped for the method, in training mode (`sharded`: as FSDP
+    will shard it; see the module docstring)."""
+    model: Model = load_base(cfg, sharded)
     if cfg.method.is_adapter:
         from peft import get_peft_model
 
@@ -131,9 +142,11 @@ def load_model(cfg: RunConfig) -> Model:
     return model
 
 
-def load_base(cfg: RunConfig) -> CausalLM:
+def load_base(cfg: RunConfig, sharded: bool = False) -> CausalLM:
     """The base model as training sees it: dtype per precision, 4-bit + kbit preparation for QLoRA,
-    gradient checkpointing per config; no adapter yet (PeftModel.from_pretrained goes on top of this)."""
+    gradient checkpointing per config; no adapter yet (PeftModel.from_pretrained goes on top of this).
+    `sharded`: the FSDP recipe (4-bit storage in the compute dtype, no kbit preparation; left on the
+    CPU on a GPU machine, for fully_shard to move layer by layer)."""
     from transformers import AutoModelForCausalLM
 
     dev = device()
@@ -149,19 +162,22 @@ def load_base(cfg: RunConfig) -> CausalLM:
             bnb_4bit_quant_type=cfg.method.quant_type,
             bnb_4bit_use_double_quant=cfg.method.double_quant,
             bnb_4bit_compute_dtype=compute_dtype(cfg),
+            **({"bnb_4bit_quant_storage": compute_dtype(cfg)} if sharded else {}),
         )
         kw["dtype"] = compute_dtype(cfg)
         if dev.type == "cuda":
-            kw["device_map"] = {"": 0}
+            kw["device_map"] = {"": dev.index or 0}
     else:
         kw["dtype"] = weight_dtype(cfg)
     model = AutoModelForCausalLM.from_pretrained(model_path(cfg), **kw)
-    if cfg.method.name != "qlora":
+    if cfg.method.name == "qlora":
+        _one_4bit_layout(model)
+    if cfg.method.name != "qlora" and not (sharded and dev.type == "cuda"):
         # transformers' stubs type PreTrainedModel.to by its first parameter (a model): a device is valid
         model.to(dev)  # type: ignore[arg-type]
     model.config.use_cache = False
     gc_kwargs = {"use_reentrant": False}
-    if cfg.method.name == "qlora":
+    if cfg.method.name == "qlora" and not sharded:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(
@@ -172,6 +188,17 @@ def load_base(cfg: RunConfig) -> CausalLM:
     elif cfg.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
     return model
+
+
+def _one_4bit_layout(model: torch.nn.Module) -> None:
+    """Keep bitsandbytes' 4-bit layers in one weight layout for the whole run. On CPUs with AVX512-BF16,
+    the first no-grad forward (an eval) repacks a layer's weight for a bf16 inference kernel and marks
+    its quant_state, and every later forward — training included — runs that kernel: an eval would
+    change the training that follows it (measured: 1e-3 in the eval loss 3 steps later), and under FSDP,
+    which gathers the weight anew in the original layout for every forward, the mark misreads it."""
+    for m in model.modules():
+        if getattr(m, "support_avx512bf16_for_cpu", False):
+            m.support_avx512bf16_for_cpu = False  # type: ignore[assignment]
 
 
 def trainable_params(model: torch.nn.Module) -> int:
@@ -188,12 +215,13 @@ def dir_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
-def save_adapter(model: Model, folder: Path) -> int | None:
-    """PEFT adapter (loadable with PeftModel.from_pretrained); bytes on disk. None for full fine-tuning."""
+def save_adapter(model: Model, folder: Path, state: dict[str, torch.Tensor] | None = None) -> int | None:
+    """PEFT adapter (loadable with PeftModel.from_pretrained); bytes on disk. None for full fine-tuning.
+    `state`: the parameters gathered from the ranks of a sharded model (runners.parallel.group)."""
     if not is_peft(model):
         return None
     tmp = folder.with_name(folder.name + ".tmp")
-    model.save_pretrained(str(tmp))
+    model.save_pretrained(str(tmp), state_dict=state)
     _replace_dir(tmp, folder)
     return dir_bytes(folder)
 

@@ -10,6 +10,8 @@
   heartbeats, any change of the main thread's Python stack (loading, saving, checkpoints). A tick that
   stops while heartbeats go on is a main thread blocked in one call: the sweep's stall watchdog
   (sweep/watchdog.py) kills such a runner, and one that sends nothing at all (a stopped process).
+  A cell on N processes (gpu.count > 1): this process leads the group and the tick is the sum of every
+  rank's (runners.parallel): a rank that stops stops it, even while the others wait for it.
 - With `--control`, after each eval event one line is read from stdin: `continue` or `prune`
   (EOF or CONTROL_TIMEOUT_S without an answer = continue).
 - Exit code 0 whenever OUT_DIR/result.json was written; 2 when it could not be.
@@ -70,6 +72,10 @@ class Channel:
         self._stop = threading.Event()
         self._main = threading.main_thread().ident
         self._stack: Stack = ()
+        # a cell on N processes: this process only leads the group (its main thread sits in the
+        # launcher's monitoring loop, whose stack moves without any training); the ranks' own ticks
+        # arrive through keepalive (runners.parallel.launch)
+        self.watch_stack = True
 
     def send(self, event: Event | HeartbeatEvent) -> None:
         with self._lock:
@@ -110,7 +116,7 @@ class Channel:
 
     def heartbeat_forever(self) -> None:
         while True:
-            stack = stack_signature(self._main)
+            stack = stack_signature(self._main) if self.watch_stack else self._stack
             if stack != self._stack:  # the main thread moved since the last heartbeat
                 self._stack = stack
                 self.beat.tick += 1
@@ -176,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             end: EndEvent = {"type": "end", "status": "failed", "reason": reason}
             chan.send(end)
             return 0
+        chan.watch_stack = cfg.gpu.count == 1
         hooks = Hooks(
             control=(lambda _event: read_answer()) if args.control else None,
             emit=chan.emit,

@@ -86,6 +86,38 @@ class Measured:
     static_bytes: dict[str, int] | None  # weights, gradients, optimizer: measured after the first step
     truncated_examples: int | None  # training examples cut at train.seq_len
     resumed_from_step: int | None  # the checkpoint's step when this run resumed one
+    # a cell on N processes (runners.parallel): the peak fields above are the largest rank's,
+    # static_bytes rank 0's (per-rank, as the advisor predicts per GPU), tokens_per_s the group's
+    world_size: int = 1  # processes (gpu.count)
+    ranks: list[dict[str, Any]] | None = None  # RankMemory.to_dict() per rank; None for one process
+    devices: list[str] | None = None  # the device slots the worker gave the cell (CUDA_VISIBLE_DEVICES)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def empty(cls) -> Measured:
+        """Nothing measured yet (a group whose rank 0 never reported)."""
+        values: dict[str, Any] = {
+            f.name: None for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
+        }
+        values.update(train_tokens=0, wall_s={}, usd=0.0, eval_curve=[], steps=0)
+        return cls(**values)
+
+
+@dataclass
+class RankMemory:
+    """One rank's memory in `measured.ranks`: its peaks and what it held."""
+
+    rank: int
+    allocated_gib: float | None  # this rank's peak live tensor bytes (CUDA allocator / LiveBytes)
+    reserved_gib: float | None
+    device_gib: float | None
+    rss_gib: float | None
+    static_bytes: dict[str, int] | None  # weights, gradients, optimizer: this rank's shards
+    # live bytes at this rank's peak by what created them (runners.measure.LiveBytes categories:
+    # weights, gradients, optimizer, forward, backward, eval); None on CUDA
+    live_bytes: dict[str, int] | None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -9,6 +9,15 @@ it runs the packed batches transformers understands without a custom collator/Tr
 One optimizer step = `grad_accum` micro-batches; the loss is the mean over the step's target tokens
 (HF loss with `num_items_in_batch`), gradients clipped to norm MAX_GRAD_NORM, then optimizer and
 scheduler step. Evals (loss on the validation split, token-weighted) run at the planned eval steps.
+
+On N processes (runners.parallel; `group`) an optimizer step covers N × grad_accum micro-batches of the
+same deterministic stream — rank r takes the r-th run of grad_accum of them — so the global batch is
+micro × accum × N and step k trains on what a 1-process run with grad_accum × N trains on. Each rank
+divides its summed token losses by the whole step's target count (every rank knows it: the stream is
+deterministic) and scales by N, which DDP's and FSDP's gradient averaging undo: the same gradients as
+1 process. Reported losses are sums over the ranks; evals split the validation batches across ranks and
+sum; clipping reads the norm of the sharded gradients (a DTensor under FSDP) whole; rank 0's prune
+answer is every rank's.
 """
 
 from __future__ import annotations
@@ -25,8 +34,9 @@ from torch import nn
 
 from runners import checkpoint, measure
 from runners.checkpoint import Checkpoints, Trainables
-from runners.data import Row, Stream, collate, real_tokens
-from runners.hooks import NO_HOOKS, Hooks
+from runners.data import IGNORE, Row, Stream, collate, real_tokens
+from runners.hooks import NO_HOOKS, EvalEvent, Hooks
+from runners.parallel.group import SINGLE, Group, unwrap
 from runners.result import Progress
 
 MAX_GRAD_NORM = 1.0
@@ -41,8 +51,20 @@ def clip_gradients(params: list[torch.Tensor], max_norm: float) -> None:
     gradients fewer. Reading the norm syncs once per step on CUDA (the loss read already does)."""
     grads = [p.grad for p in params if p.grad is not None]
     total = torch.nn.utils.get_total_norm(grads)
-    if not float(total) <= max_norm:  # above the limit, or not finite (torch scales by nan/0 alike)
+    whole = getattr(total, "full_tensor", None)  # FSDP2: a DTensor of the shards' partial norms
+    norm = whole() if callable(whole) else total
+    if not float(norm) <= max_norm:  # above the limit, or not finite (torch scales by nan/0 alike)
         torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
+
+
+def targets(rows: list[Row]) -> int:
+    """Tokens a micro-batch of `rows` is scored on (labels after each row's first position)."""
+    return sum(sum(1 for x in r.labels[1:] if x != IGNORE) for r in rows)
+
+
+def padded_tokens(rows: list[Row]) -> int:
+    """Tokens of the padded micro-batch (rows × the longest row)."""
+    return len(rows) * max(len(r.input_ids) for r in rows)
 
 
 def eval_schedule(steps: int, eval_every_steps: int | None, eval_points: int) -> list[int]:
@@ -53,6 +75,15 @@ def eval_schedule(steps: int, eval_every_steps: int | None, eval_points: int) ->
         at = {max(1, round(k * steps / eval_points)) for k in range(1, eval_points + 1)}
     at.add(steps)
     return sorted(at)
+
+
+def _sync(model: nn.Module, last: bool) -> AbstractContextManager[Any]:
+    """DDP all-reduces gradients on the step's last micro-batch only (`no_sync` before); FSDP
+    reduce-scatters every micro-batch into its sharded gradients; one process does neither."""
+    no_sync = getattr(model, "no_sync", None)
+    if last or not callable(no_sync) or not isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return contextlib.nullcontext()
+    return no_sync()
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager[None]:
@@ -69,25 +100,34 @@ def eval_loss(
     pad_id: int,
     device: torch.device,
     autocast_dtype: torch.dtype | None = None,
+    group: Group = SINGLE,
 ) -> float:
-    """Token-weighted mean loss over `rows` (padded batches, eval mode: no dropout)."""
+    """Token-weighted mean loss over `rows` (padded batches, eval mode: no dropout). On N ranks each
+    takes every N-th batch and the sums are added up; under FSDP every rank runs as many forwards (a
+    rank short of a batch repeats one, uncounted), since each forward gathers parameters from all."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
+    starts = list(range(0, len(rows), micro_batch_size))
+    mine = starts[group.rank :: group.world]
+    rounds = -(-len(starts) // group.world) if group.sharded else len(mine)
     with torch.no_grad():
-        for i in range(0, len(rows), micro_batch_size):
+        for j in range(rounds):
+            i = mine[j] if j < len(mine) else starts[0]
             batch = {
                 k: v.to(device) for k, v in collate(rows[i : i + micro_batch_size], pad_id, False).items()
             }
-            n = int((batch["labels"][:, 1:] != -100).sum())
-            if not n:
+            n = int((batch["labels"][:, 1:] != -100).sum()) if j < len(mine) else 0
+            if not n and not group.sharded:
                 continue
             with autocast(device, autocast_dtype):
                 out = model(**batch, use_cache=False, num_items_in_batch=1)  # the summed loss
-            total += float(out.loss)
-            count += n
+            if n:
+                total += float(out.loss)
+                count += n
     model.train(was_training)
-    return total / max(1, count)
+    total, n_all = group.sum([total, float(count)])
+    return total / max(1, n_all)
 
 
 @dataclass
@@ -122,6 +162,7 @@ class Loop:
     progress: Progress
     hooks: Hooks = NO_HOOKS  # on_step after each optimizer step; evaluated() after each eval
     live: measure.LiveBytes | None = None  # CPU live-bytes counter (None on CUDA)
+    group: Group = SINGLE  # the cell's process group (one process: SINGLE)
 
     def _batch(self, rows: list[Row]) -> dict[str, torch.Tensor]:
         b = self.batches
@@ -129,29 +170,47 @@ class Loop:
 
     def evaluate(self) -> float:
         b = self.batches
+        self._phase("eval")
         return eval_loss(
-            self.parts.model,
+            unwrap(self.parts.model),  # DDP's wrapper would broadcast buffers on every forward
             b.val_rows,
             b.stream.micro_batch_size,
             b.pad_id,
             self.device,
             self.autocast_dtype,
+            self.group,
         )
+
+    def _phase(self, name: str) -> None:
+        if self.live is not None:
+            self.live.phase(name)
+
+    def micro_batches(self, step: int, rank: int) -> list[list[Row]]:
+        """Rank `rank`'s micro-batches of optimizer step `step` (see the module docstring)."""
+        accum, stream = self.schedule.grad_accum, self.batches.stream
+        first = (step * self.group.world + rank) * accum
+        return [stream.micro_batch(first + k) for k in range(accum)]
 
     def _step(self, step: int) -> None:
         model, optimizer, scaler = self.parts.model, self.parts.optimizer, self.parts.scaler
-        accum, stream = self.schedule.grad_accum, self.batches.stream
-        micro = [stream.micro_batch(step * accum + k) for k in range(accum)]
+        group = self.group
+        every = [self.micro_batches(step, r) for r in range(group.world)]  # the whole step, every rank's
+        micro = every[group.rank]
         batches = [self._batch(rows) for rows in micro]
-        targets = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
+        step_targets = sum(targets(rows) for share in every for rows in share)
         loss_sum = 0.0
-        for b in batches:
-            with autocast(self.device, self.autocast_dtype):
-                out = model(**b, use_cache=False, num_items_in_batch=max(1, targets))
-            loss = out.loss
-            (scaler.scale(loss) if scaler is not None else loss).backward()
-            loss_sum += float(loss.detach())
-            del out, loss
+        for k, b in enumerate(batches):
+            with _sync(model, last=k == len(batches) - 1):
+                self._phase("forward")
+                with autocast(self.device, self.autocast_dtype):
+                    out = model(**b, use_cache=False, num_items_in_batch=max(1, step_targets))
+                loss = out.loss
+                self._phase("backward")
+                scaled = loss * group.world if group.world > 1 else loss  # undone by gradient averaging
+                (scaler.scale(scaled) if scaler is not None else scaled).backward()
+                loss_sum += float(loss.detach())
+                del out, loss, scaled
+        self._phase("optimizer")
         trainable = [p for g in optimizer.param_groups for p in g["params"]]
         if scaler is not None:
             scaler.unscale_(optimizer)
@@ -163,8 +222,10 @@ class Loop:
             optimizer.step()
         if self.progress.static_bytes is None:
             self.progress.static_bytes = measure.static_bytes(model, optimizer)
-        optimizer.zero_grad(set_to_none=True)
+        # DDP: gradients are views of its buckets, which live on either way; zeroed, they stay countable
+        optimizer.zero_grad(set_to_none=not (group.world > 1 and group.parallel == "ddp"))
         self.parts.scheduler.step()
+        (loss_sum,) = group.sum([loss_sum])
         if not math.isfinite(loss_sum):
             raise FloatingPointError(
                 f"training loss is {loss_sum} at step {step + 1}: the run diverged or overflowed "
@@ -172,8 +233,8 @@ class Loop:
             )
         p = self.progress
         p.loss = loss_sum
-        p.train_tokens += sum(real_tokens(r) for r in micro)
-        p.batch_tokens += sum(int(b["input_ids"].numel()) for b in batches)
+        p.train_tokens += sum(real_tokens(rows) for share in every for rows in share)
+        p.batch_tokens += sum(padded_tokens(rows) for share in every for rows in share)
 
     def tracking(self) -> AbstractContextManager[Any]:
         """The CPU live-bytes counter as a context (a no-op on CUDA, where the allocator counts)."""
@@ -184,19 +245,21 @@ class Loop:
 
     def tracked_steps(self) -> set[int]:
         """Steps run under the CPU live-bytes counter: the first untimed ones (the optimizer state is
-        created there) and the step holding the largest padded micro-batch (where activations peak)."""
+        created there) and the step holding the largest padded micro-batch (where activations peak) —
+        each rank's: every rank counts the same steps, so none waits on another's slower step."""
         if self.live is None:
             return set()
         first = self.progress.step
-        heaviest, size = first, -1
-        accum = self.schedule.grad_accum
-        for step in range(first, self.schedule.steps):
-            for k in range(accum):
-                rows = self.batches.stream.micro_batch(step * accum + k)
-                n = len(rows) * max(len(r.input_ids) for r in rows)
-                if n > size:
-                    heaviest, size = step, n
-        return set(range(first, first + WARMUP_STEPS_UNTIMED + 1)) | {heaviest}
+        tracked = set(range(first, first + WARMUP_STEPS_UNTIMED + 1))
+        for rank in range(self.group.world):
+            heaviest, size = first, -1
+            for step in range(first, self.schedule.steps):
+                for rows in self.micro_batches(step, rank):
+                    n = padded_tokens(rows)
+                    if n > size:
+                        heaviest, size = step, n
+            tracked.add(heaviest)
+        return tracked
 
     def run(self) -> Literal["complete", "pruned"]:
         """Train to the end ('complete') or until the control prunes ('pruned')."""
@@ -231,13 +294,18 @@ class Loop:
                 frac = p.step / steps
                 p.eval_curve.append([p.step, frac, loss])
                 index = eval_steps.index(p.step)
-                keep = self.hooks.evaluated(
-                    {"type": "eval", "step": p.step, "fraction": frac, "eval_loss": loss, "index": index}
-                )
+                event: EvalEvent = {
+                    "type": "eval",
+                    "step": p.step,
+                    "fraction": frac,
+                    "eval_loss": loss,
+                    "index": index,
+                }
+                keep = self.group.decide(self.hooks.evaluated(event) if self.group.main else True)
                 if not keep and p.step < steps:
                     return "pruned"
             if p.step % every == 0 and p.step < steps:
                 t2 = time.perf_counter()
-                checkpoint.save(self.checkpoints, self.parts, p.step, p.to_state())
+                checkpoint.save(self.checkpoints, self.parts, p.step, p.to_state(), self.group)
                 p.wall_s["train"] += time.perf_counter() - t2
         return "complete"

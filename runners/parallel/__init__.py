@@ -1,0 +1,12 @@
+"""One cell on N processes: `gpu.count` = N > 1 runs the same runner as N ranks under PyTorch's own
+launcher (torch.distributed.run's elastic agent; NCCL on GPUs, gloo on CPU).
+
+- `group`: the rank's view of its process group (`Group`: sums, rank 0's decisions, barriers; a
+  1-process `SINGLE` that does nothing, so the single-process path is the same code) and how the model
+  is wrapped per `parallel` (`wrap`: DDP, or FSDP2 `fully_shard` per decoder layer then the root).
+- `launch`: the group's leader — the process `run_cell` runs in. It starts the ranks, relays rank 0's
+  events and every rank's progress to the caller's hooks, and combines the ranks' results into one
+  result.json (the culprit rank and its reason when the group failed).
+- `rank`: what a rank process runs (`python -m runners.parallel.rank CONFIG_JSON OUT_DIR`), its link to
+  the leader and its progress file.
+"""

@@ -1,0 +1,278 @@
+"""The leader of a cell on N processes: starts the ranks with torch.distributed.run, relays them to the
+caller's hooks, and turns their results into the cell's one result.json.
+
+- Start: torch.distributed.run's own argument parser and elastic agent (`--standalone
+  --nproc-per-node N --max-restarts 0`, rank entry point `python -m runners.parallel.rank`), in this
+  process. Each rank inherits the environment (CUDA_VISIBLE_DEVICES: the worker's device slice; rank r
+  takes its r-th device) plus the link address and this process's pid.
+- Relay: rank 0's events (start, eval, steps) arrive on a TCP link; each goes to `hooks.emit`, an eval
+  also to `hooks.control`, whose answer goes back to rank 0 (which broadcasts it). Progress comes from
+  every rank's progress file: the sum of their ticks moving is a `keepalive`, rank 0's phase a phase.
+- End: when any rank fails, the agent stops the others within seconds (a rank killed with -9 included;
+  a hung rank fails its collectives after runners.parallel.group.COLLECTIVE_TIMEOUT_S, or the sweep's
+  stall watchdog kills this process, and the ranks die with it). `combine` names the culprit: a rank
+  that failed on its own (its reason) or was killed by a signal, before the ranks that only lost their
+  peers; the cell's status is that rank's (oom or failed) and its reason starts `rank r of N:`.
+  Memory: `measured.ranks` lists every rank's; the cell's peaks are the largest rank's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from advisor.config.schema import RunConfig
+from runners.hooks import Hooks
+from runners.parallel.rank import ENV_LEADER, ENV_LINK, RANKS, beat_path, result_path
+from runners.result import CellResult, Measured, Progress, Provenance, Status
+
+WATCH_S = 0.5  # how often the leader reads the ranks' progress files
+# a rank's failure caused by another's (its peer's connection went away, or the launcher stopped it)
+COLLATERAL = ("by peer", "Broken pipe", "Connection refused", "NCCL communicator was aborted", "ProcessGroup")
+MEMORY_KEYS = ("allocated_gib", "reserved_gib", "device_gib", "rss_gib")
+
+
+def launch(cfg: RunConfig, out_dir: Path, hooks: Hooks, *, resume: bool, baseline: bool) -> CellResult:
+    """Run the cell on cfg.gpu.count processes; write OUT_DIR/result.json; never raises for a failed run."""
+    world = cfg.gpu.count
+    ranks = out_dir / RANKS
+    ranks.mkdir(parents=True, exist_ok=True)
+    for old in [*ranks.glob("rank*.json"), *ranks.glob("beat-*.json")]:
+        old.unlink()
+    config = ranks / "config.json"
+    config.write_text(json.dumps(cfg.to_dict()))
+    args = ["-m", "runners.parallel.rank", str(config), str(out_dir)]
+    args += ["--baseline"] if baseline else []
+    args += [] if resume else ["--fresh"]
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        relay = Relay(server, hooks, out_dir, world)
+        with (
+            relay,
+            _environ({ENV_LINK: f"127.0.0.1:{server.getsockname()[1]}", ENV_LEADER: str(os.getpid())}),
+        ):
+            failures = run_group(world, args)
+    result = combine(out_dir, world, failures, relay.progress)
+    result.write(out_dir)
+    hooks.send({"type": "end", "status": result.status, "reason": result.reason})
+    return result
+
+
+@dataclass(frozen=True)
+class Failure:
+    """How a rank process ended, as the elastic agent saw it."""
+
+    exitcode: int
+    signal: str | None  # e.g. SIGKILL when a signal ended it
+
+
+def run_group(world: int, args: list[str]) -> dict[int, Failure]:
+    """torch.distributed.run on this node: `world` ranks of `python <args>`; the ranks that failed."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import elastic_launch
+    from torch.distributed.run import config_from_args, get_args_parser
+
+    parsed = get_args_parser().parse_args(
+        [f"--nproc-per-node={world}", "--max-restarts=0", "--monitor-interval=0.1", *args]
+    )
+    # what torch.distributed.run.run does for --standalone: a rendezvous on a free local port
+    parsed.rdzv_backend, parsed.rdzv_endpoint, parsed.rdzv_id = "c10d", "localhost:0", str(uuid.uuid4())
+    config, cmd, cmd_args = config_from_args(parsed)
+    try:
+        elastic_launch(config, cmd)(*cmd_args)
+    except ChildFailedError as e:
+        return {
+            rank: Failure(f.exitcode, f.signal_name() if f.exitcode < 0 else None)
+            for rank, f in e.failures.items()
+        }
+    return {}
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    """Set variables the ranks inherit; afterwards restore this process's environment as it was
+    (torch.distributed.run also sets OMP_NUM_THREADS=1 here when it is unset)."""
+    before = dict(os.environ)
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(before)
+
+
+class Relay:
+    """Rank 0's link and every rank's progress file → the caller's hooks (two daemon threads)."""
+
+    def __init__(self, server: socket.socket, hooks: Hooks, out_dir: Path, world: int):
+        self.server, self.hooks, self.out_dir, self.world = server, hooks, out_dir, world
+        self.progress = Progress()  # step and loss as rank 0 reported them
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._link, name="tunewise-leader-link", daemon=True),
+            threading.Thread(target=self._watch, name="tunewise-leader-watch", daemon=True),
+        ]
+
+    def __enter__(self) -> Relay:
+        self.server.settimeout(0.5)
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=5)
+        self._ticks()  # the last progress files
+
+    def _link(self) -> None:
+        conn = None
+        while conn is None and not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                conn, _ = self.server.accept()
+        if conn is None:
+            return
+        with conn, conn.makefile("r", encoding="utf-8") as lines:
+            conn.settimeout(None)
+            for line in lines:
+                try:
+                    msg = json.loads(line)
+                except ValueError:
+                    continue
+                ev = msg.get("event")
+                if ev is None:  # an optimizer step
+                    self.progress.step, self.progress.loss = msg.get("step", 0), msg.get("loss")
+                    if self.hooks.on_step is not None:
+                        self.hooks.on_step(self.progress)
+                elif ev.get("type") == "eval":
+                    keep = self.hooks.evaluated(ev)
+                    with contextlib.suppress(OSError):
+                        conn.sendall(b"continue\n" if keep else b"prune\n")
+                else:
+                    self.hooks.send(ev)
+
+    def _ticks(self) -> tuple[int, str | None]:
+        total, phase = 0, None
+        for r in range(self.world):
+            try:
+                beat = json.loads(beat_path(self.out_dir, r).read_text())
+            except (OSError, ValueError):
+                continue
+            total += int(beat.get("tick") or 0)
+            if r == 0:
+                phase = beat.get("phase")
+        return total, phase
+
+    def _watch(self) -> None:
+        last_tick, last_phase = -1, None
+        while not self._stop.wait(WATCH_S):
+            tick, phase = self._ticks()
+            if phase and phase != last_phase and phase != "start":
+                self.hooks.phase(phase)
+                last_phase = phase
+            elif tick != last_tick and self.hooks.keepalive is not None:
+                self.hooks.keepalive(None)
+            last_tick = tick
+
+
+def _collateral(reason: str | None) -> bool:
+    return bool(reason) and any(s in str(reason) for s in COLLATERAL)
+
+
+def culprit(
+    world: int, docs: dict[int, dict[str, Any]], failures: dict[int, Failure]
+) -> tuple[int, Status, str] | None:
+    """(rank, status, reason) of the rank that ended the group, or None when every rank ended well.
+
+    In order: a rank that failed on its own (its result names the error), a rank ended by a signal
+    other than the agent's SIGTERM (kill -9, the kernel's OOM killer), a rank that exited without a
+    result, a rank that failed because its peers went away; the earliest of a kind."""
+
+    def own(r: int) -> bool:
+        d = docs.get(r)
+        return d is not None and d.get("status") in ("failed", "oom") and not _collateral(d.get("reason"))
+
+    candidates: list[tuple[int, float, int, Status, str]] = []
+    for r in range(world):
+        d, f = docs.get(r), failures.get(r)
+        if own(r):
+            assert d is not None
+            candidates.append((0, float(d.get("t") or 0), r, d["status"], str(d.get("reason"))))
+        elif d is None and f is not None and f.signal and f.signal != "SIGTERM":
+            candidates.append((1, 0.0, r, "failed", f"killed by signal {f.signal} (exit code {f.exitcode})"))
+        elif d is None and f is not None and f.exitcode > 0:
+            candidates.append(
+                (2, 0.0, r, "failed", f"exited with code {f.exitcode} before reporting a result")
+            )
+        elif d is not None and d.get("status") in ("failed", "oom"):
+            candidates.append((3, float(d.get("t") or 0), r, d["status"], str(d.get("reason"))))
+        elif d is None and f is not None:
+            candidates.append((4, 0.0, r, "failed", f"stopped by signal {f.signal} (exit code {f.exitcode})"))
+        elif d is None:
+            candidates.append((5, 0.0, r, "failed", "ended without a result"))
+    if not candidates:
+        return None
+    _, _, rank, status, reason = min(candidates)
+    return rank, status, reason
+
+
+def combine(out_dir: Path, world: int, failures: dict[int, Failure], progress: Progress) -> CellResult:
+    """The cell's result from the ranks' (see the module docstring)."""
+    docs: dict[int, dict[str, Any]] = {}
+    for r in range(world):
+        with contextlib.suppress(OSError, ValueError):
+            docs[r] = json.loads(result_path(out_dir, r).read_text())
+    first = docs.get(0) or {}
+    status: Status = first.get("status") or "failed"
+    reason: str | None = first.get("reason")
+    blame = culprit(world, docs, failures)
+    if blame is not None:
+        rank, status, why = blame
+        others = sorted(r for r in range(world) if r != rank)
+        reason = f"rank {rank} of {world}: {why}" + (
+            f" (the group was stopped: rank{'s' if len(others) > 1 else ''} {', '.join(map(str, others))} ended with it)"
+            if others
+            else ""
+        )
+        print(f"tunewise cell failed: {reason}", file=sys.stderr)
+    measured = _measured(docs, world, progress)
+    prov = first.get("provenance")
+    return CellResult(
+        status=status,
+        reason=reason,
+        measured=measured,
+        provenance=Provenance(**prov) if prov else None,
+    )
+
+
+def _measured(docs: dict[int, dict[str, Any]], world: int, progress: Progress) -> Measured:
+    m = (docs.get(0) or {}).get("measured")
+    measured = Measured(**m) if m else Measured.empty()
+    if not m:  # rank 0 never reported: what the link told
+        measured.steps = progress.step
+    ranks: list[dict[str, Any]] = []
+    for r in sorted(docs):
+        entries = (docs[r].get("measured") or {}).get("ranks") or []
+        ranks.extend(entries)
+    measured.world_size = world
+    measured.ranks = ranks or None
+    for key in MEMORY_KEYS:
+        values = [e[key] for e in ranks if e.get(key) is not None]
+        setattr(measured, key, max(values) if values else None)
+    if not m:
+        measured.usd = 0.0
+    measured.devices = measured.devices or _devices_now()
+    return measured
+
+
+def _devices_now() -> list[str] | None:
+    slots = os.environ.get("TUNEWISE_DEVICES") or os.environ.get("CUDA_VISIBLE_DEVICES")
+    return [d for d in slots.split(",") if d] if slots else None
