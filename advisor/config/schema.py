@@ -43,7 +43,7 @@ GROUPS = ("model", "method", "gpu")  # sections that are catalog options (conf/<
 SECTIONS = ("train", "data", "price", "budget", "advisor")  # sections whose defaults are config.yaml's
 OUTPUT_ONLY = ("notes", "resolved")  # written by to_dict(), derived again on load
 # composed config read by the sweep and the CLI
-OTHER_KEYS = ("sweep", "matrix", "format", "breakdown", "offline")
+OTHER_KEYS = ("sweep", "matrix", "format", "breakdown", "offline", "from", "tracking", "tracking_uri")
 SECTION_TYPES: dict[str, type] = {
     "model": ModelConfig,
     "method": MethodConfig,
