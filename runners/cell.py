@@ -34,7 +34,7 @@ import torch
 from advisor.config.schema import RunConfig
 from advisor.data import dataset
 from advisor.errors import ConfigError
-from runners import checkpoint, measure
+from runners import checkpoint, measure, tracking
 from runners import data as data_mod
 from runners import model as model_mod
 from runners.checkpoint import Checkpoints, Trainables
@@ -43,6 +43,7 @@ from runners.metric import task_metric
 from runners.optim import make_optimizer, make_scheduler
 from runners.parallel import rank as rank_mod
 from runners.parallel.group import SINGLE, Group, gathered_state, join, leave, unwrap, wrap
+from runners.parallel.group import check as parallel_check
 from runners.provenance import provenance
 from runners.result import CellResult, Measured, Metric, Progress, RankMemory, Status
 from runners.train import Batches, Loop, Schedule, eval_schedule
@@ -117,7 +118,7 @@ def prepare(
         model=model,
         optimizer=optimizer,
         scheduler=make_scheduler(optimizer, max(1, steps), t.warmup_ratio),
-        scaler=_scaler(dev, group) if cfg.precision == "amp_fp16" else None,
+        scaler=torch.amp.GradScaler(dev.type) if cfg.precision == "amp_fp16" else None,
     )
     where = Checkpoints(
         folder=out_dir / "checkpoint",
@@ -151,16 +152,6 @@ def prepare(
         group=group,
     )
     return loop, tok, split
-
-
-def _scaler(dev: torch.device, group: Group) -> torch.amp.GradScaler:
-    """amp_fp16's loss scaler; under FSDP the sharded one (an inf in any rank's shard skips the step
-    on every rank)."""
-    if group.sharded:
-        from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
-
-        return ShardedGradScaler(dev.type)
-    return torch.amp.GradScaler(dev.type)
 
 
 def _keep_alive_on_forward(model: Model, hooks: Hooks) -> None:
@@ -340,7 +331,7 @@ def _measured(
         truncated_examples=learned.truncated_examples,
         resumed_from_step=learned.resumed_from_step,
         world_size=group.world,
-        ranks=[_rank_memory(group, p, learned, live, sampler).to_dict()] if group.world > 1 else None,
+        ranks=[_rank_memory(group, p, learned, live, sampler).to_dict()],
         devices=_devices(),
     )
 
@@ -364,10 +355,8 @@ def run_cell(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ranked = rank_mod.in_group()
-    if cfg.gpu.count > 1 and not ranked:
-        from runners.parallel.launch import launch
-
-        return launch(cfg, out_dir, hooks, resume=resume, baseline=baseline)
+    if not ranked:  # the cell's curves where people look (TensorBoard, MLflow): runners.tracking
+        hooks = tracking.attach(cfg, out_dir, hooks)
     group = SINGLE
     progress, learned = Progress(), Learned()
     live = measure.LiveBytes() if not torch.cuda.is_available() else None
@@ -378,6 +367,11 @@ def run_cell(
     try:
         dataset.validate(cfg.data)  # bad data fails here, before any model loads
         model_mod.check(cfg)
+        parallel_check(cfg)
+        if cfg.gpu.count > 1 and not ranked:  # checked here, before N processes start
+            from runners.parallel.launch import launch
+
+            return launch(cfg, out_dir, hooks, resume=resume, baseline=baseline)
         with sampler, cap:
             hooks.phase("load")
             if ranked:

@@ -16,17 +16,19 @@ kill at any moment leaves the previous complete checkpoint in force.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from runners.parallel.group import SINGLE, Group
+from runners.parallel.group import PEER_FAILED, SINGLE, Group, PeerFailed
 
 if TYPE_CHECKING:
     from runners.model import Model
@@ -135,11 +137,27 @@ def _set_rng_state(blob: dict[str, Any]) -> None:
         random.setstate((3, tuple(blob["rng_python"]), None))
 
 
-def _options() -> Any:
+def _options(strict: bool = True) -> Any:
     from torch.distributed.checkpoint.state_dict import StateDictOptions
 
-    # frozen base weights never change: only what trains is saved (LoRA: the adapter's shards)
-    return StateDictOptions(ignore_frozen_params=True)
+    # frozen base weights never change: only what trains is saved (LoRA: the adapter's shards), and
+    # loading it leaves the frozen ones as loaded
+    return StateDictOptions(ignore_frozen_params=True, strict=strict)
+
+
+@contextlib.contextmanager
+def _own_errors(group: Group, doing: str) -> Iterator[None]:
+    """torch.distributed.checkpoint raises one CheckpointException (a BaseException) on every rank
+    when any rank fails: here the failing rank raises its own error, the others PeerFailed."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    try:
+        yield
+    except CheckpointException as e:
+        mine = e.failures.get(group.rank)
+        if mine is not None:
+            raise RuntimeError(f"{doing}: {type(mine[0]).__name__}: {mine[0]}") from None
+        raise PeerFailed(f"{doing} {PEER_FAILED} (rank {', '.join(map(str, sorted(e.failures)))})") from None
 
 
 def _save_sharded(
@@ -156,7 +174,8 @@ def _save_sharded(
         tmp.mkdir(parents=True)
     group.barrier()
     model_sd, optim_sd = get_state_dict(parts.model, parts.optimizer, options=_options())
-    dcp.save({"model": model_sd, "optimizer": optim_sd}, checkpoint_id=tmp)
+    with _own_errors(group, "saving the sharded checkpoint"):
+        dcp.save({"model": model_sd, "optimizer": optim_sd}, checkpoint_id=tmp)
     extras = {
         "scheduler": parts.scheduler.state_dict(),
         "scaler": parts.scaler.state_dict() if parts.scaler is not None else None,
@@ -196,9 +215,14 @@ def _resume_sharded(where: Checkpoints, parts: Trainables, group: Group) -> dict
         return None
     folder = where.folder / str(doc["folder"])
     model_sd, optim_sd = get_state_dict(parts.model, parts.optimizer, options=_options())
-    dcp.load({"model": model_sd, "optimizer": optim_sd}, checkpoint_id=folder)
+    with _own_errors(group, "loading the sharded checkpoint"):
+        dcp.load({"model": model_sd, "optimizer": optim_sd}, checkpoint_id=folder)
     set_state_dict(
-        parts.model, parts.optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd, options=_options()
+        parts.model,
+        parts.optimizer,
+        model_state_dict=model_sd,
+        optim_state_dict=optim_sd,
+        options=_options(strict=False),
     )
     extras = torch.load(folder / f"rank{group.rank}.pt", map_location="cpu", weights_only=True)
     parts.scheduler.load_state_dict(extras["scheduler"])

@@ -68,7 +68,7 @@ class LiveBytes(TorchDispatchMode):
 
     def _track(self, t: torch.Tensor, category: str | None = None) -> None:
         try:
-            s = t.untyped_storage()
+            s = local(t).untyped_storage()  # a DTensor's own storage is a size-only stand-in
         except (RuntimeError, NotImplementedError):  # tensor subclasses without storage
             return
         key = id(s)

@@ -89,7 +89,7 @@ class Measured:
     # a cell on N processes (runners.parallel): the peak fields above are the largest rank's,
     # static_bytes rank 0's (per-rank, as the advisor predicts per GPU), tokens_per_s the group's
     world_size: int = 1  # processes (gpu.count)
-    ranks: list[dict[str, Any]] | None = None  # RankMemory.to_dict() per rank; None for one process
+    ranks: list[dict[str, Any]] | None = None  # RankMemory.to_dict() per rank (one for one process)
     devices: list[str] | None = None  # the device slots the worker gave the cell (CUDA_VISIBLE_DEVICES)
 
     def to_dict(self) -> dict[str, Any]:

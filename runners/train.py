@@ -77,6 +77,16 @@ def eval_schedule(steps: int, eval_every_steps: int | None, eval_points: int) ->
     return sorted(at)
 
 
+def _agree_on_overflow(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer, group: Group) -> None:
+    """amp_fp16 under FSDP: each rank checked only its gradient shards for inf/nan; when any rank found
+    one, every rank skips the step (what FSDP's ShardedGradScaler does, which fails on CPU tensors)."""
+    found = scaler._found_inf_per_device(optimizer)  # GradScaler's record of this step's unscale_
+    (total,) = group.sum([float(sum(float(v) for v in found.values()))])
+    if total > 0:
+        for v in found.values():
+            v.fill_(1.0)
+
+
 def _sync(model: nn.Module, last: bool) -> AbstractContextManager[Any]:
     """DDP all-reduces gradients on the step's last micro-batch only (`no_sync` before); FSDP
     reduce-scatters every micro-batch into its sharded gradients; one process does neither."""
@@ -214,6 +224,8 @@ class Loop:
         trainable = [p for g in optimizer.param_groups for p in g["params"]]
         if scaler is not None:
             scaler.unscale_(optimizer)
+            if group.sharded:
+                _agree_on_overflow(scaler, optimizer, group)
         clip_gradients(trainable, MAX_GRAD_NORM)
         if scaler is not None:
             scaler.step(optimizer)

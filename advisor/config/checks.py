@@ -29,6 +29,8 @@ BNB_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit")
 PRECISIONS = ("bf16", "amp_bf16", "amp_fp16", "fp16", "fp32")
 ATTENTIONS = ("sdpa", "flash", "eager")
 PARALLELS = ("ddp", "fsdp", "zero2", "zero3")
+SHARDED_PARALLELS = ("fsdp", "zero2", "zero3")  # FSDP2 in the runner (runners.parallel.group)
+SHARDED_OPTIMIZERS = ("adamw", "sgd")  # bitsandbytes' optimizers cannot step FSDP's sharded DTensors
 QUANT_TYPES = ("nf4", "fp4")
 DATA_FORMATS = ("auto", "instruction", "chat")
 ADVISOR_MODES = ("analytic", "trace")
@@ -283,3 +285,16 @@ def stored_price(d: dict[str, Any], p: Problems) -> Price | None:
     if len(p.items) > n:
         return None
     return Price(**{**_known(d, Price), "usd_per_gpu_hour": float(d["usd_per_gpu_hour"])})
+
+
+def parallel_problems(cfg: Any) -> list[str]:
+    """What the runner refuses in a multi-process cell of this RunConfig (the plan asks before starting
+    one): bitsandbytes' optimizers under FSDP (measured: bitsandbytes 0.50 has no sharding rule for
+    its update op)."""
+    n, par, opt = cfg.gpu.count, cfg.parallel, cfg.train.optimizer
+    if n > 1 and par in SHARDED_PARALLELS and opt not in SHARDED_OPTIMIZERS:
+        return [
+            f"train.optimizer={opt}: bitsandbytes' optimizers cannot update FSDP's sharded parameters "
+            f"(parallel={par}, gpu.count={n}; allowed: {', '.join(SHARDED_OPTIMIZERS)}, or parallel=ddp)"
+        ]
+    return []

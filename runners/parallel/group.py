@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.distributed as dist
 
+from advisor.config.checks import parallel_problems
 from advisor.config.schema import RunConfig
 from advisor.errors import ConfigError
 
@@ -38,6 +39,13 @@ RESHARD_AFTER_FORWARD = {"fsdp": True, "zero3": True, "zero2": False}
 # gloo's default 30 minutes); the sweep's stall watchdog usually acts first. Seconds; the environment
 # variable TUNEWISE_COLLECTIVE_TIMEOUT_S overrides it.
 COLLECTIVE_TIMEOUT_S = 600.0
+
+
+class PeerFailed(RuntimeError):
+    """This rank stopped because another one failed (the leader names that one)."""
+
+
+PEER_FAILED = "failed on another rank"  # in every PeerFailed message (the leader tells them apart)
 
 
 @dataclass(frozen=True)
@@ -96,6 +104,9 @@ def check(cfg: RunConfig) -> None:
         raise ConfigError(
             f"parallel={cfg.parallel!r}: not a parallelism the runner runs (allowed: {PARALLELS})"
         )
+    problems = parallel_problems(cfg)
+    if problems:
+        raise ConfigError(problems)
 
 
 def join(cfg: RunConfig) -> Group:

@@ -32,12 +32,13 @@ from typing import Any
 
 from advisor.config.schema import RunConfig
 from runners.hooks import Hooks
+from runners.parallel.group import PEER_FAILED
 from runners.parallel.rank import ENV_LEADER, ENV_LINK, RANKS, beat_path, result_path
 from runners.result import CellResult, Measured, Progress, Provenance, Status
 
 WATCH_S = 0.5  # how often the leader reads the ranks' progress files
 # a rank's failure caused by another's (its peer's connection went away, or the launcher stopped it)
-COLLATERAL = ("by peer", "Broken pipe", "Connection refused", "NCCL communicator was aborted", "ProcessGroup")
+COLLATERAL = (PEER_FAILED, "by peer", "Broken pipe", "Connection refused", "NCCL communicator was aborted")
 MEMORY_KEYS = ("allocated_gib", "reserved_gib", "device_gib", "rss_gib")
 
 
@@ -190,11 +191,14 @@ def _collateral(reason: str | None) -> bool:
 def culprit(
     world: int, docs: dict[int, dict[str, Any]], failures: dict[int, Failure]
 ) -> tuple[int, Status, str] | None:
-    """(rank, status, reason) of the rank that ended the group, or None when every rank ended well.
+    """(rank, status, what happened to it) of the rank that ended the group, or None when every rank
+    ended well.
 
     In order: a rank that failed on its own (its result names the error), a rank ended by a signal
     other than the agent's SIGTERM (kill -9, the kernel's OOM killer), a rank that exited without a
-    result, a rank that failed because its peers went away; the earliest of a kind."""
+    result, a rank that failed because its peers went away; the earliest of a kind. The words follow
+    the 1-process runner's (sweep.cellrun), which sweep.retry reads for the cause: `runner killed by
+    SIG…` (a signal), `runner exited with code …` (a crash), else the rank's own reason."""
 
     def own(r: int) -> bool:
         d = docs.get(r)
@@ -207,17 +211,17 @@ def culprit(
             assert d is not None
             candidates.append((0, float(d.get("t") or 0), r, d["status"], str(d.get("reason"))))
         elif d is None and f is not None and f.signal and f.signal != "SIGTERM":
-            candidates.append((1, 0.0, r, "failed", f"killed by signal {f.signal} (exit code {f.exitcode})"))
+            oom = ", what the kernel's OOM killer sends" if f.signal == "SIGKILL" else ""
+            candidates.append((1, 0.0, r, "failed", f"runner killed by {f.signal}{oom}"))
         elif d is None and f is not None and f.exitcode > 0:
-            candidates.append(
-                (2, 0.0, r, "failed", f"exited with code {f.exitcode} before reporting a result")
-            )
+            why = f"runner exited with code {f.exitcode} without writing its result"
+            candidates.append((2, 0.0, r, "failed", why))
         elif d is not None and d.get("status") in ("failed", "oom"):
             candidates.append((3, float(d.get("t") or 0), r, d["status"], str(d.get("reason"))))
         elif d is None and f is not None:
-            candidates.append((4, 0.0, r, "failed", f"stopped by signal {f.signal} (exit code {f.exitcode})"))
+            candidates.append((4, 0.0, r, "failed", f"runner killed by {f.signal} (the launcher stopped it)"))
         elif d is None:
-            candidates.append((5, 0.0, r, "failed", "ended without a result"))
+            candidates.append((5, 0.0, r, "failed", "runner exited with code 0 without writing its result"))
     if not candidates:
         return None
     _, _, rank, status, reason = min(candidates)
@@ -236,12 +240,11 @@ def combine(out_dir: Path, world: int, failures: dict[int, Failure], progress: P
     blame = culprit(world, docs, failures)
     if blame is not None:
         rank, status, why = blame
-        others = sorted(r for r in range(world) if r != rank)
-        reason = f"rank {rank} of {world}: {why}" + (
-            f" (the group was stopped: rank{'s' if len(others) > 1 else ''} {', '.join(map(str, others))} ended with it)"
-            if others
-            else ""
+        others = [str(r) for r in range(world) if r != rank]
+        where = f"rank {rank} of {world}" + (
+            f"; rank{'s' if len(others) > 1 else ''} {', '.join(others)} stopped with it" if others else ""
         )
+        reason = f"{why} ({where})"
         print(f"tunewise cell failed: {reason}", file=sys.stderr)
     measured = _measured(docs, world, progress)
     prov = first.get("provenance")

@@ -5,7 +5,7 @@
   of its own, out of reach of a kill of the leader's process group (the stall watchdog's).
 - Nothing of it reaches stdout (fd 1 goes to stderr): rank 0 sends the protocol's events to the leader
   over a TCP link on 127.0.0.1 (TUNEWISE_LINK) and reads each prune answer back from it.
-- Every rank writes its progress to OUT_DIR/ranks/beat-<r>.json every BEAT_S seconds: `tick` counts
+- Every rank writes its progress to OUT_DIR/ranks/beat-<r>.json every BEAT_S seconds (with its pid): `tick` counts
   its main thread's work (forward passes, steps, phases, a changed Python stack between two beats, as
   runners.protocol counts it), with its step and phase. The leader adds the ticks of all ranks up into
   the heartbeats it sends, so a rank that stops shows even while the others wait for it.
@@ -92,7 +92,14 @@ class Beat:
         self.tick += 1
 
     def write(self) -> None:
-        doc = {"tick": self.tick, "step": self.step, "loss": self.loss, "phase": self.phase, "t": time.time()}
+        doc = {
+            "pid": os.getpid(),
+            "tick": self.tick,
+            "step": self.step,
+            "loss": self.loss,
+            "phase": self.phase,
+            "t": time.time(),
+        }
         with contextlib.suppress(OSError):
             write_json(self.path, doc)
 
