@@ -3,39 +3,61 @@ command that reproduces the recommended cell."""
 
 from __future__ import annotations
 
+import re
+
 from advisor.trials.matrix import format_value
 from reports.context import Context
 from reports.doc import Block, Code, Heading, Para, Table
-from reports.fmt import DASH, scrub, shq, size_bytes
+from reports.fmt import DASH, scrub, shq, size_bytes, strip_password
 from reports.records import num
 
 VLLM_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # --max-lora-rank values vLLM accepts
 SERVE_ADAPTERS = (1, 8, 32)  # adapter counts shown in the serving-memory table
 
 
+_HOME_PATH = re.compile(r"(?<![\w.])(?:/root|/(?:home|Users)/[^/\s'\"]+)(?=/|$)")
+
+
+def shell_arg(arg: str) -> str:
+    """One argument of a printed command: passwords removed, a home folder as "$HOME" (which the
+    shell expands — `~` after `=` it does not), quoted only when needed."""
+    text = strip_password(arg)
+    if not _HOME_PATH.search(text):
+        return shq(text)
+    escaped = re.sub(r'(["\\$`])', r"\\\1", text)
+    return '"' + _HOME_PATH.sub("$HOME", escaped) + '"'
+
+
 def reproduce_command(ctx: Context) -> str | None:
-    """`tunewise sweep matrix=single …` with the sweep's overrides and the recommended cell's
-    coordinates (its learning rate too when the sweep tuned it)."""
+    """`tunewise sweep matrix=single sweep.dir=… <the sweep's base config> <the cell's coordinates>`
+    (its learning rate too when the sweep tuned it): the recommended cell as one run, as the sweep ran
+    it. The base config comes from sweep.json's `reproduce` (every key where the sweep's composed
+    config differs from `matrix=single`'s, e.g. the demo's training settings); sweeps older than it
+    give their command-line overrides instead."""
     pick = ctx.rec.pick
     cell = next((c for c, r in ctx.pairs if r is pick), None)
     if cell is None or not cell.chosen_ids:
         return None
-    own = dict(ctx.sweep.by_id[cell.chosen_ids[0]].coords)
+    cell_id = cell.chosen_ids[0]
+    own = dict(ctx.sweep.by_id[cell_id].coords)
     own.pop("train.lr", None)
     if cell.lr_tuned and cell.lr is not None:
         own["train.lr"] = cell.lr
+    recorded = ctx.sweep.meta.get("reproduce")
+    given = recorded if isinstance(recorded, list) else ctx.sweep.meta.get("overrides") or []
     keep: dict[str, str] = {}  # the sweep's own overrides, the last value of each key
-    for o in ctx.sweep.meta.get("overrides") or []:
+    for o in given:
         k = str(o).split("=", 1)[0].lstrip("+~")
-        if k == "matrix" or k.startswith("sweep.") or k in own:
+        if k.split(".")[0] in ("matrix", "sweep", "budget") or k in own:  # a single run needs none of them
             continue
         keep.pop(k, None)
-        keep[k] = shq(scrub(str(o)))
+        keep[k] = str(o)
     return " ".join(
         [
             "tunewise sweep matrix=single",
-            *keep.values(),
-            *(shq(f"{k}={format_value(v)}") for k, v in own.items()),
+            shell_arg(f"sweep.dir=outputs/sweeps/reproduce-{cell_id}"),
+            *(shell_arg(o) for o in keep.values()),
+            *(shell_arg(f"{k}={format_value(v)}") for k, v in own.items()),
         ]
     )
 

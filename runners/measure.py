@@ -12,9 +12,11 @@
   and the task metric — and leaves those steps out of tokens/s.
 - Process RSS peak: a thread sampling /proc/self/statm every 20 ms, and `getrusage` maxrss when it grew
   during the run (exact even between samples).
-- Memory cap on CPU: RLIMIT_DATA (private writable memory: heap and anonymous mappings) set to the
-  process's usage at start plus the cap, so an allocation past it fails for real inside torch
-  ("can't allocate memory") and the run ends `oom`; the previous limit is restored afterwards.
+- Memory cap (train.memory_cap_gib) = the memory the cell adds to its process: on CPU, RLIMIT_DATA
+  (private writable memory: heap and anonymous mappings) set to the process's usage once the
+  runner's libraries are loaded (Python, torch, transformers, peft, bitsandbytes: ~0.4 GiB, not
+  counted) plus the cap, so an allocation past it fails for real inside torch ("can't allocate
+  memory") and the run ends `oom`; the previous limit is restored afterwards.
   On CUDA: `torch.cuda.set_per_process_memory_fraction`.
 """
 
@@ -326,6 +328,17 @@ def _data_bytes() -> int:
     return 0
 
 
+def _load_libraries() -> None:
+    """Import what every run loads (transformers, peft; bitsandbytes when installed) so that the memory
+    cap's starting point includes them (~0.2 GiB of private memory on CPU)."""
+    import importlib
+    import importlib.util
+
+    for name in ("transformers", "peft", "bitsandbytes"):
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name)
+
+
 class MemoryCap:
     """Enforce train.memory_cap_gib for this process while active (see module docstring)."""
 
@@ -341,6 +354,7 @@ class MemoryCap:
             torch.cuda.set_per_process_memory_fraction(min(1.0, self.cap_gib * GIB / total))
             return self
         self._old = resource.getrlimit(resource.RLIMIT_DATA)
+        _load_libraries()  # counted before the cap starts: the cap is the cell's memory, not theirs
         limit = _data_bytes() + int(self.cap_gib * GIB)
         hard = self._old[1]
         resource.setrlimit(

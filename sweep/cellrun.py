@@ -19,6 +19,7 @@ import ctypes
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -54,6 +55,13 @@ def _log_tail(path: Path, lines: int = 8) -> str:
     except OSError:
         return ""
     return " | ".join(line.strip() for line in text[-lines:])
+
+
+def _remove_leftovers(out_dir: Path) -> None:
+    """Temporary files of writes the runner (now gone) never finished — a full disk, a kill: `*.tmp`."""
+    for p in sorted(out_dir.rglob("*.tmp"), reverse=True):
+        with contextlib.suppress(OSError):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
 def _exit_reason(code: int) -> str:
@@ -133,6 +141,7 @@ def run_runner(
             raise
         proc.returncode = os.waitstatus_to_exitcode(status)
     cpu_s = usage.ru_utime + usage.ru_stime
+    _remove_leftovers(out_dir)
     ended = any(ev.get("type") == "end" for ev in events)
     doc = read_json(out_dir / "result.json")
     result: dict[str, Any] | None = doc if isinstance(doc, dict) else None

@@ -32,11 +32,11 @@ Run `tunewise COMMAND --help` for a command's keys.
 """
 
 
-def _fail(e: ConfigError) -> int:
-    print("tunewise: bad input:", file=sys.stderr)
+def _fail(e: ConfigError, header: str = "tunewise: bad input:", code: int = 2) -> int:
+    print(header, file=sys.stderr)
     for p in e.problems:
         print(f"  - {p}", file=sys.stderr)
-    return 2
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,16 +55,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tunewise: unknown command {cmd!r} (allowed: {', '.join(COMMANDS)})\n", file=sys.stderr)
         print(USAGE, file=sys.stderr)
         return 2
+    from sweep.errors import DISK_FULL, DiskFull, disk_full
+
     try:
         return COMMANDS[cmd](rest)
+    except DiskFull as e:
+        return _fail(e, "tunewise: stopped:", 1)
     except ConfigError as e:
         return _fail(e)
-    except KeyboardInterrupt:
-        print("tunewise: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:  # `tunewise advise --help | head`: the reader left
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:  # a folder or file the user named that cannot be written, or a full disk
+        where = e.filename or "a file tunewise writes"
+        if e.errno in DISK_FULL:
+            return _fail(disk_full(str(where), e.strerror or str(e)), "tunewise: stopped:", 1)
+        if e.filename is None or not isinstance(
+            e, (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
+        ):
+            raise
+        return _fail(
+            ConfigError(f"{where}: {e.strerror} (tunewise needs to write there; choose another path)")
+        )
+    except KeyboardInterrupt:
+        print("tunewise: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

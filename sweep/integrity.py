@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from advisor.config.methods import METHODS
 from advisor.errors import ConfigError
 from advisor.trials.record import TrialRecord
 from advisor.trials.store import (
@@ -108,11 +109,24 @@ def _for_baseline(key: str) -> bool:
     return any(key == p or (p.endswith(".") and key.startswith(p)) for p in BASELINE_KEYS)
 
 
+def _unused(config: dict[str, Any]) -> tuple[str, ...]:
+    """Keys the config's method does not read (rank for full fine-tuning, the other method's rate)."""
+    name = flat(config).get("method.name")
+    if name not in METHODS:
+        return ()
+    return (*METHODS[name].ignores, "train.lr_adapter" if name == "full" else "train.lr_full")
+
+
 def differences(old: Any, new: Any, baseline: bool = False) -> dict[str, tuple[Any, Any]]:
     """{key: (old value, new value)} of the keys that change what runs."""
     a, b = flat(old), flat(new)
+    unused = set(_unused(old)) & set(_unused(new)) if not baseline else set()
     keep = _for_baseline if baseline else _compared
-    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if keep(k) and a.get(k) != b.get(k)}
+    return {
+        k: (a.get(k), b.get(k))
+        for k in sorted(set(a) | set(b))
+        if keep(k) and k not in unused and a.get(k) != b.get(k)
+    }
 
 
 @dataclass
@@ -160,7 +174,7 @@ def _show(v: Any) -> str:
 
 def refusal(plan: Plan, ch: Changes) -> ConfigError:
     keys = ch.keys()
-    shown = [f"{k}: {_show(old)} then, {_show(new)} now" for k, (old, new) in list(keys.items())[:12]]
+    shown = [f"{k}={_show(old)} (now {_show(new)})" for k, (old, new) in list(keys.items())[:12]]
     more = f" and {len(keys) - 12} more" if len(keys) > 12 else ""
     what = f"{len(ch.cells)} finished cell(s)" + (" and the baseline" if ch.baseline else "")
     d = plan.dir

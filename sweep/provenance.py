@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
 from importlib import metadata
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 from advisor.config import catalog
 from advisor.config.schema import RunConfig
 from advisor.trials.store import now_iso
+from sweep.compose import compose, flatten, override_value
 from sweep.records import redact_url
 from sweep.settings import SweepSettings
 
@@ -64,6 +66,44 @@ def git_revision() -> str | None:
         return None
 
 
+NOT_REPRODUCED = ("matrix", "sweep", "budget", "format", "breakdown")  # sections a single run sets itself
+_HYDRA_SPECIAL = re.compile(r"[\s,\[\]{}()=:'\"\\$*?]|^$")
+
+
+def _hydra_value(v: Any) -> str:
+    """A value as the right-hand side of a Hydra override, quoted when Hydra would read it otherwise."""
+    if isinstance(v, str) and (_HYDRA_SPECIAL.search(v) or v in ("null", "true", "false") or _number(v)):
+        return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(v, list):
+        return "[" + ",".join(_hydra_value(x) for x in v) + "]"
+    return override_value(v)
+
+
+def _number(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+def reproduce_overrides(cfg_dict: dict[str, Any], overrides: list[str]) -> list[str]:
+    """The overrides that turn `tunewise sweep matrix=single` into this sweep's base config: the user's
+    group choices (model=, method=, gpu=, data=) and every key whose composed value differs — the
+    training settings a matrix option like `demo` sets included. A report adds a cell's coordinates."""
+    groups = [o for o in overrides if o.partition("=")[0] in ("model", "method", "gpu", "data")]
+    single = flatten(compose("config", ["matrix=single", *groups]))
+    out = list(groups)
+    for key, value in flatten(cfg_dict).items():
+        if key.split(".")[0] in NOT_REPRODUCED or single.get(key, _MISSING) == value:
+            continue
+        out.append(f"{'' if key in single else '+'}{key}={_hydra_value(value)}")
+    return out
+
+
+_MISSING = object()
+
+
 def sweep_doc(
     settings: SweepSettings,
     matrix: dict[str, Any],
@@ -71,6 +111,7 @@ def sweep_doc(
     overrides: list[str],
     base: RunConfig,
     created: str | None,
+    reproduce: list[str] | None = None,
 ) -> dict[str, Any]:
     """`matrix` is the matrix as run ({axes, exclude} after overrides and the rows cap: what the
     report expands to count the planned cells); `notes` says what was rewritten."""
@@ -85,6 +126,8 @@ def sweep_doc(
             **({"notes": notes} if notes else {}),
         },
         "overrides": [_no_home(redact_url(o)) for o in overrides],
+        # `tunewise sweep matrix=single <these> <a cell's coordinates>` runs one cell as this sweep did
+        "reproduce": [redact_url(o) for o in (reproduce or [])],
         "base_config": base.to_dict(),
         "storage": s["storage"],
         "study_name": settings.study_name,

@@ -7,6 +7,7 @@ A `failed` attempt gets a cause (kept in the record's attempt as `cause`):
 - `crash`: the runner exited without writing its result (a segfault, an abort);
 - `died`: the worker running the cell died (its heartbeat stopped);
 - `stalled`: the stall watchdog killed a runner that stopped making progress, or ran past its cap;
+- `disk`: a write failed for want of space (a checkpoint, the adapter, result.json);
 - `error`: anything else the runner reported (a bad module name, NaN loss, a bug): not retried, the
   same config fails the same way.
 A cell that failed for a retried cause runs again on the next `tunewise sweep` of its folder (resuming
@@ -23,11 +24,15 @@ import re
 
 from advisor.trials.record import Attempt, TrialRecord
 
-CAUSES = ("data", "model", "signal", "crash", "died", "stalled", "error")
-RETRIED = ("data", "model", "signal", "crash", "died", "stalled")
+CAUSES = ("data", "model", "signal", "crash", "died", "stalled", "disk", "error")
+RETRIED = ("data", "model", "signal", "crash", "died", "stalled", "disk")
 MAX_TRIES = 3  # attempts per cause (and learning-rate trial) before a failure is final
 RESULTS = ("complete", "pruned", "oom")  # what a run can measure: never run again
 
+_DISK = re.compile(
+    r"No space left|disk is full|File too large|Disk quota|Errno (28|27|122)\b|file write failed|"
+    r"unexpected pos \d+ vs \d+"  # torch.save's writer when a write comes up short
+)
 _DATA = re.compile(r"\bdata\.(val_)?path\b|^[^\s:]+\.(jsonl|ndjson|json|csv|parquet|arrow):\d+: ")
 _MODEL = re.compile(
     r"\bmodel\.path\b|^(OSError|FileNotFoundError|EnvironmentError|LocalEntryNotFoundError|"
@@ -46,6 +51,8 @@ def cause_of(status: str, reason: str | None) -> str | None:
         return "stalled"
     if r.startswith("runner killed by") or re.match(r"runner exited with code -\d", r):
         return "signal"
+    if _DISK.search(r):
+        return "disk"
     if r.startswith("runner exited with code"):
         return "crash"
     if _DATA.search(r):

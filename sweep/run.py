@@ -15,8 +15,10 @@ Scale-out:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -25,6 +27,9 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+import optuna
+import sqlalchemy
 
 from advisor.config.schema import RunConfig
 from advisor.errors import ConfigError
@@ -36,7 +41,7 @@ from sweep.claims import Claims
 from sweep.plan import Plan, build_plan, format_plan, matrix_cells
 from sweep.planfile import STORAGE_ENV, write_plan
 from sweep.progress import View
-from sweep.provenance import sweep_doc
+from sweep.provenance import reproduce_overrides, sweep_doc
 from sweep.records import write_results_csv
 from sweep.retry import RESULTS
 from sweep.settings import SweepSettings, settings_from
@@ -172,6 +177,20 @@ def _interruptible() -> None:
         signal.signal(signal.SIGTERM, stop)
 
 
+def _study_generation(settings: SweepSettings, old: Any, replacing: bool) -> SweepSettings:
+    """The Optuna study (and claims) this run uses: the one sweep.json names when it is this folder's
+    (`<name>` or `<name>-gN`); with sweep.rerun=changed replacing cells, the next generation, so the
+    pruner never weighs a new run against the replaced measurements (finished cells carry over: their
+    claims follow their records, sweep.integrity.sync)."""
+    name = settings.study_name
+    recorded = old.get("study_name") if isinstance(old, dict) else None
+    m = re.fullmatch(re.escape(name) + r"(?:-g(\d+))?", recorded) if isinstance(recorded, str) else None
+    generation = int(m.group(1) or 1) if m else 1
+    if replacing:
+        generation += 1
+    return dataclasses.replace(settings, study_name=name if generation == 1 else f"{name}-g{generation}")
+
+
 def _run_workers(plan: Plan, claims: Claims) -> None:
     settings = plan.settings
     measure_baseline(plan, claims)
@@ -219,18 +238,26 @@ def run_sweep(cfg_dict: dict[str, Any], overrides: list[str]) -> int:
     settings.dir.mkdir(parents=True, exist_ok=True)
     old = read_json(settings.dir / "sweep.json")
     created = old.get("created") if isinstance(old, dict) else None
+    settings = plan.settings = _study_generation(settings, old, bool(changed))
     claims, study = _open_storage(settings, plan)
-    integrity.replace(plan, claims, changed)
-    write_json(settings.dir / "sweep.json", sweep_doc(settings, matrix, notes, overrides, base, created))
-    write_plan(plan)  # for worker processes; this process runs `plan` as it is
-    integrity.sync(plan, claims)
-    integrity.reopen(plan, claims)  # over budget / infeasible cells the plan runs now, retried failures
-    skip_planned(plan, claims, study)
     t0 = time.time()
-    _interruptible()
-    with View(plan):
-        _run_workers(plan, claims)
-    claims.dispose()
+    try:
+        integrity.replace(plan, claims, changed)
+        doc = sweep_doc(
+            settings, matrix, notes, overrides, base, created, reproduce_overrides(cfg_dict, overrides)
+        )
+        write_json(settings.dir / "sweep.json", doc)
+        write_plan(plan)  # for worker processes; this process runs `plan` as it is
+        integrity.sync(plan, claims)
+        integrity.reopen(plan, claims)  # over budget / infeasible cells the plan runs now, retried failures
+        skip_planned(plan, claims, study)
+        _interruptible()
+        with View(plan):
+            _run_workers(plan, claims)
+    except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as e:
+        raise storage_error(settings.storage, e) from None  # a full disk says so, not "exceeding max length"
+    finally:
+        claims.dispose()
     problems = _finish(settings.dir)
     counts: dict[str, int] = {}
     ids = {pc.cell_id for pc in plan.cells}

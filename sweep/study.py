@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 from advisor.errors import ConfigError
 from advisor.trials.matrix import Cell, format_value
 from sweep.claims import driver_url
+from sweep.errors import disk_full
 
 PRUNERS = ("median", "successive_halving", "none")
 # learning-rate search range per method (log-uniform), used when sweep.lr_trials > 1
@@ -89,7 +90,7 @@ def _cause(e: BaseException) -> BaseException:
     return e
 
 
-def storage_error(url: str, e: BaseException) -> ConfigError:
+def storage_error(url: str, e: BaseException) -> ConfigError:  # DiskFull for a full disk
     """What is wrong with sweep.storage, in words: malformed, a driver missing, unreachable, a file that
     is no database, a full disk."""
     from sweep.records import redact_url
@@ -99,12 +100,8 @@ def storage_error(url: str, e: BaseException) -> ConfigError:
     low = f"{e} {text}".lower()
     shown = redact_url(url)
     allowed = "an Optuna RDB URL: sqlite:///PATH/study.db, postgresql://USER:PASSWORD@HOST/DB, mysql://…"
-    if "disk is full" in low or "no space" in low or "exceeding max length" in low and "full" in low:
-        why = (
-            f"the disk is full ({text}); free some space (or move sweep.dir) and rerun the same command: "
-            "finished cells are kept"
-        )
-        return ConfigError(f"sweep.storage={shown!r}: {why}")
+    if any(w in low for w in ("disk is full", "no space", "disk i/o error", "file too large")):
+        return disk_full(f"sweep.storage={shown!r}", text)
     if "file is not a database" in low or "malformed" in low and "database" in low:
         path = url.split("sqlite:///", 1)[-1]
         why = (

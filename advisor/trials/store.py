@@ -69,7 +69,7 @@ def _parse(path: Path) -> tuple[TrialRecord | None, str | None]:
     try:
         return TrialRecord.from_dict(doc, path.name), None
     except RecordError as e:
-        return None, "; ".join(e.problems)
+        return None, "; ".join(p.removeprefix(f"{path.name}: ") for p in e.problems)
 
 
 def _newer(path: Path) -> bool:

@@ -124,10 +124,14 @@ def test_numbers_sections(built):
     assert "| reserved | 7 | −7 % | 4 of 7 | −18 % |" in flat  # the per-quantity summary
     assert "8,030,261,248 params × 2 bytes = 15.0 GiB" in flat
     assert "--max-lora-rank 16" in flat and "| 8 | 16.2 GiB |" in flat
-    assert (
-        "tunewise sweep matrix=single model=llama-3.1-8b model.path=~/models/llama-3.1-8b gpu=a100-40gb "
-        "train.seq_len=2048 data.path=~/data/support.jsonl budget.usd=20 method=lora method.r=16 data.rows=5000"
-    ) in flat
+    # a sweep.json without `reproduce` (written before issue 16): its overrides, no budget (one cell
+    # needs none), into a folder of its own; home folders as "$HOME", which the shell expands
+    assert re.search(
+        r"tunewise sweep matrix=single sweep\.dir=outputs/sweeps/reproduce-\w+ model=llama-3\.1-8b "
+        r'"model\.path=\$HOME/models/llama-3\.1-8b" gpu=a100-40gb train\.seq_len=2048 "data\.path=\$HOME/data/support\.jsonl" '
+        r"method=lora method\.r=16 data\.rows=5000",
+        flat,
+    )
     assert "LoRA r=16: 1,000 rows reaches 89 % of the gain of 10,000 rows" in flat
     assert "Untrained base model: eval loss 1.620, exact match 8.0 %." in flat
 
