@@ -185,6 +185,17 @@ def data(d: dict[str, Any], p: Problems) -> DataConfig | None:
     for k, integer in (("rows", True), ("avg_tokens", False), ("val_rows_max", True)):
         if k not in bad:
             positive(p, f"data.{k}", d[k], integer=integer)
+    sigma = d.get("length_sigma")
+    if (
+        "length_sigma" not in bad
+        and sigma is not None
+        and not (isinstance(sigma, (int, float)) and sigma >= 0)
+    ):
+        p.add(
+            "data.length_sigma",
+            sigma,
+            "must be a non-negative number (0 = every example avg_tokens long) or null",
+        )
     if "val_fraction" not in bad and not 0 < d["val_fraction"] < 1:
         p.add("data.val_fraction", d["val_fraction"], "must be in (0, 1)")
     if "format" not in bad and d["format"] not in DATA_FORMATS:

@@ -110,6 +110,7 @@ class DataConfig:
     out_dir: str | None = _DATA["out_dir"]  # `data prepare` output; None = outputs/data/<input stem>
     rows: int = _DATA["rows"]
     avg_tokens: float = _DATA["avg_tokens"]  # tokens per example
+    length_sigma: float | None = _DATA["length_sigma"]  # spread of lengths around avg_tokens; 0 = fixed
     format: str = _DATA["format"]
     fields: tuple[tuple[str, str], ...] = tuple(_DATA["fields"].items())  # (role, field name in the rows)
 

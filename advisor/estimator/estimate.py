@@ -12,17 +12,18 @@ from advisor.config.schema import RunConfig
 from advisor.estimator.arch import traits
 from advisor.estimator.memory import GIB, Stack, memory
 from advisor.estimator.params import n_trainable, total_params
-from advisor.estimator.timing import Lengths, lengths, run_time, train_rows
+from advisor.estimator.timing import Lengths, dominant, lengths, run_time, train_rows
 
 DEFAULT_STACK = Stack()
 
 
 def _notes(cfg: RunConfig, ln: Lengths) -> list[str]:
     notes = list(cfg.notes)
-    if ln.assumed:
+    if ln.assumed and ln.sigma > 0:
         notes.append(
             f"example lengths assumed log-normal around data.avg_tokens={cfg.data.avg_tokens:g} "
-            f"(σ={ln.sigma:g}); give data.path for measured lengths"
+            f"(σ={ln.sigma:g}); give data.path for measured lengths, or data.length_sigma=0 when every "
+            "example has that length"
         )
     if cfg.train.optimizer.startswith("paged"):
         notes.append(
@@ -50,7 +51,7 @@ def estimate(
     mem = memory(cfg, ln.longest, stack)
     rows = train_rows(cfg, stats)
     state_bytes = n_trainable(cfg) * 4.0 + mem.optimizer
-    rt = run_time(cfg, ln, rows, mem.weights, state_bytes)
+    rt = run_time(cfg, ln, rows, mem.weights, state_bytes, stats)
     gpu, price = cfg.gpu, cfg.price
     hours = rt.hours
     usd = hours * price.usd_per_gpu_hour * gpu.count
@@ -79,7 +80,10 @@ def estimate(
             "padding_fraction": round(1 - rt.train_tokens / rt.tokens, 4) if rt.tokens else 0.0,
             "tokens_per_s": round(rt.tokens_per_s, 1),
             "steps": rt.steps,
-            "wall_s": {k: round(v, 1) for k, v in rt.wall_s.items()},
+            "step_s": round(rt.step_s, 6),
+            "step_terms_s": {k: round(v, 6) for k, v in sorted(rt.step_terms.items(), key=lambda kv: -kv[1])},
+            "dominant": dominant(rt.step_terms),
+            "wall_s": {k: round(v, 2) for k, v in rt.wall_s.items()},
             "throughput_source": rt.peak_tflops_source,
         },
         "cost": {

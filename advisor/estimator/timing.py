@@ -1,56 +1,49 @@
-"""Training time: tokens processed (padding included), FLOPs per token by regime, a model-FLOPs-
-utilization prior per GPU class, QLoRA dequantization, and fixed wall-clock costs (estimator-notes §6).
+"""Training time and wall clock of one run: tokens processed (padding included), the step time from
+the ops a step runs (advisor.estimator.steptime), and the wall time outside the steps (docs/time-model.md).
 
-Priors, not fits: the utilization table below comes from the published ranges in estimator-notes §6
-(single-GPU fine-tuning observes 12–47 % of dense bf16 peak; best-case bf16 matmul ceilings ~87 % on
-A100, ~80 % on H100; lower at short sequences and small batches). Override MFU_PRIORS to change them.
+A run's wall clock, by part (the keys of `RunTime.wall_s`, the runner's measured.wall_s has the same):
+    start       process start and imports (torch, transformers; PEFT and bitsandbytes for adapters)
+    load        tokenizer, data, weights from disk (QLoRA: quantized while loading), optimizer
+    train       the optimizer steps: step time (steptime) × steps
+    eval        the evals: forward passes over the validation rows, eval_points times
+    metric      the task metric: greedy generation over metric_rows validation rows
+    checkpoint  the resumable checkpoints written during training
+    save        the adapter (and merged weights) at the end
+Priors where nothing is measured are named below; on the CPU the probe (runners/cpu_probe.py)
+measures imports and disk as well.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
 
-from advisor.config.catalog import repo_root
 from advisor.config.schema import RunConfig
 from advisor.estimator.arch import by_identity, dims, traits
 from advisor.estimator.params import n_trainable, param_split
+from advisor.estimator.steptime import analytic, cpu
+from advisor.estimator.steptime.cost import OVERHEAD, Timed, time_ops
+from advisor.estimator.steptime.device import Device, device
+from advisor.estimator.steptime.ops import Op
 
-# Model-FLOPs utilization at large tokens-per-micro-batch, by GPU class (fraction of dense bf16 peak).
-# Datacenter cards sit in the upper half of the observed 12–47 % range, consumer and workstation cards
-# (lower sustained clocks, smaller L2) lower. The same prior serves every method: LoRA and QLoRA run the
-# same GEMMs minus the weight gradients (the FLOPs count already drops them, and adds the adapters'),
-# QLoRA's dequantization is timed separately (memory-bound), and so is the optimizer step.
-MFU_PRIORS: dict[str, float] = {
-    "datacenter": 0.42,
-    "workstation": 0.35,
-    "cpu": 0.5,  # of the probe's measured matmul TFLOP/s (attention, norms and Python overhead)
-}
-DATACENTER = {
-    "a100-40gb",
-    "a100-80gb",
-    "h100-sxm",
-    "h100-pcie",
-    "h200",
-    "b200",
-    "mi300x",
-    "v100-16gb",
-    "v100-32gb",
-}
-MFU_HALF_TOKENS = 1024  # tokens per micro-batch at which utilization reaches half its prior (small batches)
-DEQUANT_BANDWIDTH_EFFICIENCY = 0.6  # achieved fraction of memory bandwidth in dequantize kernels
-OPTIMIZER_BANDWIDTH_EFFICIENCY = 0.7  # achieved fraction of memory bandwidth in foreach optimizer kernels
-DISK_READ_GBS = 1.0  # model load: local NVMe / network-volume read throughput (GB/s)
-DISK_WRITE_GBS = 0.5  # checkpoint writes (GB/s)
-CHECKPOINTS_PER_RUN = 10  # when train.checkpoint_every_steps is null (~10 % of the run)
-CPU_TFLOPS_PER_CORE_PRIOR = 0.02  # conservative fp32/bf16 matmul TFLOP/s per core without a probe
+cpu_probe = cpu.probe  # outputs/cpu-throughput.json (sweep.run clears its cache after measuring)
 LENGTH_SIGMA_PRIOR = 0.6  # log-normal spread of example lengths when only data.avg_tokens is known
 _QUANTILES = 64  # midpoints used to integrate expectations over the length distribution
+# Wall time outside the steps (GPU machines; the CPU probe measures its own): priors, not fits
+GPU_START_S = 20.0  # python + torch/transformers imports + CUDA context (cloud VM, local NVMe)
+ADAPTER_IMPORT_S = 3.0  # peft + bitsandbytes on top (the CPU probe measures both)
+DISK_READ_GBS = 1.0  # weights: local NVMe / network volume (GB/s); the CPU probe measures its disk
+DISK_WRITE_GBS = 0.5  # checkpoints and the adapter (GB/s)
+TOKENIZE_S_PER_ROW = 60e-6  # fast tokenizer, one example at a time (runners.data.encode)
+QUANTIZE_S_PER_PARAM_GPU = 0.3e-9  # bitsandbytes quantize_4bit while loading, on the GPU
+QUANTIZE_S_PER_PARAM_CPU = 8e-9  # the same on the CPU
+GEN_BATCH = 8  # runners.metric.GEN_BATCH: prompts generated together
+GENERATE_STEP_OPS = 60  # host ops HF generate adds per decoding step (logits processing, stopping, cat)
+FIXED_RUN_S = 1.0  # result.json, provenance, the runner's own bookkeeping
 
 
 @dataclass(frozen=True)
@@ -83,12 +76,12 @@ def _lengths(cfg: RunConfig, stats: Any = None) -> Lengths:
         total, rows = getattr(stats, "total_tokens", None), getattr(stats, "rows", None)
         tmean = total / rows if total and rows else _trunc_mean(mu, sigma, seq)
         return Lengths(mu, sigma, seq, max(longest, 1), tmean, False)
-    return _prior_lengths(float(cfg.data.avg_tokens), cfg.data.rows, seq)
+    return _prior_lengths(float(cfg.data.avg_tokens), cfg.data.rows, seq, length_sigma(cfg))
 
 
 @functools.lru_cache(maxsize=4096)
-def _prior_lengths(avg: float, rows: int, seq: int) -> Lengths:
-    sigma = LENGTH_SIGMA_PRIOR
+def _prior_lengths(avg: float, rows: int, seq: int, sigma: float = LENGTH_SIGMA_PRIOR) -> Lengths:
+    """Lengths from data.avg_tokens: log-normal with spread `sigma` (0: every example avg tokens)."""
     mu = math.log(avg) - sigma * sigma / 2  # mean of the log-normal = avg_tokens
     z = NormalDist().inv_cdf(1 - 1 / (rows + 1))  # longest of `rows` draws
     longest = min(seq, int(math.exp(mu + sigma * z)))
@@ -115,30 +108,6 @@ def expected_padded(mu: float, sigma: float, seq: int, batch: int) -> float:
     n = len(q)
     # E[max of b] = ∫ Q(u) b u^(b-1) du, midpoint rule on the grid
     return sum(q[k] * batch * ((k + 0.5) / n) ** (batch - 1) for k in range(n)) / n
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_probe() -> dict[str, Any] | None:
-    """outputs/cpu-throughput.json written by runners/cpu_probe.py, if present."""
-    try:
-        return json.loads((repo_root() / "outputs" / "cpu-throughput.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def peak_tflops(cfg: RunConfig) -> tuple[float, str]:
-    """Dense matmul peak for the run's precision, and where the number comes from."""
-    gpu, wide = cfg.gpu, cfg.precision == "fp32"
-    if gpu.is_cpu:
-        probe = cpu_probe()
-        key = "fp32_tflops" if wide else "bf16_tflops"
-        if probe and probe.get(key):
-            return float(probe[key]), f"measured {probe.get('measured', '')}".strip()
-        from advisor.config.schema import machine_cores
-
-        return CPU_TFLOPS_PER_CORE_PRIOR * machine_cores(), "prior (no outputs/cpu-throughput.json yet)"
-    tf = gpu.fp32_tflops if wide else gpu.bf16_dense_tflops
-    return float(tf or 1.0), "catalog"
 
 
 @by_identity()
@@ -170,27 +139,10 @@ def flops_per_token(cfg: RunConfig, seq: float) -> float:
     return float(f + attn)
 
 
-def mfu(cfg: RunConfig, tokens_per_micro_batch: float) -> float:
-    cls = "cpu" if cfg.gpu.is_cpu else ("datacenter" if cfg.gpu.name in DATACENTER else "workstation")
-    top = MFU_PRIORS[cls]
-    return top * tokens_per_micro_batch / (tokens_per_micro_batch + MFU_HALF_TOKENS)
-
-
-def optimizer_step_s(cfg: RunConfig) -> float:
-    """One optimizer step is memory-bound: bytes read and written per trainable parameter over the
-    card's bandwidth. torch AdamW (foreach): param r/w, grad r, two states r/w, one sqrt temporary w/r
-    (9 × the parameter dtype); bitsandbytes 8-bit: param r/w, grad r, two 1-byte states r/w; SGD:
-    param r/w + grad r. Sharded optimizers (ZeRO/FSDP) step their shard only."""
-    bw = cfg.gpu.bandwidth_gbs
-    if not bw:
-        return 0.0
-    wide = cfg.precision == "fp32" or cfg.precision.startswith("amp")
-    pb = (4 if wide else 2) if cfg.method.name == "full" else 4
-    per_param = {"adamw": 9 * pb, "sgd": 3 * pb, "paged_adamw_32bit": 3 * pb + 16}.get(
-        cfg.train.optimizer, 3 * pb + 4
-    )
-    shard = cfg.gpu.count if cfg.gpu.count > 1 and cfg.parallel != "ddp" else 1
-    return n_trainable(cfg) * per_param / shard / (bw * 1e9 * OPTIMIZER_BANDWIDTH_EFFICIENCY)
+def length_sigma(cfg: RunConfig) -> float:
+    """data.length_sigma, or the prior spread when it is null."""
+    sigma = cfg.data.length_sigma
+    return LENGTH_SIGMA_PRIOR if sigma is None else float(sigma)
 
 
 @dataclass(frozen=True)
@@ -201,7 +153,9 @@ class RunTime:
     padded_len: float  # mean padded sequence length of a micro-batch
     flops: float
     tokens_per_s: float  # processed tokens per second, all GPUs
-    wall_s: dict[str, float]  # load, train, eval, checkpoint
+    step_s: float  # seconds per optimizer step
+    step_terms: dict[str, float]  # seconds per optimizer step by term (steptime.ops.TERMS + overhead)
+    wall_s: dict[str, float]  # start, load, train, eval, metric, checkpoint, save
     peak_tflops_source: str
 
     @property
@@ -213,13 +167,131 @@ def train_rows(cfg: RunConfig, stats: Any = None) -> int:
     rows = cfg.data.rows
     avail = getattr(stats, "rows", None)
     if avail:
-        val = 0 if cfg.data.val_path else min(cfg.data.val_rows_max, int(avail * cfg.data.val_fraction))
-        rows = min(rows, max(avail - val, 1))
+        rows = min(rows, max(avail - val_rows(cfg, stats), 1))
     return rows
 
 
-def run_time(cfg: RunConfig, ln: Lengths, rows: int, weight_bytes: float, state_bytes: float) -> RunTime:
-    """Wall-clock of one run: load + train steps (+ QLoRA dequantization) + evals + checkpoints."""
+def val_rows(cfg: RunConfig, stats: Any = None) -> int:
+    """Validation rows the runner evaluates (carved from the file before any subsampling)."""
+    avail = getattr(stats, "rows", None)
+    if avail:
+        return 0 if cfg.data.val_path else min(cfg.data.val_rows_max, int(avail * cfg.data.val_fraction))
+    return min(cfg.data.val_rows_max, max(1, int(cfg.data.rows * cfg.data.val_fraction)))
+
+
+@by_identity(maxsize=8192)
+def micro_time(cfg: RunConfig, b: int, s: int) -> Timed:
+    """One micro-batch of b sequences × s tokens on this run's device (forward, backward, recompute)."""
+    return time_ops(analytic.micro_batch_ops(cfg, b, s), device(cfg))
+
+
+@by_identity(maxsize=8192)
+def forward_time(cfg: RunConfig, b: int, s: int) -> Timed:
+    """A forward pass only (eval; generation's prefill and decoding steps)."""
+    return time_ops(analytic.forward_ops(cfg, b, s), device(cfg))
+
+
+@by_identity()
+def optimizer_time(cfg: RunConfig) -> Timed:
+    return time_ops(analytic.optimizer_ops(cfg), device(cfg))
+
+
+def comm_s(cfg: RunConfig, micro: Timed, dev: Device) -> float:
+    """Exposed seconds per optimizer step of the collectives (gpu.count > 1), over the card's link.
+
+    ddp: gradients all-reduced once per step (ring: 2(n−1)/n of the bytes), overlapped with the last
+    micro-batch's backward except its final 25 MB bucket. fsdp/zero3: every micro-batch all-gathers
+    the weights forward and backward and reduce-scatters the gradients ((n−1)/n each), prefetched
+    under the micro-batch's compute. zero2: gradients reduce-scattered per micro-batch (overlapped)
+    and the updated weights all-gathered after the step (not overlapped)."""
+    n = cfg.gpu.count
+    if n <= 1 or not dev.link:
+        return 0.0
+    t = cfg.train
+    ring = (n - 1) / n
+    full = cfg.method.name == "full"
+    pe = 4 if cfg.precision == "fp32" or cfg.precision.startswith("amp") else 2
+    grad_bytes = n_trainable(cfg) * (pe if full else 4)
+    weight_bytes = param_split(cfg.model).total * pe
+    compute = micro.seconds
+    bwd_share = 0.6  # of a micro-batch: its backward (≈ 2/3 of the GEMM work)
+    lat = dev.link_latency_s
+    if cfg.parallel == "ddp":
+        comm = 2 * ring * grad_bytes / dev.link
+        bucket = min(grad_bytes, 25e6) * 2 * ring / dev.link
+        return max(comm - bwd_share * compute, bucket) + lat * max(1, grad_bytes / 25e6)
+    layers = dims(cfg.model).layers
+    if cfg.parallel in ("fsdp", "zero3"):
+        per_micro = ring * (2 * weight_bytes + grad_bytes) / dev.link
+        exposed = max(per_micro - compute, per_micro / max(1, layers)) + 3 * layers * lat
+        return exposed * t.grad_accum
+    # zero2
+    per_micro = ring * grad_bytes / dev.link
+    return t.grad_accum * max(per_micro - bwd_share * compute, 0.0) + ring * weight_bytes / dev.link
+
+
+@dataclass(frozen=True)
+class Step:
+    """One optimizer step: seconds by term (per GPU; all GPUs run theirs in parallel)."""
+
+    terms: dict[str, float]
+    micro: Timed
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.terms.values())
+
+
+def step_time(cfg: RunConfig, b: int, s: float) -> Step:
+    """Seconds of one optimizer step at micro-batch b × s tokens (grad_accum micro-batches, the
+    optimizer, exposed communication)."""
+    dev = device(cfg)
+    micro = micro_time(cfg, b, max(1, int(round(s))))
+    total = Timed().add(micro, cfg.train.grad_accum).add(optimizer_time(cfg))
+    terms = dict(total.terms)
+    comm = comm_s(cfg, micro, dev)
+    if comm:
+        terms["communication"] = terms.get("communication", 0.0) + comm
+    return Step(terms, micro)
+
+
+def generation_s(cfg: RunConfig, rows: int, prompt: float, new_tokens: int) -> float:
+    """Greedy generation for `rows` prompts (batches of GEN_BATCH): per batch a prefill forward, then
+    one forward per new token over the KV cache (+ the cache appends and generate's own host work)."""
+    if rows <= 0 or new_tokens <= 0:
+        return 0.0
+    dev = device(cfg)
+    d = dims(cfg.model)
+    batches = math.ceil(rows / GEN_BATCH)
+    b = min(GEN_BATCH, rows)
+    prefill = forward_time(cfg, b, max(1, int(prompt))).seconds
+    decode = forward_time(cfg, b, 1).seconds
+    e = 4 if cfg.precision == "fp32" else 2
+    past = prompt + new_tokens / 2
+    cache = Op("elementwise", "mem", "fwd", 0.0, 2.0 * b * past * d.kv * e)
+    extra = time_ops([(cache, 2 * d.layers), (Op("elementwise", "view", "fwd"), GENERATE_STEP_OPS)], dev)
+    return batches * (prefill + new_tokens * (decode + extra.seconds))
+
+
+def _start_s(cfg: RunConfig) -> float:
+    probe = cpu.probe() if cfg.gpu.is_cpu else None
+    imports = (probe or {}).get("imports") or {}
+    if cfg.gpu.is_cpu and imports:
+        base = float(imports.get("base", 0.0))
+        return base + (float(imports.get("adapters", 0.0)) if cfg.method.is_adapter else 0.0)
+    return GPU_START_S + (ADAPTER_IMPORT_S if cfg.method.is_adapter else 0.0)
+
+
+def _disk(cfg: RunConfig) -> tuple[float, float]:
+    """(read, write) bytes/s: the CPU probe's measurement of this machine's disk, else the priors."""
+    disk = ((cpu.probe() or {}).get("disk") or {}) if cfg.gpu.is_cpu else {}
+    return float(disk.get("read") or DISK_READ_GBS * 1e9), float(disk.get("write") or DISK_WRITE_GBS * 1e9)
+
+
+def run_time(
+    cfg: RunConfig, ln: Lengths, rows: int, weight_bytes: float, state_bytes: float, stats: Any = None
+) -> RunTime:
+    """Wall-clock of one run, by part (see the module docstring)."""
     t, n_gpu = cfg.train, cfg.gpu.count
     mb, global_batch = t.micro_batch_size, t.micro_batch_size * t.grad_accum * n_gpu
     if t.packing:  # sequences filled to seq_len (boundary waste ignored)
@@ -232,34 +304,86 @@ def run_time(cfg: RunConfig, ln: Lengths, rows: int, weight_bytes: float, state_
     seqs_done = steps * global_batch
     tokens = seqs_done * padded
     train_tokens = seqs_done * per_seq_real
-    peak, src = peak_tflops(cfg)
-    fpt = flops_per_token(cfg, padded)
-    flops = tokens * fpt
-    util = mfu(cfg, mb * padded)
-    compute_s = flops / (peak * 1e12 * util * n_gpu)
-    dequant_s = 0.0
-    split = param_split(cfg.model)
-    if cfg.method.name == "qlora" and cfg.gpu.bandwidth_gbs:
-        n = split.linear_weights
-        passes = 3 if t.gradient_checkpointing else 2  # forward, backward (+ recompute)
-        moved = 0.5 * n + 2 * 2 * n  # read 4-bit, write + read 16-bit weights
-        per_pass = moved / (cfg.gpu.bandwidth_gbs * 1e9 * DEQUANT_BANDWIDTH_EFFICIENCY)
-        dequant_s = per_pass * passes * t.grad_accum * steps
-    train_s = compute_s + dequant_s + steps * optimizer_step_s(cfg)
+    flops = tokens * flops_per_token(cfg, padded)
+    step = step_time(cfg, mb, padded)
+    train_s = steps * step.seconds
     rate = tokens / train_s if train_s else 0.0
-    # fixed wall-clock costs
-    load_s = 2.0 * split.total / (DISK_READ_GBS * 1e9)  # 16-bit safetensors
-    val_rows = min(cfg.data.val_rows_max, max(1, int(rows * cfg.data.val_fraction)))
-    eval_tokens = t.eval_points * val_rows * padded
-    d = dims(cfg.model)
-    eval_fpt = 2 * matmul_params(cfg.model) + 4 * d.layers * d.q * padded  # forward only
-    eval_s = eval_tokens * eval_fpt / (peak * 1e12 * util * n_gpu)
-    if t.metric != "none" and cfg.gpu.bandwidth_gbs:  # greedy decoding: one weight read per token step
-        metric_rows = t.metric_rows or val_rows
-        eval_s += (
-            math.ceil(metric_rows / mb) * t.max_new_tokens * weight_bytes / (cfg.gpu.bandwidth_gbs * 1e9)
-        )
-    n_ckpt = steps // t.checkpoint_every_steps if t.checkpoint_every_steps else CHECKPOINTS_PER_RUN
-    ckpt_s = n_ckpt * state_bytes / (DISK_WRITE_GBS * 1e9)
-    wall = {"load": load_s, "train": train_s, "eval": eval_s, "checkpoint": ckpt_s}
-    return RunTime(steps, train_tokens, tokens, padded, flops, rate, wall, src)
+    dev = device(cfg)
+    split = param_split(cfg.model)
+    read, write = _disk(cfg)
+    # load: tokenizer + data (train and validation rows), weights, QLoRA's quantization on load
+    n_val = val_rows(cfg, stats)
+    load_s = 0.5 + (rows + n_val) * TOKENIZE_S_PER_ROW + 2.0 * split.total / read
+    if cfg.method.name == "qlora":
+        per = QUANTIZE_S_PER_PARAM_CPU if cfg.gpu.is_cpu else QUANTIZE_S_PER_PARAM_GPU
+        load_s += split.linear_weights * per
+    # evals: eval_points passes over the validation rows (padded batches of the micro-batch size)
+    eval_batches = math.ceil(n_val / mb) if n_val else 0
+    eval_len = expected_padded(ln.mu, ln.sigma, ln.seq_len, mb) if eval_batches else 0.0
+    evals = len(_eval_steps(steps, t.eval_every_steps, t.eval_points))
+    eval_s = evals * eval_batches * forward_time(cfg, min(mb, max(1, n_val)), max(1, int(eval_len))).seconds
+    metric_s = 0.0
+    if t.metric != "none" and n_val:
+        m_rows = min(t.metric_rows or n_val, n_val)
+        metric_s = generation_s(cfg, m_rows, ln.mean, t.max_new_tokens)
+    every = t.checkpoint_every_steps or max(1, round(0.1 * steps))
+    n_ckpt = max(0, (steps - 1) // every)
+    ckpt_s = n_ckpt * (state_bytes / write + 0.02)
+    save_s = (n_trainable(cfg) * 4 if cfg.method.is_adapter else 0.0) / write + 0.05
+    if t.merge:
+        save_s += weight_bytes / write
+    wall = {
+        "start": _start_s(cfg),
+        "load": load_s + FIXED_RUN_S,
+        "train": train_s,
+        "eval": eval_s,
+        "metric": metric_s,
+        "checkpoint": ckpt_s,
+        "save": save_s,
+    }
+    return RunTime(
+        steps=steps,
+        train_tokens=train_tokens,
+        tokens=tokens,
+        padded_len=padded,
+        flops=flops,
+        tokens_per_s=rate,
+        step_s=step.seconds,
+        step_terms=step.terms,
+        wall_s=wall,
+        peak_tflops_source=dev.source,
+    )
+
+
+def _eval_steps(steps: int, every: int | None, points: int) -> list[int]:
+    """runners.train.eval_schedule (the same steps; no torch import)."""
+    if every:
+        at = set(range(every, steps + 1, every))
+    else:
+        at = {max(1, round(k * steps / points)) for k in range(1, points + 1)}
+    at.add(steps)
+    return sorted(at)
+
+
+def dominant(terms: dict[str, float], share: float = 0.2) -> list[str]:
+    """The terms that make up at least `share` of a step, largest first (at least the largest)."""
+    total = sum(terms.values()) or 1.0
+    ranked = sorted(terms.items(), key=lambda kv: -kv[1])
+    out = [k for k, v in ranked if v / total >= share]
+    return out or [ranked[0][0]] if ranked else []
+
+
+__all__ = [
+    "OVERHEAD",
+    "Lengths",
+    "RunTime",
+    "cpu_probe",
+    "dominant",
+    "expected_padded",
+    "flops_per_token",
+    "lengths",
+    "matmul_params",
+    "run_time",
+    "step_time",
+    "train_rows",
+]

@@ -27,6 +27,7 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
 from advisor.config.schema import RunConfig
+from advisor.estimator.steptime.ops import ops_to_json
 
 CATEGORIES = ("weights", "gradients", "optimizer", "activations", "logits", "temporaries")
 PHASES = ("forward", "backward", "optimizer")
@@ -160,19 +161,21 @@ def cuda_kernels(on: bool) -> Iterator[None]:
 
 def _optimizer(cfg: RunConfig, params: list[nn.Parameter]) -> tuple[torch.optim.Optimizer, bool]:
     """The configured optimizer and whether its state is paged (invisible to torch's allocator)."""
+    from runners.optim import WEIGHT_DECAY
+
     name, lr = cfg.train.optimizer, cfg.lr
     if name == "adamw":  # as the runner (runners/optim.py): foreach on CUDA (one param-size of
         # temporaries, `step` counters on the host), fused on the CPU
         if cfg.gpu.is_cpu:
-            return torch.optim.AdamW(params, lr=lr, fused=True), False
-        return torch.optim.AdamW(params, lr=lr, foreach=True), False
+            return torch.optim.AdamW(params, lr=lr, weight_decay=WEIGHT_DECAY, fused=True), False
+        return torch.optim.AdamW(params, lr=lr, weight_decay=WEIGHT_DECAY, foreach=True), False
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, foreach=not cfg.gpu.is_cpu), False
     import bitsandbytes as bnb
 
     if name in ("adamw_8bit", "paged_adamw_8bit"):  # paged = same state, in cudaMallocManaged memory
-        return bnb.optim.AdamW8bit(params, lr=lr), name.startswith("paged")
-    return bnb.optim.AdamW32bit(params, lr=lr), True  # paged_adamw_32bit
+        return bnb.optim.AdamW8bit(params, lr=lr, weight_decay=WEIGHT_DECAY), name.startswith("paged")
+    return bnb.optim.AdamW32bit(params, lr=lr, weight_decay=WEIGHT_DECAY), True  # paged_adamw_32bit
 
 
 def _state_tensors(opt: torch.optim.Optimizer) -> list[tuple[str, torch.Tensor]]:
@@ -211,8 +214,13 @@ def run_step(cfg: RunConfig, model: nn.Module, static: list[torch.Tensor]) -> di
 
 def _traced_step(cfg, model, static, opt, paged, params, forward) -> dict[str, Any]:
     flops = FlopCounterMode(display=False)
-    with flops:
+    recorder = _op_recorder(model)
+    opt.zero_grad(set_to_none=cfg.train.grad_accum == 1)  # as the runner: no gradients yet, or kept
+    with flops, recorder.tracking():
         forward().loss.backward()
+        recorder.phase = "opt"  # as the runner: gradient norm (and clipping), optimizer step
+        torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
+        opt.step()
     opt.zero_grad(set_to_none=cfg.train.grad_accum == 1)  # with accumulation, grads stay alive
 
     tracker = LiveBytes()
@@ -258,9 +266,27 @@ def _traced_step(cfg, model, static, opt, paged, params, forward) -> dict[str, A
         "peak": dict(tracker.peak),
         "peak_cat": {ph: dict(c) for ph, c in tracker.peak_cat.items()},
         "flops": int(flops.get_total_flops()),
+        "ops": ops_to_json(recorder.ops),
         "trainable_params": sum(p.numel() for p in params),
         "reserved": replay_reserved(tracker.events[:n_static], tracker.events[n_static:]),
     }
+
+
+def _op_recorder(model: nn.Module) -> Any:
+    """The op recorder for this model: PEFT's LoRA layers are the adapters, the causal LM's own ops
+    (after its decoder and output layer) the loss."""
+    from runners.trace.optime import OpRecorder
+
+    adapters: tuple[type, ...] = ()
+    try:
+        from peft.tuners.lora.layer import LoraLayer
+
+        adapters = (LoraLayer,)
+    except ImportError:  # pragma: no cover - peft is a dependency
+        pass
+    get_base = getattr(model, "get_base_model", None)
+    base = get_base() if callable(get_base) else model
+    return OpRecorder(model, base, adapters)
 
 
 def replay_reserved(static: list[tuple], step: list[tuple], steps: int = 2) -> int:

@@ -37,8 +37,9 @@ from typing import Any
 from advisor.config.catalog import repo_root
 from advisor.config.schema import RunConfig
 from advisor.errors import ConfigError
+from advisor.estimator.steptime.ops import extrapolate, ops_from_json, ops_to_json
 
-TRACE_VERSION = 5  # bump when the traced quantities change meaning
+TRACE_VERSION = 6  # bump when the traced quantities change meaning (6: the op list for time)
 GIB = 2**30
 BASE_LAYERS = (2, 4)  # traced depths for the linear extrapolation (differ by 2: period-2 layer patterns)
 
@@ -157,6 +158,7 @@ def _row(raw: dict[str, Any], cfg: RunConfig, points: list[int], seconds: float)
             "flops_per_micro_batch": raw["flops"],
             "flops_per_step": raw["flops"] * cfg.train.grad_accum,
             "flops_per_token": raw["flops"] / tokens,
+            "ops": raw["ops"],  # one micro-batch (fwd, bwd, rec) + the optimizer step (opt): steptime ops
         },
         "trainable_params": round(raw["trainable_params"]),
         "traced": True,
@@ -199,7 +201,12 @@ def trace(cfg: RunConfig, layers: int | None = None, cache_dir: Path | None = No
             return json.loads(path.read_text())
     t0 = time.perf_counter()
     raws = [_trace_depth(cfg, n) for n in points]
+    op_lists = [ops_from_json(r.pop("ops")) for r in raws]
     raw = raws[0] if len(raws) == 1 else _affine(raws[0], raws[1], points[0], points[1], depth)
+    ops = (
+        op_lists[0] if len(raws) == 1 else extrapolate(op_lists[0], op_lists[1], points[0], points[1], depth)
+    )
+    raw["ops"] = ops_to_json(ops)
     if len(raws) > 1:  # the allocator's slack is not affine in depth: it settles (a few % per layer
         # pair in either direction); take the deepest trace's slack on top of the extrapolated peak
         deep = raws[-1]

@@ -152,17 +152,18 @@ def test_sharding_lowers_per_gpu_memory():
 
 
 def test_cpu_rows_use_the_probe_and_rss(monkeypatch):
+    from advisor.estimator.steptime import cpu as steptime_cpu
+
     cfg = from_names("demo-base", "lora", "cpu")
-    monkeypatch.setattr(
-        timing, "cpu_probe", lambda: {"bf16_tflops": 0.5, "fp32_tflops": 1.0, "measured": "today"}
-    )
+    old = {"bf16_tflops": 0.5, "fp32_tflops": 1.0, "measured": "today"}  # a probe from before version 2
+    monkeypatch.setattr(steptime_cpu, "probe", lambda: old)
     row = estimate(cfg)
-    assert row["time"]["throughput_source"] == "measured today"
+    assert "measured matmul" in row["time"]["throughput_source"]
     m = row["memory"]
     assert m["reserved_gib"] == m["allocated_gib"]
     assert m["device_gib"] == pytest.approx(m["allocated_gib"] + CPU_PROCESS_GIB, abs=2e-3)
-    monkeypatch.setattr(timing, "cpu_probe", lambda: None)
-    assert "prior" in estimate(cfg)["time"]["throughput_source"]
+    monkeypatch.setattr(steptime_cpu, "probe", lambda: None)
+    assert "prior" in estimate(from_names("demo-base", "lora", "cpu"))["time"]["throughput_source"]
 
 
 def test_bf16_falls_back_to_fp16_without_bf16():
