@@ -23,11 +23,13 @@ commands:
   sweep  [overrides]        run (or resume) the sweep of a matrix in sweep.dir
   report SWEEP_DIR          rebuild the recommendation report of a finished or running sweep
   data check|prepare [...]  check a dataset (problems, token statistics) / write a cleaned split
+  export SWEEP_DIR to=TOOL  write the recommended cell as an axolotl, LLaMA-Factory or TRL config
 
 Every command takes Hydra overrides (key=value, group=option), e.g.
   tunewise advise model=llama-3.1-70b data.rows=20000 budget.usd=100
   tunewise advise model=qwen2.5-7b gpu=rtx-4090 method=qlora train.seq_len=4096 format=json
   tunewise sweep matrix=method_rank_size model.path=/models/llama-3.2-1b gpu=a100-80gb data.path=train.jsonl
+  tunewise advise from=axolotl.yaml gpu=rtx-4090          # your trainer's config, estimated
 Run `tunewise COMMAND --help` for a command's keys.
 """
 

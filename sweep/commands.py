@@ -12,6 +12,7 @@ from advisor.config import catalog
 from advisor.config.schema import RunConfig
 from advisor.errors import ConfigError, Problems
 from runners import offline
+from sweep import fromfile, tracking
 from sweep.compose import compose, documented_defaults, given_keys, override_value
 
 HELP = {
@@ -36,6 +37,12 @@ HELP = {
         "exit status: 0 clean (warnings alone: 0) · 1 problems found · 2 bad input"
     ),
     "report": "tunewise report SWEEP_DIR\n\nRebuild report.md / report.html of a finished or running sweep and print its summary.",
+    "export": (
+        "tunewise export SWEEP_DIR to=axolotl|llamafactory|trl [cell=ID] [out=FOLDER]\n\n"
+        "Write the recommended cell (or cell=ID) as a config for that trainer (every setting the cell ran\n"
+        "with, the sweep's learning rate, the data path) into out (default SWEEP_DIR/export), and print\n"
+        "the command that runs it and the `tunewise advise from=…` command that gives its estimate back."
+    ),
 }
 # The primary config each command composes (conf/<name>.yaml) and the sections its --help leaves out.
 CONFIG = {"advise": "advise", "sweep": "config", "data": "advise"}
@@ -103,6 +110,7 @@ def advise_cmd(args: list[str]) -> int:
     if _wants_help(args):
         _print_help("advise")
         return 0
+    args, source = fromfile.expand(args)  # from=PATH: a trainer config's settings, the command line's on top
     d, cfg = _load(CONFIG["advise"], args)
     given = given_keys(args)
     methods = (cfg.method.name,) if "method" in given else ("full", "lora", "qlora")
@@ -114,6 +122,8 @@ def advise_cmd(args: list[str]) -> int:
 
         tracer = trace_row
     doc = advise(cfg, methods=methods, given=given, tracer=tracer)
+    if source is not None:
+        doc["query"].update(source=source.to_dict(), notes=doc["query"]["notes"] + source.notes())
     if d["format"] == "json":
         print(json.dumps(doc, indent=2))
     else:
@@ -129,10 +139,14 @@ def sweep_cmd(args: list[str]) -> int:
         return 0
     from sweep.run import run_sweep
 
+    args, source = fromfile.expand(args, fromfile.matrix_axes(args))
     d = compose(CONFIG["sweep"], args)
     p = Problems()
     _offline(d, p)
+    tracking.configure(d, p)
     p.raise_if_any()
+    if source is not None:
+        fromfile.print_notes(source)
     return run_sweep(d, args)
 
 
@@ -173,9 +187,19 @@ def data_cmd(args: list[str]) -> int:
     return run_data_command(args[0], cfg, fmt=d["format"])
 
 
+def export_cmd(args: list[str]) -> int:
+    if _wants_help(args):
+        _print_help("export")
+        return 0
+    from sweep.export import export_cmd as run_export
+
+    return run_export(args)
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "advise": advise_cmd,
     "sweep": sweep_cmd,
     "report": report_cmd,
     "data": data_cmd,
+    "export": export_cmd,
 }

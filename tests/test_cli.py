@@ -72,7 +72,7 @@ def test_usage_and_unknown_command():
         assert f"\n  {cmd} " in out.stdout
     bad = tw("advize")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    assert "unknown command 'advize' (allowed: advise, sweep, report, data)" in bad.stderr
+    assert "unknown command 'advize' (allowed: advise, sweep, report, data, export)" in bad.stderr
 
 
 def test_unknown_key_exits_2_naming_the_key():
