@@ -8,8 +8,9 @@ In process: `run_cell(cfg, out_dir, hooks=Hooks(...), resume=True, baseline=Fals
 whenever result.json was written (also for oom/failed).
 
 Order of work: the dataset is validated before anything loads (bad data → `failed` with file:line);
-then tokenizer, data, model (`wall_s.load`), training with evals (`wall_s.train`, `wall_s.eval`),
-the task metric, the adapter (and merged weights on train.merge). An out-of-memory anywhere ends
+then tokenizer, data, model (`wall_s.load`; the process's start and imports before it: `wall_s.start`),
+training with evals and checkpoints (`wall_s.train`, `.eval`, `.checkpoint`), the task metric
+(`wall_s.metric`), the adapter (and merged weights on train.merge: `wall_s.save`). An out-of-memory anywhere ends
 `oom` with the step reached and the peaks so far; any other error ends `failed` with a one-line
 reason (traceback to stderr and OUT_DIR/error.log). Neither raises to the caller.
 
@@ -22,6 +23,7 @@ and the leader combines them into result.json (per-rank memory in `measured.rank
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 import traceback
@@ -221,9 +223,10 @@ def _train(
             cfg.train.metric_rows,
             loop.device,
         )
-        progress.wall_s["eval"] += time.perf_counter() - t1
+        progress.wall_s["metric"] = progress.wall_s.get("metric", 0.0) + time.perf_counter() - t1
     if not baseline:
         hooks.phase("save")
+        t1 = time.perf_counter()
         merge = cfg.train.merge and status == "complete"
         if group.world == 1:
             learned.adapter_bytes = model_mod.save_adapter(model, out_dir / "adapter")
@@ -231,7 +234,18 @@ def _train(
                 model_mod.save_merged(model, tok, out_dir / "merged")
         else:
             learned.adapter_bytes = _save_gathered(cfg, loop.parts.model, tok, out_dir, group, merge)
+        progress.wall_s["save"] = progress.wall_s.get("save", 0.0) + time.perf_counter() - t1
     return status
+
+
+def _process_age_s() -> float:
+    """Seconds since this process started (Linux /proc; 0 elsewhere): its start-up and imports."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: start time after boot
+        return max(0.0, float(Path("/proc/uptime").read_text().split()[0]) - started)
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def _save_gathered(
@@ -359,6 +373,7 @@ def run_cell(
         hooks = tracking.attach(cfg, out_dir, hooks)
     group = SINGLE
     progress, learned = Progress(), Learned()
+    progress.wall_s["start"] = _process_age_s()
     live = measure.LiveBytes() if not torch.cuda.is_available() else None
     sampler = measure.Sampler()
     cap = measure.MemoryCap(cfg.train.memory_cap_gib)

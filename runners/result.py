@@ -17,6 +17,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 Status = Literal["complete", "pruned", "oom", "failed"]
+# measured.wall_s's parts (advisor.estimator.timing models each): start = process start and imports;
+# load = tokenizer, data, model, optimizer; train = the optimizer steps (checkpoints excluded); eval =
+# the evals' forward passes; metric = the task metric's generation; checkpoint = resumable
+# checkpoints; save = the adapter / merged weights at the end
+WALL_PARTS = ("start", "load", "train", "eval", "metric", "checkpoint", "save")
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,7 @@ class Progress:
     batch_tokens: int = 0  # real + padding tokens of every trained micro-batch
     timed_tokens: int = 0
     timed_s: float = 0.0
-    wall_s: dict[str, float] = field(default_factory=lambda: {"load": 0.0, "train": 0.0, "eval": 0.0})
+    wall_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(WALL_PARTS, 0.0))
     static_bytes: dict[str, int] | None = None
 
     def to_state(self) -> dict[str, Any]:
@@ -72,7 +77,7 @@ class Measured:
     tokens_per_s: float | None  # non-padding training tokens per second over the timed steps
     train_tokens: int  # non-padding tokens trained on
     padding_fraction: float | None  # padding tokens / all tokens of the trained micro-batches
-    wall_s: dict[str, float]  # seconds by phase: load, train, eval
+    wall_s: dict[str, float]  # seconds by part (WALL_PARTS): start … save; the advisor models the same
     usd: float  # wall-clock hours × cfg.price.usd_per_gpu_hour × gpu.count
     eval_loss: float | None  # the last eval's loss
     eval_curve: list[list[float]]  # [step, fraction of planned steps, eval_loss] per eval

@@ -319,5 +319,5 @@ class Loop:
             if p.step % every == 0 and p.step < steps:
                 t2 = time.perf_counter()
                 checkpoint.save(self.checkpoints, self.parts, p.step, p.to_state(), self.group)
-                p.wall_s["train"] += time.perf_counter() - t2
+                p.wall_s["checkpoint"] = p.wall_s.get("checkpoint", 0.0) + time.perf_counter() - t2
         return "complete"
