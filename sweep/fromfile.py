@@ -40,7 +40,9 @@ def matrix_axes(args: list[str]) -> set[str]:
     name = name or catalog.choices("config").get("matrix")
     if not name or name not in catalog.option_names("matrix"):
         return set()
-    return set((catalog.load_option("matrix", name).get("matrix") or {}).get("axes") or {})
+    doc = catalog.load_option("matrix", name)
+    matrix = doc.get("matrix") if isinstance(doc.get("matrix"), dict) else doc  # `@package _global_` or not
+    return set(matrix.get("axes") or {})
 
 
 def expand(args: list[str], varied: set[str] | None = None) -> tuple[list[str], Source | None]:

@@ -60,7 +60,8 @@ class Source:
 
     def notes(self) -> list[str]:
         """Lines for the notes `advise` prints."""
-        out = [f"from={self.path}: read as a {self.tool} config."]
+        article = "an" if self.tool[0] in "aeiou" else "a"
+        out = [f"from={self.path}: read as {article} {self.tool} config."]
         if self.model:
             out.append(f"from: model {self.model}.")
         if self.read:
