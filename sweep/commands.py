@@ -46,7 +46,11 @@ HELP = {
 }
 # The primary config each command composes (conf/<name>.yaml) and the sections its --help leaves out.
 CONFIG = {"advise": "advise", "sweep": "config", "data": "advise"}
-NOT_READ = {"advise": ("sweep.", "matrix."), "data": ("sweep.", "matrix."), "sweep": ()}
+NOT_READ = {
+    "advise": ("sweep.", "matrix.", "tracking"),
+    "data": ("sweep.", "matrix.", "tracking", "from"),
+    "sweep": (),
+}
 OUTPUT_FORMATS = ("rich", "json")  # `format=`
 DATA_SUBCOMMANDS = ("check", "prepare")
 
