@@ -23,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -138,10 +139,12 @@ def _check_folder(d: Path) -> None:
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
         raise ConfigError(f"sweep.dir={str(d)!r}: {probe} is a file, so no folder can be made under it")
-    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+    try:  # a folder made and removed at once: permissions, read-only and special file systems alike
+        os.rmdir(tempfile.mkdtemp(prefix=".tunewise-", dir=probe))
+    except OSError as e:
         raise ConfigError(
-            f"sweep.dir={str(d)!r}: {probe} is not writable by this user (choose another sweep.dir)"
-        )
+            f"sweep.dir={str(d)!r}: {probe} is not writable ({e.strerror}; choose another sweep.dir)"
+        ) from None
 
 
 def _no_runnable_config(plan: Plan) -> ConfigError | None:

@@ -76,8 +76,15 @@ def model(d: dict[str, Any], p: Problems, *, read_config_path: bool = True) -> M
             path = path / "config.json"
         try:
             hf = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            p.add("model.config_path", cp, f"cannot read a HF config.json ({e.__class__.__name__}: {e})")
+        except (OSError, ValueError, RecursionError) as e:  # RecursionError: JSON nested too deeply
+            p.add(
+                "model.config_path",
+                cp,
+                f"cannot read a HF config.json ({e.__class__.__name__}: {str(e)[:200]})",
+            )
+            return None
+        if not isinstance(hf, dict):
+            p.add("model.config_path", cp, f"a HF config.json holds a JSON object, not a {type(hf).__name__}")
             return None
         d = {**d, **outside.hf_config_to_model_fields(hf, d.get("name") or path.parent.name)}
         d["total_params"] = None

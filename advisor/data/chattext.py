@@ -90,8 +90,8 @@ def _read_json(path: Path) -> dict:
         return {}
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise DataError(f"{path}: not valid JSON ({e})") from None
+    except (OSError, ValueError, RecursionError) as e:  # not UTF-8 is a ValueError too
+        raise DataError(f"{path}: not valid JSON ({str(e)[:200]})") from None
     return data if isinstance(data, dict) else {}
 
 

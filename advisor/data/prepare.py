@@ -22,6 +22,7 @@ import errno
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -199,10 +200,11 @@ def _writable(out: Path) -> None:
         raise DataError(f"data.out_dir={str(out)!r}: is a file, not a folder (choose a folder path)")
     try:
         out.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(prefix=".tunewise-", dir=out))  # permissions, read-only file systems
     except OSError as e:
-        raise DataError(f"data.out_dir={str(out)!r}: cannot create the folder ({_why(e)})") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise DataError(f"data.out_dir={str(out)!r}: not writable by this user (choose another data.out_dir)")
+        raise DataError(
+            f"data.out_dir={str(out)!r}: not writable ({_why(e)}; choose another data.out_dir)"
+        ) from None
 
 
 def _write_split(

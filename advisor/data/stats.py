@@ -61,7 +61,13 @@ class TokenCounter:
         if folder is not None and (folder / "tokenizer.json").is_file():
             from tokenizers import Tokenizer
 
-            self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+            try:
+                self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+            except Exception as e:  # the Rust reader raises a plain Exception for any bad file
+                raise DataError(
+                    f"model.path={model_path!r}: {folder / 'tokenizer.json'} is not a readable tokenizer "
+                    f"({str(e)[:200]})"
+                ) from None
             self.chat = ChatTemplate(folder)
             self.name = str(folder)
 

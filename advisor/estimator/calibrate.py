@@ -242,13 +242,15 @@ def read_records(path: str | Path) -> list[TrialRecord]:
         return records
     if not p.is_file():
         raise ConfigError(f"advisor.calibration={str(path)!r}: no such sweep folder or records file")
-    text = p.read_text()
     try:
+        text = p.read_text()  # not UTF-8: a ValueError too
         if p.suffix == ".jsonl":
             return _typed([json.loads(line) for line in text.splitlines() if line.strip()], path)
         data = json.loads(text)
-    except ValueError as e:
-        raise ConfigError(f"advisor.calibration={str(path)!r}: not JSON/JSONL records ({e})") from None
+    except (ValueError, RecursionError) as e:
+        raise ConfigError(
+            f"advisor.calibration={str(path)!r}: not JSON/JSONL records ({str(e)[:200]})"
+        ) from None
     return _typed(data if isinstance(data, list) else [data], path)
 
 
