@@ -11,6 +11,13 @@ pick the micro-batch / grad-accum that fits (global batch unchanged) and price i
 would pass `budget.usd` (dollars, summed) or `budget.hours` (wall clock = summed hours / workers), the
 most expensive are dropped first as `over_budget`. Neither kind ever starts a process.
 
+Devices: a cell with `gpu.count` = N runs on N device slots of one worker (sweep/devices.py); a cell
+needing more slots than a worker of this machine owns is `infeasible` here (saying how many it has), and
+one the runner would refuse on N processes (advisor.config.checks.parallel_problems) is `failed` before
+it starts. `gpu.count=auto` gives each cell the smallest node shape that fits — 1, 2, 4, 8, then
+multiples of 8 (advisor.estimator.search.smallest_node, the advisor's `min_gpus`) — with the
+parallelism the advisor assumes there; the plan table shows each cell's N and parallelism.
+
 The same `Plan` is what `tunewise sweep` runs and what plan.json holds for worker processes
 (sweep.planfile).
 """
@@ -21,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from advisor.config.checks import parallel_problems
 from advisor.config.schema import RunConfig
 from advisor.errors import ConfigError
 from advisor.trials.matrix import Cell, cap_rows, expand, override_key, pin_axes, validate_matrix
@@ -117,6 +125,17 @@ def matrix_cells(
     return effective, expand(effective, base.method.name, seeds, base.seed), notes
 
 
+AUTO = "auto"  # gpu.count=auto: the plan picks each cell's node shape
+
+
+def without_auto(d: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """A composed config with gpu.count=auto read as 1 (the search starts there), and whether it was auto."""
+    gpu = d.get("gpu")
+    if isinstance(gpu, dict) and gpu.get("count") == AUTO:
+        return {**d, "gpu": {**gpu, "count": 1}}, True
+    return d, False
+
+
 def cell_overrides(user: list[str], cell: Cell) -> list[str]:
     """The user's overrides minus any key the cell sets, then the cell's (an override of an axis key
     has already replaced the axis: `matrix_cells`)."""
@@ -153,6 +172,16 @@ class Pricer:
 
             self._calibration[cfg.calibration] = load_calibration(cfg.calibration)
         return self._calibration[cfg.calibration]
+
+    def node(self, cell: Cell, cfg: RunConfig, limit: int, lr_trials: int) -> RunConfig | PlannedCell:
+        """gpu.count=auto: cfg on the smallest node shape (≤ limit) that fits, or the infeasible cell."""
+        from advisor.estimator import search
+
+        found = search.smallest_node(search.Estimates(self.stats(cfg), self.calibration(cfg)), cfg, limit)
+        if found is None:
+            reason = f"gpu.count=auto: fits no node shape of {cfg.gpu.display_name} up to {limit}"
+            return PlannedCell(cell, cfg, None, "infeasible", reason, lr_trials)
+        return search.at_count(cfg, *found)
 
     def price(self, cell: Cell, cfg: RunConfig, lr_trials: int) -> PlannedCell:
         stats, cal = self.stats(cfg), self.calibration(cfg)
@@ -210,11 +239,20 @@ def build_plan(
     pricer = Pricer()
     for cell in cells:
         try:
-            cfg = RunConfig.from_dict(compose("config", cell_overrides(user_overrides, cell)))
-            plan.cells.append(pricer.price(cell, cfg, settings.lr_trials))
+            d, auto = without_auto(compose("config", cell_overrides(user_overrides, cell)))
+            cfg = RunConfig.from_dict(d)
+            sized = pricer.node(cell, cfg, _auto_limit(settings, cfg), settings.lr_trials) if auto else cfg
+            if isinstance(sized, PlannedCell):
+                plan.cells.append(sized)
+                continue
+            problems = parallel_problems(sized)
+            if problems:
+                raise ConfigError(problems)
+            plan.cells.append(pricer.price(cell, sized, settings.lr_trials))
         except ConfigError as e:  # DataError included: a bad data file fails before any process starts
             reason = "bad config: " + "; ".join(e.problems)
             plan.cells.append(PlannedCell(cell, None, None, "failed", reason, settings.lr_trials))
+    _check_devices(plan)
     if not settings.prescreen:
         for pc in plan.cells:
             if pc.status == "infeasible":
@@ -227,21 +265,66 @@ def build_plan(
     return plan
 
 
+def _auto_limit(settings: SweepSettings, cfg: RunConfig) -> int:
+    """The largest node shape gpu.count=auto considers: 64 cards (advise's min_gpus), or on CPU the
+    simulated slots sweep.devices gives (default: 8)."""
+    from advisor.estimator.search import MAX_MIN_GPUS
+
+    if not cfg.gpu.is_cpu:
+        return MAX_MIN_GPUS
+    d = settings.devices
+    return d if isinstance(d, int) else len(d) if d is not None else 8
+
+
+def _check_devices(plan: Plan) -> None:
+    """Cells needing more device slots than a worker of this machine owns are infeasible here."""
+    from sweep.devices import machine_slots, share
+
+    s = plan.settings
+    run = [pc for pc in plan.cells if pc.status == "run" and pc.cfg is not None]
+    largest = max((pc.cfg.gpu.count for pc in run if pc.cfg is not None), default=1)
+    slots = machine_slots(s.devices, largest * (s.workers if s.devices is None else 1))
+    per_worker = max(len(share(slots, s.workers, i)) for i in range(s.workers))
+    for pc in run:
+        assert pc.cfg is not None
+        n = pc.cfg.gpu.count
+        if n > per_worker:
+            where = (
+                f"each of the {s.workers} workers owns at most {per_worker}"
+                if s.workers > 1
+                else f"this machine has {len(slots)}"
+            )
+            pc.status, pc.reason = (
+                "infeasible",
+                f"needs {n} devices (gpu.count={n}); {where} (sweep.devices={s.devices}: {', '.join(slots)})",
+            )
+
+
 def fmt_hours(h: float) -> str:
     s = h * 3600
     return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{h:.1f} h"
 
 
+def _gpus(pc: PlannedCell) -> str:
+    """N and the parallelism of a cell: `1`, `2 fsdp`, `8 zero3`."""
+    if pc.cfg is None:
+        return "-"
+    n = pc.cfg.gpu.count
+    return str(n) if n == 1 else f"{n} {pc.cfg.parallel}"
+
+
 def format_plan(plan: Plan) -> str:
-    lines = [f"{'cell':<11} {'status':<12} {'est $':>10} {'est time':>9} {'batch':>7}  overrides / reason"]
+    lines = [
+        f"{'cell':<11} {'status':<12} {'est $':>10} {'est time':>9} {'batch':>7} {'gpus':>9}  overrides / reason"
+    ]
     for pc in plan.cells:
         batch = f"{pc.cfg.train.micro_batch_size}x{pc.cfg.train.grad_accum}" if pc.cfg else "-"
         lines.append(
-            f"{pc.cell.cell_id:<11} {pc.status:<12} {pc.usd:>10.4g} {fmt_hours(pc.hours):>9} {batch:>7}  "
-            f"{pc.cell.label()}"
+            f"{pc.cell.cell_id:<11} {pc.status:<12} {pc.usd:>10.4g} {fmt_hours(pc.hours):>9} {batch:>7} "
+            f"{_gpus(pc):>9}  {pc.cell.label()}"
         )
         if pc.reason:
-            lines.append(f"{'':<11} {'':<12} {'':>10} {'':>9} {'':>7}  ↳ {pc.reason}")
+            lines.append(f"{'':<11} {'':<12} {'':>10} {'':>9} {'':>7} {'':>9}  ↳ {pc.reason}")
     usd, hours = plan.totals()
     n_run = len(plan.runnable())
     skipped = len(plan.cells) - n_run

@@ -41,6 +41,9 @@ class SweepSettings:
     prescreen: bool = _S["prescreen"]  # false = run infeasible cells too, ignore the budget (benchmarks)
     cell_stall_minutes: float | None = _S["cell_stall_minutes"]  # no progress this long: killed
     cell_timeout_minutes: float | None = _S["cell_timeout_minutes"]  # wall-clock cap per attempt
+    # device slots workers hand out (sweep/devices.py): null = all visible GPUs (CPU: as many simulated
+    # slots as the largest cell needs), N = the first N (N simulated on CPU), a list = these GPU indices
+    devices: int | tuple[int, ...] | None = _S["devices"]
     rerun: str | None = _S["rerun"]  # changed | failed | null: what a rerun of the folder may run again
 
     def runner_limits(self) -> dict[str, float | None]:

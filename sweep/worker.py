@@ -6,21 +6,35 @@ pid gone) is retried once as a new Optuna trial, resuming from its checkpoint; a
 it `failed`. Before starting a cell the worker checks what the whole sweep has spent (measured) plus
 what is running (estimated) against the budget, and marks the cell `over_budget` if it would not fit.
 
+Devices (sweep/devices.py): a worker owns device slots (`sweep.devices`, or its share when
+`sweep.workers` splits them) and starts a cell whose `gpu.count` = N once N slots are free, in a thread
+of its own (one cell at a time, in this thread, when it owns a single slot); the cell's runner gets
+those slots and nothing else does until it ends. A cell that needs more slots than the worker owns is
+never claimed by it (the plan marks such cells infeasible on this machine). Ctrl-C stops the running
+cells as the single-cell path does (each is recorded `interrupted` and goes back to pending).
+
 `python -m sweep.worker SWEEP_DIR` runs one worker from SWEEP_DIR/plan.json (what `tunewise sweep
 sweep.workers=N` starts N times).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
+import os
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import optuna
+
 from advisor.trials.store import load_record, now_iso, save_record
 from sweep.claims import Claims, Row, is_dead, maybe_dead, me
+from sweep.devices import ENV_WORKER, LEDGER, Slots, cell_env, machine_slots
 from sweep.plan import Plan, PlannedCell
 from sweep.planfile import load_plan
 from sweep.records import write_results_csv
@@ -29,27 +43,69 @@ from sweep.study import make_pruner, open_study, tell_end
 log = logging.getLogger("tunewise.sweep")
 
 
+def needs(pc: PlannedCell) -> int:
+    """Device slots a cell takes: its gpu.count."""
+    return pc.cfg.gpu.count if pc.cfg is not None else 1
+
+
+def worker_slots(plan: Plan) -> list[str]:
+    """This worker's slots: its share from the process that spawned it, else sweep.devices."""
+    given = os.environ.get(ENV_WORKER)
+    if given is not None:
+        return [d for d in given.split(",") if d]
+    largest = max((needs(pc) for pc in plan.runnable()), default=1)
+    return machine_slots(plan.settings.devices, largest)  # a single worker: every slot
+
+
+@dataclass
+class CellOwner:
+    """The worker as one running cell sees it (sweep.attempts.Owner): its runner's environment holds
+    the cell's device slots."""
+
+    plan: Plan
+    env: dict[str, str] | None
+    claims: Claims
+    study: optuna.Study
+    host: str
+    pid: int
+
+
 @dataclass
 class Worker:
     plan: Plan
-    env: dict[str, str] | None = None
+    env: dict[str, str] | None = None  # added to every runner's environment (with its cell's devices)
 
     def __post_init__(self) -> None:
         s = self.plan.settings
         self.claims = Claims(s.storage, s.study_name)
         self.study = open_study(s.storage, s.study_name, make_pruner(s.pruner, len(self.plan.cells)))
         self.host, self.pid = me()
+        self.slots = Slots(worker_slots(self.plan), self.plan.dir / LEDGER)
+        self._running: dict[str, threading.Thread] = {}
+        self._ended = threading.Event()
+        self._lock = threading.Lock()  # the claims and results.csv of cells ending in threads
 
     # ------------------------------------------------------------------------------------------
     def run(self) -> None:
-        """Work until no cell is left to claim; wait only for cells whose owner on this host died."""
+        """Work until no cell is left to claim; wait for the cells running here, and for cells whose
+        owner on this host died."""
+        try:
+            self._loop()
+        except KeyboardInterrupt:
+            self._interrupt_cells()
+            raise
+        self._join_cells()
+
+    def _loop(self) -> None:
         s = self.plan.settings
         while True:
             rows = self.claims.rows()
             did_something, waiting = False, False
             for pc in self.plan.cells:
                 row = rows.get(pc.cell_id)
-                if pc.status != "run" or row is None or row.terminal:
+                if pc.status != "run" or row is None or row.terminal or pc.cell_id in self._running:
+                    continue
+                if needs(pc) > len(self.slots.names):  # never here: the plan says why
                     continue
                 if row.status == "pending":
                     did_something |= self._try_start(pc, row, rows)
@@ -57,12 +113,15 @@ class Worker:
                     did_something |= self._retry_dead(pc, row)
                 elif maybe_dead(row):
                     waiting = True
+                if row.status == "pending" and not did_something and needs(pc) > self.slots.free:
+                    waiting = True  # it waits for devices a running cell will free
                 if did_something:
                     break  # re-read the table: the budget and other workers moved on
             if not did_something:
-                if not waiting:
+                if not waiting and not self._running:
                     return
-                time.sleep(s.poll_s)
+                self._ended.wait(s.poll_s)
+                self._ended.clear()
 
     # ------------------------------------------------------------------------------------------
     def _budget_problem(self, pc: PlannedCell, rows: dict[str, Row]) -> str | None:
@@ -97,6 +156,9 @@ class Worker:
                 record_skipped(self.plan, self.study, pc, "over_budget", problem)
                 log.info("cell %s over budget: %s", pc.cell_id, problem)
             return True
+        devices = self.slots.take(needs(pc), pc.cell_id)
+        if devices is None:
+            return False
         if not self.claims.cas(
             row,
             status="running",
@@ -107,8 +169,9 @@ class Worker:
             usd=pc.usd,
             wall_s=pc.hours * 3600,
         ):
+            self.slots.give(devices, pc.cell_id)
             return False
-        self._run_cell(pc)
+        self._start(pc, devices)
         return True
 
     def _retry_dead(self, pc: PlannedCell, row: Row) -> bool:
@@ -126,6 +189,9 @@ class Worker:
             write_results_csv(self.plan.dir)
             log.info("cell %s failed: %s", pc.cell_id, rec.reason)
             return True
+        devices = self.slots.take(needs(pc), pc.cell_id)
+        if devices is None:
+            return False
         if not self.claims.cas(
             row,
             status="running",
@@ -135,10 +201,11 @@ class Worker:
             attempts=row.attempts + 1,
             deaths=row.deaths + 1,
         ):
+            self.slots.give(devices, pc.cell_id)
             return False
         self._mark_died(pc, row, reason)
         log.info("cell %s: retrying once, resuming from its checkpoint (%s)", pc.cell_id, reason)
-        self._run_cell(pc)
+        self._start(pc, devices)
         return True
 
     def _mark_died(self, pc: PlannedCell, row: Row, reason: str) -> None:
@@ -151,14 +218,57 @@ class Worker:
             save_record(self.plan.dir, rec)
 
     # ------------------------------------------------------------------------------------------
-    def _run_cell(self, pc: PlannedCell) -> None:
+    def _start(self, pc: PlannedCell, devices: list[str]) -> None:
+        """Run the cell on `devices`: here when this worker owns one slot, else in a thread."""
+        if len(self.slots.names) == 1:
+            self._run_cell(pc, devices)
+            return
+        t = threading.Thread(
+            target=self._run_cell, args=(pc, devices), name=f"cell-{pc.cell_id}", daemon=True
+        )
+        self._running[pc.cell_id] = t
+        t.start()
+
+    def _run_cell(self, pc: PlannedCell, devices: list[str]) -> None:
         from sweep.attempts import run_attempts
 
-        final: dict[str, Any] = run_attempts(self, pc)
-        rows = self.claims.rows()
-        row = rows[pc.cell_id]
-        self.claims.cas(row, status=final["status"], usd=final["usd"], wall_s=final["wall_s"])
-        write_results_csv(self.plan.dir)
+        owner = CellOwner(
+            self.plan, {**(self.env or {}), **cell_env(devices)}, self.claims, self.study, self.host, self.pid
+        )
+        log.info("cell %s on device slot(s) %s", pc.cell_id, ",".join(devices))
+        try:
+            final: dict[str, Any] = run_attempts(owner, pc)
+            with self._lock:
+                row = self.claims.rows()[pc.cell_id]
+                self.claims.cas(row, status=final["status"], usd=final["usd"], wall_s=final["wall_s"])
+                write_results_csv(self.plan.dir)
+        except KeyboardInterrupt:
+            if threading.current_thread() is threading.main_thread():
+                raise
+            # a cell thread stopped by _interrupt_cells: its attempt is recorded, the cell pending
+        finally:
+            self.slots.give(devices, pc.cell_id)
+            self._running.pop(pc.cell_id, None)
+            self._ended.set()
+
+    def _join_cells(self) -> None:
+        while self._running:
+            for t in list(self._running.values()):
+                t.join()
+
+    def _interrupt_cells(self) -> None:
+        """Ctrl-C in a worker running cells in threads: raise KeyboardInterrupt in each of them (as the
+        main thread gets it when it runs the cell itself), so that each records its attempt
+        `interrupted`, kills its runner and gives the cell back; wait for them."""
+        for t in list(self._running.values()):
+            if t.ident is not None:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(t.ident), ctypes.py_object(KeyboardInterrupt)
+                )
+        deadline = time.monotonic() + 60
+        for t in list(self._running.values()):
+            with contextlib.suppress(RuntimeError):
+                t.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
 def main(argv: list[str] | None = None) -> int:

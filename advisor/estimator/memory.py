@@ -3,6 +3,19 @@ numbers a user compares with (estimator-notes §1): allocated (live tensors), re
 allocator), device (what nvidia-smi shows; on CPU: process RSS).
 
 peak = weights + optimizer states + max(forward_end, backward, optimizer_step)   (estimator-notes §5)
+
+One rank of a cell on N processes (the runner's runners.parallel), phase by phase:
+- DDP: every rank holds the whole model; its gradients are views of DDP's buckets, which live for the
+  whole run (held in every phase, not only with gradient accumulation).
+- FSDP2 (fsdp, zero3): each rank holds 1/N of the parameters, gradients and optimizer states
+  (static.per_rank_static, exact). The root's parameters (embeddings, final norm, lm_head) are gathered
+  at the first forward and kept to the end of the backward; a decoder layer is gathered for its forward
+  and freed after it, gathered again (and the next one prefetched) for its backward, where its whole
+  gradients and their reduce-scatter copy live until they are scattered into the shards; the root's
+  gradients stay whole until the backward ends. Mixed precision gathers in the compute dtype, one layer
+  at a time — no autocast copy of all weights on every GPU (static.gathers_16bit).
+- zero2: FSDP2 keeping every gathered layer from its forward to its backward.
+Checked against the runner's per-rank live bytes on CPU (tests/sweep/test_multigpu_memory.py).
 """
 
 from __future__ import annotations
@@ -28,9 +41,13 @@ from advisor.estimator.static import (  # noqa: F401  (re-exported: Stack, regim
     Stack,
     _large_persistent_tensors,
     _weight_bytes,
+    gathered,
+    gathers_16bit,
     optimizer_bytes,
+    per_rank_static,
     q4_bytes,
     regime,
+    sharded,
     static_bytes,
 )
 
@@ -150,6 +167,7 @@ def _fixed(cfg: RunConfig, stack: Stack) -> _Fixed:
         t.optimizer,
         t.packing or t.micro_batch_size > 1,
         cfg.gpu.is_cpu,
+        sharded(cfg),  # FSDP's recipe and mixed precision change dtypes (static.regime)
     )
     hit = _FIXED.get(key)
     if hit is not None and hit[0] is cfg.model and hit[1] is stack:
@@ -237,24 +255,13 @@ def memory(cfg: RunConfig, padded_len: int, stack: Stack = Stack()) -> Memory:
     else:  # fp32 copy (freed) → log-softmax output (saved, fp32); backward: nll grad + lsm grad
         logits_fwd = kept + 4 * d.vocab * tokens
         logits_bwd = logits_fwd + 8 * d.vocab * tokens
-    # ---- multi-GPU sharding ----------------------------------------------------------------------
-    if n_gpu > 1 and par in ("zero2", "zero3", "fsdp"):
-        opt, paged, grads = opt / n_gpu, paged / n_gpu, grads / n_gpu
-        if par != "zero2":
-            gathered = 2 * weights / max(d.layers, 1)  # current + prefetched layer, unsharded
-            weights = weights / n_gpu + gathered
-    ddp_buckets = grads if (n_gpu > 1 and par == "ddp") else 0.0  # DDP's flat gradient buckets
     # ---- phases ----------------------------------------------------------------------------------
     accum = train.grad_accum > 1
     g_head = d.vocab * d.h * pbytes if lm_head_trains else 0.0
-    g0 = grads + ddp_buckets if accum else g_head
     # torch's foreach AdamW allocates one parameter-sized temporary (sqrt of exp_avg_sq) per step, over
-    # the parameters this process updates (its shard under ZeRO/FSDP)
-    sharded = n_gpu > 1 and par in ("zero2", "zero3", "fsdp")
+    # the parameters this process updates (its shard under FSDP)
     # (the runner's CPU AdamW is the fused kernel: no temporaries)
     foreach = train.optimizer == "adamw" and not cfg.gpu.is_cpu
-    step_tmp = f.n_train * pbytes / (n_gpu if sharded else 1) if foreach else 0.0
-    # (gradients, activations, logits, temporaries) live in each phase
     last = recompute or tokens * layer + const  # the first layer's activations, its backward last
     drop, layer_t = 0.0, transient
     if f.attn_grad:  # eager attention: a layer's backward at its softmax, once the MLP, the norms after
@@ -262,13 +269,47 @@ def memory(cfg: RunConfig, padded_len: int, stack: Stack = Stack()) -> Memory:
         attn_t = tokens * (f.attn_grad * padded_len + 2 * g.res * d.h)
         if attn_t - tokens * f.layer_after_attn > transient:  # the layer's peak is there, not at the MLP
             drop, layer_t = tokens * f.layer_after_attn, attn_t
-    parts = {
-        "forward_end": (g0, acts, logits_fwd, deq_head),
-        "backward_start": (g0, acts, logits_bwd, deq_head),
-        "backward_layers": (g0, acts + recompute - drop, kept_layers, layer_t),
-        "backward_end": (grads + ddp_buckets, last - drop, 0.0, layer_t),
-        "optimizer_step": (grads + ddp_buckets, 0.0, 0.0, step_tmp),
-    }
+    # (gathered parameters, gradients, activations, logits, temporaries) live in each phase
+    parts: dict[str, tuple[float, float, float, float, float]]
+    if sharded(cfg):  # FSDP2 (fsdp, zero3; zero2 keeps every layer gathered to its backward)
+        st, gat = per_rank_static(cfg, stack), gathered(cfg, stack)
+        weights, grads, opt, paged = st["weights"], st["gradients"], st["optimizer"], 0.0
+        held = gat.root + (d.layers * gat.layer if par == "zero2" else 0.0)  # gathered from the forward on
+        one = 0.0 if par == "zero2" else gat.layer  # a layer gathered again for its backward
+        g_acc = grads if accum else 0.0  # sharded gradients accumulate across micro-batches
+        # the lm_head's whole gradient (in the compute dtype), from the backward's start
+        head = d.vocab * d.h * (2 if gathers_16bit(cfg) else pbytes) if lm_head_trains else 0.0
+        step_tmp = grads if foreach else 0.0
+        parts = {
+            "forward_end": (held, g_acc, acts, logits_fwd, deq_head),
+            # the last layer is gathered as the backward begins (FSDP prefetches it)
+            "backward_start": (held + one, g_acc + head, acts, logits_bwd, deq_head),
+            # the first layer's backward (most activations alive): it and the next one gathered, its
+            # whole gradients (their reduce-scatter copy comes once its activations are freed)
+            "backward_layers": (
+                held + 2 * one,
+                g_acc + head + gat.layer_grads,
+                acts + recompute - drop,
+                kept_layers,
+                layer_t,
+            ),
+            # the last layer's backward: every shard of the gradients, the root's whole (and their copy)
+            "backward_end": (held + one, grads + 2 * gat.root_grads, last - drop, 0.0, layer_t),
+            "optimizer_step": (0.0, grads, 0.0, 0.0, step_tmp),
+        }
+    else:
+        # DDP (the runner's gradient_as_bucket_view): the gradients are views of its buckets, which
+        # live for the whole run; one process frees them after every step
+        ddp = n_gpu > 1 and par == "ddp"
+        g0 = grads if accum or ddp else g_head
+        step_tmp = f.n_train * pbytes if foreach else 0.0
+        parts = {
+            "forward_end": (0.0, g0, acts, logits_fwd, deq_head),
+            "backward_start": (0.0, max(g0, g_head), acts, logits_bwd, deq_head),
+            "backward_layers": (0.0, max(g0, g_head), acts + recompute - drop, kept_layers, layer_t),
+            "backward_end": (0.0, grads, last - drop, 0.0, layer_t),
+            "optimizer_step": (0.0, grads, 0.0, 0.0, step_tmp),
+        }
     phases = {k: sum(v) for k, v in parts.items()}
     phase = max(phases, key=phases.__getitem__)
     allocated = weights + opt + phases[phase]
@@ -278,9 +319,9 @@ def memory(cfg: RunConfig, padded_len: int, stack: Stack = Stack()) -> Memory:
         frac = RESERVED_FRACTION_FIXED if train.packing else RESERVED_FRACTION_VARIABLE
         reserved = allocated + frac * phases[phase] + STATIC_ROUNDING_BYTES * f.large
         device = reserved + (CUDA_CONTEXT_GIB + CUBLAS_WORKSPACE_GIB) * GIB + paged
-    g_peak, a_peak, l_peak, t_peak = parts[phase]
+    w_peak, g_peak, a_peak, l_peak, t_peak = parts[phase]
     return Memory(
-        weights=weights,
+        weights=weights + w_peak,
         gradients=g_peak,
         optimizer=opt + paged,
         activations=a_peak,

@@ -1,6 +1,9 @@
 """The searches behind `advise`: minimum GPU count, cheapest catalog GPU, and the reverse questions
 (largest seq_len / micro-batch that fit). All are bisections over the analytic estimator, whose
 fit test is monotone in each searched knob; every estimate is cached for the length of one advise.
+
+GPU counts are node shapes (`node_shapes`): 1, 2, 4 or 8 cards of one node, then whole nodes of 8
+(16, 24, …) — what can be rented and what one cell on N processes runs on; never "10× A100".
 """
 
 from __future__ import annotations
@@ -16,7 +19,21 @@ MAX_MIN_GPUS = 64  # min_gpus searches gpu.count in 1..64 of the requested card
 MAX_CHEAPEST_GPUS = 16  # cheapest searches gpu.count in 1..16 of every catalog card
 SEQ_LEN_STEP = 64  # reverse seq_len answers are multiples of this (tokens)
 MAX_MICRO_BATCH = 4096  # reverse micro-batch search stops here (sequences)
-SHARDED = ("zero3", "fsdp")  # parallelisms that shard the weights across GPUs
+SHARDED = ("zero3", "fsdp")  # parallelisms that shard the weights across GPUs (and keep them sharded)
+GPUS_PER_NODE = 8  # above this, counts are whole nodes
+
+
+def node_shapes(limit: int) -> list[int]:
+    """GPU counts up to `limit` that a cell can run on: 1, 2, 4, 8, then multiples of 8."""
+    shapes = [1, 2, 4, *range(GPUS_PER_NODE, max(limit, GPUS_PER_NODE) + 1, GPUS_PER_NODE)]
+    return [n for n in shapes if n <= limit]
+
+
+def smallest_shape(pred: Callable[[int], bool], limit: int) -> int | None:
+    """Smallest node shape ≤ limit with pred (monotone False…True in the count); None if none."""
+    shapes = node_shapes(limit)
+    i = smallest_true(lambda k: pred(shapes[k]), 0, len(shapes) - 1) if shapes else None
+    return None if i is None else shapes[i]
 
 
 class Estimates:
@@ -118,22 +135,32 @@ def summary(row: dict[str, Any], parallel: str) -> dict[str, Any]:
     }
 
 
-def min_gpus(est: Estimates, cfg: RunConfig) -> dict[str, Any]:
-    """Smallest count of the requested card that fits (1..64), with the parallelism it assumes."""
-    limit = 1 if cfg.gpu.is_cpu else MAX_MIN_GPUS  # gpu=cpu is this one machine
+def smallest_node(est: Estimates, cfg: RunConfig, limit: int) -> tuple[int, str] | None:
+    """(count, parallel) of the smallest node shape ≤ limit on which cfg fits: its own parallelism,
+    else zero3 when that replicates the weights (ddp, zero2); None when nothing up to limit fits."""
     for parallel in parallel_order(cfg.parallel):
-        n = smallest_true(_fits_at(est, cfg, parallel), 1, limit)
+        n = smallest_shape(_fits_at(est, cfg, parallel), limit)
         if n is not None:
-            used = cfg.parallel if n == 1 else parallel
-            fit = est.fitted(at_count(cfg, n, used))
-            assert fit is not None
-            out = {"count": n, **summary(est.row(fit), used), "reason": None}
-            if used != cfg.parallel:
-                out["reason"] = (
-                    f"parallel={cfg.parallel} keeps a full copy of the weights on every GPU and never fits; "
-                    f"assumed {used} (weights, gradients and optimizer states sharded)"
-                )
-            return out
+            return n, (cfg.parallel if n == 1 else parallel)
+    return None
+
+
+def min_gpus(est: Estimates, cfg: RunConfig) -> dict[str, Any]:
+    """Smallest node shape of the requested card that fits (1, 2, 4, 8, 16, … 64), with the
+    parallelism it assumes."""
+    limit = 1 if cfg.gpu.is_cpu else MAX_MIN_GPUS  # gpu=cpu is this one machine
+    found = smallest_node(est, cfg, limit)
+    if found is not None:
+        n, used = found
+        fit = est.fitted(at_count(cfg, n, used))
+        assert fit is not None
+        out = {"count": n, **summary(est.row(fit), used), "reason": None}
+        if used != cfg.parallel:
+            out["reason"] = (
+                f"parallel={cfg.parallel} keeps a full copy of the weights on every GPU and never fits; "
+                f"assumed {used} (weights, gradients and optimizer states sharded)"
+            )
+        return out
     if cfg.gpu.is_cpu:
         return {
             "count": None,
@@ -147,7 +174,8 @@ def min_gpus(est: Estimates, cfg: RunConfig) -> dict[str, Any]:
 
 
 def candidates(est: Estimates, cfg: RunConfig) -> tuple[list[tuple[dict[str, Any], RunConfig]], list[str]]:
-    """Every (catalog card, count 1..16) that fits, as (summary, config); plus why cards were skipped.
+    """Every (catalog card, node shape 1, 2, 4, 8, 16) that fits, as (summary, config); plus why cards
+    were skipped.
 
     Counts above the smallest fitting one are kept too: they are faster, which a budget in hours
     may need. The CPU entry is not a catalog GPU and is left out.
@@ -163,10 +191,10 @@ def candidates(est: Estimates, cfg: RunConfig) -> tuple[list[tuple[dict[str, Any
             skipped.append(f"{name}: {e.problems[0]}")
             continue
         for parallel in parallel_order(g.parallel):
-            n0 = smallest_true(_fits_at(est, g, parallel), 1, MAX_CHEAPEST_GPUS)
+            n0 = smallest_shape(_fits_at(est, g, parallel), MAX_CHEAPEST_GPUS)
             if n0 is None:
                 continue
-            for n in range(n0, MAX_CHEAPEST_GPUS + 1):
+            for n in (k for k in node_shapes(MAX_CHEAPEST_GPUS) if k >= n0):
                 used = g.parallel if n == 1 else parallel
                 c = est.fitted(at_count(g, n, used))
                 if c is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from advisor.config.schema import RunConfig
 from advisor.estimator.activations import Regime
@@ -61,12 +62,23 @@ def q4_bytes(n: int, double_quant: bool) -> int:
     return n // 2 + blocks + 4 * math.ceil(blocks / DQ_BLOCK) + 4 + 256 * 4 + code
 
 
+def gathers_16bit(cfg: RunConfig) -> bool:
+    """FSDP's mixed precision in the runner (runners.parallel.group.mixed_precision): parameters are
+    gathered in the 16-bit compute dtype (amp_*, and pure bf16/fp16 with fp32 adapters or 4-bit
+    weights), so a layer computes as pure 16-bit does — no autocast copies of the weights, a 16-bit
+    residual stream (FSDP casts the inputs), 16-bit adapters."""
+    p = cfg.precision
+    return sharded(cfg) and (p.startswith("amp") or (p in ("bf16", "fp16") and cfg.method.is_adapter))
+
+
 def regime(cfg: RunConfig, stack: Stack) -> Regime:
     p, m = cfg.precision, cfg.method.name
-    amp = p.startswith("amp")
+    mp = gathers_16bit(cfg)
+    amp = p.startswith("amp") and not mp
     wide = p == "fp32" or amp  # fp32 weights / residual stream
     if m == "qlora":
-        up = stack.kbit_upcast or wide
+        # under FSDP the recipe has no kbit upcast: the non-4-bit parameters stay 16-bit
+        up = (stack.kbit_upcast and not sharded(cfg)) or wide
         res = cmp = 4 if up else 2  # Linear4bit casts its output back to the (fp32) input dtype
     else:
         res, cmp = (4 if wide else 2), (4 if p == "fp32" else 2)
@@ -80,7 +92,7 @@ def regime(cfg: RunConfig, stack: Stack) -> Regime:
         res=res,
         cmp=cmp,
         amp=amp,
-        adapter=stack.adapter_bytes if cfg.method.is_adapter else 0,
+        adapter=(2 if mp else stack.adapter_bytes) if cfg.method.is_adapter else 0,
         dropout=cfg.method.is_adapter and cfg.method.dropout > 0,
         attention=attention,
         gqa_expand=attention == "eager" or (attention == "sdpa" and masked),
@@ -213,3 +225,142 @@ def static_bytes(cfg: RunConfig, stack: Stack = Stack()) -> dict[str, float]:
     opt, paged = optimizer_bytes(cfg, pbytes)
     grads = n_trainable(cfg) * pbytes
     return {"weights": _weight_bytes(cfg, g, stack), "gradients": grads, "optimizer": opt, "paged": paged}
+
+
+# ---- one rank of a cell on N processes (runners.parallel) -------------------------------------------
+SHARDED_PARALLELS = ("fsdp", "zero2", "zero3")  # FSDP2 in the runner: parameters sharded at rest
+
+
+def sharded(cfg: RunConfig) -> bool:
+    """Whether each rank holds 1/N of the parameters, gradients and optimizer states (FSDP2)."""
+    return cfg.gpu.count > 1 and cfg.parallel in SHARDED_PARALLELS
+
+
+class Tensor(NamedTuple):
+    """One parameter tensor (per instance) as FSDP2 shards it: along dim 0, padded to N equal parts."""
+
+    dim0: int
+    rest: int  # product of the other dims
+    elem: int  # bytes per element
+    copies: int  # instances (decoder layers)
+    trains: bool
+    layer: bool  # inside a decoder layer (else the root: embeddings, final norm, lm_head)
+
+    def shard(self, n: int) -> int:
+        """Bytes one rank holds of all instances: ceil(dim0 / n) rows each."""
+        return -(-self.dim0 // n) * self.rest * self.elem * self.copies
+
+    @property
+    def whole(self) -> int:
+        return self.dim0 * self.rest * self.elem * self.copies
+
+
+def parameter_tensors(cfg: RunConfig, stack: Stack = Stack()) -> list[Tensor]:
+    """Every parameter tensor of the model as the runner builds it for cfg (under FSDP, QLoRA's 4-bit
+    weights are stored in the compute dtype, packed 2 values a byte, as an (n/2/elem, 1) tensor, and
+    the other parameters stay in the compute dtype: no prepare_model_for_kbit_training)."""
+    m, model = cfg.method, cfg.model
+    d, t = dims(model), traits(model)
+    wide = cfg.precision == "fp32" or cfg.precision.startswith("amp")  # fp32 (master) weights
+    qlora, shard = m.name == "qlora", sharded(cfg)
+    if m.name == "qlora":  # the 16-bit (or upcast) parameters beside the 4-bit ones
+        base = (4 if cfg.precision == "fp32" else 2) if shard else (4 if stack.kbit_upcast or wide else 2)
+        store = (4 if cfg.precision == "fp32" else 2) if shard else 1  # Params4bit's storage dtype
+    else:
+        base, store = (4 if wide else 2), 0
+    full, r = m.name == "full", m.r or 0
+    hit = {(lin.name, lin.part) for lin in targeted(model, m.target_modules)} if m.is_adapter else set()
+    out: list[Tensor] = []
+    for lin in linear_layers(model):
+        if lin.part == "lm_head":
+            continue
+        n = lin.in_features * lin.out_features
+        if lin.experts > 1:
+            out.append(Tensor(lin.experts, n, base, lin.count, full, True))
+        elif qlora:
+            packed = -(-n // 2)
+            out.append(Tensor(-(-packed // store), 1, store, lin.count, False, True))
+        else:
+            d0, rest = (
+                (lin.in_features, lin.out_features) if t.conv1d else (lin.out_features, lin.in_features)
+            )
+            out.append(Tensor(d0, rest, base, lin.count, full, True))
+        if lin.bias:
+            out.append(Tensor(lin.out_features * lin.experts, 1, base, lin.count, full, True))
+        if (lin.name, lin.part) in hit:
+            rank = lora_rank(lin, r)
+            out.append(Tensor(rank, lin.in_features, stack.adapter_bytes, lin.count, True, True))
+            out.append(Tensor(lin.out_features, rank, stack.adapter_bytes, lin.count, True, True))
+    norm = 2 if t.layernorm else 1  # LayerNorm: weight and bias
+    out.append(Tensor(d.h, 1, base, d.layers * t.norms_per_layer * norm, full, True))
+    if t.qk_norm:
+        out.append(Tensor(d.head_dim, 1, base, d.layers * 2, full, True))
+    out.append(Tensor(d.vocab, d.h, base, 1, full, False))  # token embedding (the lm_head when tied)
+    if t.learned_positions:
+        out.append(Tensor(model.max_position_embeddings, d.h, base, 1, full, False))
+    out.append(Tensor(d.h, 1, base, norm, full, False))  # final norm
+    if not d.tied:
+        out.append(Tensor(d.vocab, d.h, base, 1, full, False))
+    return out
+
+
+def quant_state_bytes(cfg: RunConfig) -> int:
+    """QLoRA's quant_state (absmax, code tables): whole on every rank (bitsandbytes keeps it on the
+    Linear4bit module, which FSDP does not shard)."""
+    if cfg.method.name != "qlora":
+        return 0
+    dq = cfg.method.double_quant
+    return sum(
+        (q4_bytes(n, dq) - n // 2) * lin.count
+        for lin in linear_layers(cfg.model)
+        if lin.part != "lm_head" and (n := lin.in_features * lin.out_features * lin.experts)
+    )
+
+
+def per_rank_static(cfg: RunConfig, stack: Stack = Stack()) -> dict[str, float]:
+    """static_bytes of one rank: as static_bytes under DDP (every rank holds everything) or on one
+    process; under FSDP (fsdp, zero2, zero3) each parameter, gradient and optimizer state is this rank's
+    padded 1/N shard (FSDP2 pads dim 0 to N equal parts), while QLoRA's quant_state and torch AdamW's
+    per-tensor step counters stay whole. Equal to the runner's measured.ranks[*].static_bytes."""
+    if not sharded(cfg):
+        return static_bytes(cfg, stack)
+    n = cfg.gpu.count
+    tensors = parameter_tensors(cfg, stack)
+    weights = sum(x.shard(n) for x in tensors) + quant_state_bytes(cfg)
+    grads = sum(x.shard(n) for x in tensors if x.trains)
+    opt = cfg.train.optimizer
+    states: float
+    if opt == "sgd":
+        states = 0.0
+    elif opt == "adamw":
+        states = 2 * grads + step_counter_bytes(cfg)
+    else:  # bitsandbytes' optimizers cannot step FSDP's shards (advisor.config.checks.parallel_problems)
+        states = optimizer_bytes(cfg, 4)[0] / n
+    return {"weights": weights, "gradients": grads, "optimizer": states, "paged": 0.0}
+
+
+class Gathered(NamedTuple):
+    """What FSDP2 holds whole on a rank beside its shards, per decoder layer and for the root (embeddings,
+    final norm, lm_head), in the dtype it gathers them (the compute dtype under mixed precision)."""
+
+    layer: float  # one decoder layer's parameters
+    root: float  # the root's parameters: gathered at the first forward, kept through the backward
+    layer_grads: float  # one decoder layer's gradients before the reduce-scatter
+    root_grads: float  # the root's gradients (lm_head's from the backward's start, the embedding's last)
+
+
+def gathered(cfg: RunConfig, stack: Stack = Stack()) -> Gathered:
+    n, layers = cfg.gpu.count, max(1, dims(cfg.model).layers)
+    elem = 4 if cfg.precision == "fp32" else 2  # mixed precision gathers (and computes grads) in 16 bits
+    mp = gathers_16bit(cfg)
+
+    def size(x: Tensor) -> float:
+        return -(-x.dim0 // n) * n * x.rest * (elem if mp else x.elem) * x.copies
+
+    tensors = parameter_tensors(cfg, stack)
+    return Gathered(
+        layer=sum(size(x) for x in tensors if x.layer) / layers,
+        root=sum(size(x) for x in tensors if not x.layer),
+        layer_grads=sum(size(x) for x in tensors if x.layer and x.trains) / layers,
+        root_grads=sum(size(x) for x in tensors if not x.layer and x.trains),
+    )

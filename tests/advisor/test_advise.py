@@ -121,7 +121,7 @@ def test_70b_under_100_usd_reads_right(doc_70b):
         assert full_budget["usd"] <= 100
 
 
-def test_min_gpus_is_the_smallest_count_that_fits(doc_70b, cfg_70b):
+def test_min_gpus_is_the_smallest_node_shape_that_fits(doc_70b, cfg_70b):
     est = search.Estimates()
     for m in METHODS:
         mg = doc_70b["min_gpus"][m]
@@ -134,8 +134,10 @@ def test_min_gpus_is_the_smallest_count_that_fits(doc_70b, cfg_70b):
         n, par = mg["count"], mg["parallel"]
         assert fits(search.at_count(c, n, par))
         assert mg["micro_batch_size"] * mg["grad_accum"] == c.train.micro_batch_size * c.train.grad_accum
-        if n > 1:
-            assert not fits(search.at_count(c, n - 1, par))
+        assert n in search.node_shapes(search.MAX_MIN_GPUS)  # a real node shape: 1, 2, 4, 8, 16, …
+        if n > 1:  # the next smaller node shape does not fit
+            smaller = [k for k in search.node_shapes(n) if k < n][-1]
+            assert not fits(search.at_count(c, smaller, par))
             assert not fits(search.at_count(c, n, cfg_70b.parallel)) or par == cfg_70b.parallel
 
 

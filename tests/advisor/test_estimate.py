@@ -144,9 +144,8 @@ def test_sharding_lowers_per_gpu_memory():
     def row(par, n):
         return estimate(from_names("llama-3.1-70b", "full", "h100-sxm", card={"count": n}, parallel=par))
 
-    assert (
-        row("zero3", 8)["memory"]["weights_gib"] < row("ddp", 8)["memory"]["weights_gib"] / 6
-    )  # + gathered layers
+    # 1/8 of the weights + what FSDP holds whole: the root (embeddings, lm_head: 3.9 GiB) and two layers
+    assert row("zero3", 8)["memory"]["weights_gib"] < row("ddp", 8)["memory"]["weights_gib"] / 5
     assert row("zero2", 8)["memory"]["optimizer_gib"] < row("ddp", 8)["memory"]["optimizer_gib"] / 7
     assert row("zero3", 16)["fits"] and not row("ddp", 16)["fits"]
 

@@ -46,6 +46,14 @@ MATRICES = {
     "t_stall": {"axes": {"method.r": [2, 4, 8]}, "exclude": []},
     # rows beyond the 108 training rows of the 120-row file (12 validation rows): one cell
     "t_rows": {"axes": {"data.rows": [24, 200, 500]}, "exclude": []},
+    # cells on 2 processes (gpu.count=2 from the command line): every method under FSDP2 and DDP
+    "t_multi": {"axes": {"method": ["full", "lora", "qlora"], "parallel": ["fsdp", "ddp"]}, "exclude": []},
+    # their 1-process twins at the same global batch (gpu.count=1, grad_accum=2)
+    "t_multi_ref": {"axes": {"method": ["full", "lora", "qlora"]}, "exclude": []},
+    # three 2-process cells: one finishes, one loses a rank to kill -9, one has a rank raise
+    "t_fault": {"axes": {"method.r": [2, 4, 8]}, "exclude": []},
+    # 1- and 2-device cells on a worker with 4 device slots
+    "t_slots": {"axes": {"gpu.count": [2, 1], "method.r": [2, 4, 8]}, "exclude": []},
     # issue 13's case: the exclusion also drops full at 24 rows (it matches before rank collapses)
     "t_exclude": {
         "axes": {"method": ["full", "lora"], "method.r": [8], "data.rows": [24, 48]},

@@ -11,7 +11,8 @@ from reports.context import build_context
 from reports.records import load
 from tests.sweep.conftest import base_overrides, tunewise
 
-PLAN_LINE = re.compile(r"^([0-9a-f]{10})\s+(\w+)\s+\S+\s+\S+(?: \w+)?\s+\S+\s+(.*)$")
+# cell, status, est $, est time, batch, gpus (`1`, `2 fsdp`), overrides
+PLAN_LINE = re.compile(r"^([0-9a-f]{10})\s+(\w+)\s+\S+\s+\S+(?: \w+)?\s+\S+\s+\d+(?: \w+)?\s+(.*)$")
 
 
 def _norm(overrides: str) -> str:
