@@ -4,7 +4,8 @@ stderr naming the key or the file (and line) — never a Python traceback.
 
 Every case runs the real CLI entry (`sweep.cli.main`) in this process: bad config values, bad files
 (not UTF-8, binary, a text file named .parquet, JSON nested too deeply, corrupt tokenizers and records),
-bad folders (a file, under a file, on a read-only file system), bad storage URLs, a corrupt study.db.
+bad folders (a file, under a file, on a read-only file system), bad storage URLs, a corrupt study.db,
+a full disk (RLIMIT_FSIZE: a file past the limit fails with EFBIG, as writes do on a full disk).
 The case ids start with the command, so `pytest tests/test_adversarial.py -q -rA | grep -c PASSED`
 per command gives the count the issue asks for. Sweep cases that need a model use the tiny one of
 tests/sweep/conftest.py and never get past planning (dry runs, or inputs refused before any cell runs).
@@ -14,9 +15,10 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -34,7 +36,7 @@ class Case:
     code: int  # the exit code a clear message ends with
     says: tuple[str, ...]  # what stderr (or stdout for data check) must say
     needs_model: bool = False
-    tags: tuple[str, ...] = field(default=())
+    fsize_bytes: int | None = None  # RLIMIT_FSIZE during the call: a file past it fails as on a full disk
 
 
 def _w(path: Path, content: str | bytes) -> Path:
@@ -286,6 +288,13 @@ CASES: dict[str, Case] = {
         2,
         ("would overwrite the input",),
     ),
+    "data-prepare-full-disk": Case(
+        "data prepare",
+        prep(GOOD_ROWS * 4, lambda t: t / "out"),
+        2,
+        ("data.out_dir", "free some space"),
+        fsize_bytes=1024,
+    ),
     "data-prepare-empty": Case("data prepare", prep("", lambda t: t / "out"), 2, ("too few",)),
     "data-prepare-binary": Case("data prepare", prep(BINARY, lambda t: t / "out"), 2, ("too few",)),
     # -- report: folders and records ---------------------------------------------------------------------
@@ -386,6 +395,9 @@ CASES: dict[str, Case] = {
         ("e.jsonl", "no readable rows"),
         True,
     ),
+    "sweep-full-disk": Case(
+        "sweep", sweep(dry=False), 1, ("no space left to write", "rerun the same command"), True, 64 * 1024
+    ),
     "sweep-every-cell-misconfigured": Case(
         "sweep",
         sweep("method.target_modules=[nope_proj]", dry=False),
@@ -414,8 +426,15 @@ def test_bad_input_ends_in_a_clear_message(name, tmp_path, capsys, request):
     case = CASES[name]
     assets = request.getfixturevalue("tiny_assets") if case.needs_model else {}
     argv = case.setup(tmp_path, assets)
-    code = main(argv)  # an exception escaping here is the traceback a user would have seen
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if case.fsize_bytes is not None:  # Python ignores SIGXFSZ: a write past it raises EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (case.fsize_bytes, limit[1]))
+    try:
+        code = main(argv)  # an exception escaping here is the traceback a user would have seen
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
     out, err = capsys.readouterr()
+    assert not list(tmp_path.rglob("*.tmp")), "temporary files left behind"
     assert "Traceback" not in err, err[-3000:]
     assert code == case.code, f"exit {code}\n{err[-3000:]}"
     shown = err + out
