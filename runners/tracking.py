@@ -79,11 +79,21 @@ def params(cfg: RunConfig) -> dict[str, str]:
     return {k: json.dumps(v) if isinstance(v, (list, dict)) else str(v) for k, v in out.items()}
 
 
-def overrides(cfg: RunConfig, axes: list[str]) -> str:
-    """The cell's coordinates as overrides (`method=lora method.r=16`), from the sweep's axes."""
+def cell_params(cfg: RunConfig, axes: list[str]) -> dict[str, str]:
+    """The cell's coordinates ({'method': 'lora', 'method.r': '16'}), from the sweep's axes."""
     d = {**cfg.to_dict(), "seed": cfg.seed}
     d["train"] = {**d["train"], "lr": cfg.lr}
-    return " ".join(f"{k}={dotted(d, k)}" for k in axes if dotted(d, k) is not None)
+    values = {k: dotted(d, k) for k in axes}
+    return {
+        k: json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+        for k, v in values.items()
+        if v is not None
+    }
+
+
+def overrides(cfg: RunConfig, axes: list[str]) -> str:
+    """The cell's coordinates as overrides (`method=lora method.r=16`)."""
+    return " ".join(f"{k}={v}" for k, v in cell_params(cfg, axes).items())
 
 
 def cell_name(out_dir: Path, sweep: str) -> str:
@@ -125,7 +135,8 @@ class MlflowRun:
             saved.write_text(json.dumps({"run_id": run_id, "uri": s.get("uri")}))
             from mlflow.entities import Param
 
-            self.client.log_batch(run_id, params=[Param(k, v[:6000]) for k, v in params(cfg).items()])
+            values = {**params(cfg), **cell_params(cfg, list(s.get("axes") or []))}
+            self.client.log_batch(run_id, params=[Param(k, v[:6000]) for k, v in values.items()])
         self.run_id = run_id
 
     def log(self, rows: list[tuple[int, float, dict[str, float]]]) -> None:

@@ -41,7 +41,8 @@ def matrix_axes(args: list[str]) -> set[str]:
     if not name or name not in catalog.option_names("matrix"):
         return set()
     doc = catalog.load_option("matrix", name)
-    matrix = doc.get("matrix") if isinstance(doc.get("matrix"), dict) else doc  # `@package _global_` or not
+    inner = doc.get("matrix")
+    matrix: dict[str, Any] = inner if isinstance(inner, dict) else doc  # `@package _global_` or not
     return set(matrix.get("axes") or {})
 
 

@@ -54,6 +54,8 @@ def test_mlflow_has_one_run_per_cell_with_params_and_metrics(tracked_sweep):  # 
         assert row["status"] == "FINISHED" and row["tags.tunewise.status"] == "complete"
         assert row["tags.tunewise.sweep"] == str(tracked_sweep.resolve())
         assert row["params.method.name"] == rec["config"]["method"]["name"]
+        for key, value in rec["coords"].items():  # the cell's overrides, as params
+            assert row[f"params.{key}"] == str(value), key
         assert f"method={rec['config']['method']['name']}" in row["tags.tunewise.overrides"]
         assert row["metrics.eval/loss"] == pytest.approx(rec["measured"]["eval_loss"], rel=1e-6)
         assert row["metrics.memory/rss_gib"] == pytest.approx(rec["measured"]["rss_gib"], rel=1e-6)
