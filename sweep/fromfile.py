@@ -70,7 +70,8 @@ def expand(args: list[str], varied: set[str] | None = None) -> tuple[list[str], 
             src.overridden.append(f"{k} (the matrix varies it)")
             continue
         out.append(f"{k}={hydra_value(v)}")
-    return out + args, src
+    rest = [f"{KEY}={hydra_value(path)}" if a in froms else a for a in args]  # a path Hydra can parse
+    return out + rest, src
 
 
 def _refusals(src: Source, path: str, given: set[str]) -> None:

@@ -67,3 +67,17 @@ def test_bad_files_are_bad_input(capsys, tmp_path):
     )
     code, _, err = _advise(capsys, f"from={tmp_path / 'z.yaml'}")
     assert code == 2 and "sequence_len='lots': must be a whole number" in err
+
+
+def test_a_path_with_spaces_and_a_json_file(capsys, tmp_path):
+    folder = tmp_path / "my configs"
+    folder.mkdir()
+    (folder / "q l.yml").write_text((FIX / "axolotl" / "examples" / "llama-3" / "qlora.yml").read_text())
+    code, doc, err = _advise(capsys, f"from={folder / 'q l.yml'}", "gpu=rtx-4090")
+    assert code == 0, err
+    assert doc["query"]["source"]["path"] == str(folder / "q l.yml") and doc["query"]["methods"] == ["qlora"]
+    code, doc, err = _advise(
+        capsys, f"from={FIX / 'trl' / 'sft_qlora_fsdp.json'}", "gpu=a100-80gb", "gpu.count=2"
+    )
+    assert code == 0, err
+    assert doc["query"]["parallel"] == "fsdp" and doc["query"]["train"]["optimizer"] == "paged_adamw_8bit"
