@@ -15,8 +15,8 @@ this machine and this software stack, never a training run:
   backward time over the ops each runs, views (timed alone) taken out;
 - `attention`: the SDPA CPU kernel, forward and backward, causal and masked, FLOPs executed / s and a
   fixed cost;
-- `optimizer`: torch's fused AdamW (the runner's CPU optimizer) in bytes/s (7 × element size per
-  parameter), per dtype class;
+- `optimizer`: torch's fused AdamW (the runner's CPU optimizer) in bytes/s (8 × element size per
+  parameter: parameter, gradient and both states, read and written), per dtype class;
 - `dequant`: bitsandbytes' NF4 dequantization (what QLoRA runs per weight per pass) in bytes/s;
 - `disk`: bytes/s writing a checkpoint-like file and reading weights (this machine's disk);
 - `imports`: seconds a fresh process spends importing torch + transformers, and peft + bitsandbytes.
@@ -43,6 +43,10 @@ MATMUL_N = 1024  # square matmul size (elements per side): big enough to reach t
 SECONDS_PER_DTYPE = 1.0  # measuring time per dtype for the headline matmul (s)
 SECONDS_PER_POINT = 0.08  # measuring time per GEMM shape / stream size / attention shape (s)
 DEFAULT_PATH = Path("outputs/cpu-throughput.json")
+IMPORTS = (  # what every runner imports; then with what adapter runs add
+    "torch, transformers, transformers.models.llama.modeling_llama",
+    "torch, transformers, transformers.models.llama.modeling_llama, peft, bitsandbytes",
+)
 # (m, n, k): tokens 256/1024 × widths 256/768/2048, weight-gradient layouts (k = tokens) and rank-16
 # adapters; enough spread in FLOPs per byte to separate the three fitted terms
 GEMM_SHAPES = (
@@ -308,7 +312,7 @@ def measure_optimizer(seconds: float) -> dict[str, float]:
         params[0].grad = torch.randn(n).to(dtype)
         opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0, fused=True)
         t = _timed(opt.step, seconds)
-        out[key] = round(7 * n * params[0].element_size() / t, 1)
+        out[key] = round(8 * n * params[0].element_size() / t, 1)
     return out
 
 
@@ -336,8 +340,7 @@ def measure_imports() -> dict[str, float]:
             best = min(best, time.perf_counter() - t0)
         return best
 
-    base = run("torch, transformers, transformers.models.llama.modeling_llama")
-    both = run("torch, transformers, transformers.models.llama.modeling_llama, peft, bitsandbytes")
+    base, both = (run(mods) for mods in IMPORTS)
     return {"base": round(base, 3), "adapters": round(max(0.0, both - base), 3)}
 
 

@@ -84,7 +84,7 @@ def _prior_lengths(avg: float, rows: int, seq: int, sigma: float = LENGTH_SIGMA_
     """Lengths from data.avg_tokens: log-normal with spread `sigma` (0: every example avg tokens)."""
     mu = math.log(avg) - sigma * sigma / 2  # mean of the log-normal = avg_tokens
     z = NormalDist().inv_cdf(1 - 1 / (rows + 1))  # longest of `rows` draws
-    longest = min(seq, int(math.exp(mu + sigma * z)))
+    longest = min(seq, int(math.exp(mu + sigma * z) + 1e-6))
     return Lengths(mu, sigma, seq, max(longest, 1), _trunc_mean(mu, sigma, seq), True)
 
 
@@ -97,6 +97,8 @@ def _quantile_grid(mu: float, sigma: float, seq: int) -> tuple[float, ...]:
 
 
 def _trunc_mean(mu: float, sigma: float, seq: int) -> float:
+    if sigma == 0:  # fixed-length examples
+        return min(float(seq), round(math.exp(mu), 6))
     q = _quantile_grid(mu, sigma, seq)
     return sum(q) / len(q)
 
@@ -104,6 +106,8 @@ def _trunc_mean(mu: float, sigma: float, seq: int) -> float:
 @functools.lru_cache(maxsize=4096)
 def expected_padded(mu: float, sigma: float, seq: int, batch: int) -> float:
     """E[longest of `batch` examples]: what one padded sequence of a micro-batch costs."""
+    if sigma == 0:  # fixed-length examples
+        return min(float(seq), round(math.exp(mu), 6))
     q = _quantile_grid(mu, sigma, seq)
     n = len(q)
     # E[max of b] = ∫ Q(u) b u^(b-1) du, midpoint rule on the grid

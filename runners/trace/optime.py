@@ -208,6 +208,8 @@ class OpRecorder(TorchDispatchMode):
         if kind == "gemm":
             shape = _gemm_shape(name, args)
             wide = any(t.dtype == torch.float32 for t in ins[:2] if t.is_floating_point())
+        elif kind == "fused":  # the parameters' dtype (the fp32 `step` counters do not count)
+            wide = bool(ins) and ins[0].dtype == torch.float32
         elif kind == "attn":
             masked = _attn_masked(name, args, kwargs)
         add(self.ops, Op(term, kind, phase, float(flops), float(nbytes), wide, shape, masked))

@@ -421,6 +421,15 @@ class Walk:
             self.linear(name, "attn", d.h, d.q + 2 * d.kv, x_grad, normed_e, t.qkv_bias)
             consumers += 1 + (("qkv_proj", "attn") in self.targets or ("c_attn", "attn") in self.targets)
             self.e.view(ew, self.fp, 3)  # split
+            if not t.conv1d:  # Phi-3: q, k, v sliced out of qkv are copied contiguous; their grads
+                e = g.lin_out if not g.amp else 2  # are stitched back (counted on the trace)
+                nq = T * d.q
+                self.e.mem(ew, self.fp, 2 * nq * e, e == 4, 3)
+                if self.bw:
+                    self._bwd(ew, 9 * nq * e, e == 4, 2)
+                    self._bwd(ew, 4 * nq * e, e == 4, 3)
+                    self._bwd(ew, 3 * nq * e, e == 4, 2)
+                    self._bwd(ew, nq * e, e == 4, 2)
         else:
             for name, width in (("q_proj", d.q), ("k_proj", d.kv), ("v_proj", d.kv)):
                 self.linear(name, "attn", d.h, width, x_grad, normed_e, t.qkv_bias)
@@ -627,7 +636,8 @@ def optimizer_ops(cfg: RunConfig) -> OpList:
     name = cfg.train.optimizer
     if name == "adamw" and cfg.gpu.is_cpu:
         e.mem("optimizer", op, 4 * tensors, True)  # step counters
-        add(e.ops, Op("optimizer", "fused", op, 0.0, 7.0 * p * pe, wide))
+        # param, grad, both states read and written (torch's schema marks the grads mutable too)
+        add(e.ops, Op("optimizer", "fused", op, 0.0, 8.0 * p * pe, wide))
         e.view("optimizer", op, 2)
     elif name == "adamw":  # foreach: lerp, mul, addcmul, sqrt, div, add, addcdiv (+ step counters)
         e.mem("optimizer", op, 4 * tensors, True)

@@ -77,10 +77,31 @@ def ops_from_json(rows: list[list]) -> OpList:
 
 
 def extrapolate(lo: OpList, hi: OpList, a: int, b: int, n: int) -> OpList:
-    """The op list at depth n from lists traced at depths a and b (identical layers: counts affine)."""
+    """The op list at depth n from lists traced at depths a and b.
+
+    Decoder layers are identical, so a forward/backward op's count is affine in depth. The optimizer's
+    ops instead run once per step over every parameter: their count stays and their bytes are affine
+    in depth (the ops of the two traces are paired by kind and size order)."""
     out: OpList = {}
+    f = (n - a) / (b - a)
     for op in set(lo) | set(hi):
-        c = lo.get(op, 0) + (hi.get(op, 0) - lo.get(op, 0)) * (n - a) / (b - a)
+        if op.phase == "opt" and op.kind != "view":
+            continue
+        c = lo.get(op, 0) + (hi.get(op, 0) - lo.get(op, 0)) * f
         if c > 1e-9:
             out[op] = c
+    groups: dict[tuple, tuple[list[tuple[Op, float]], list[tuple[Op, float]]]] = {}
+    for side, ops in ((0, lo), (1, hi)):
+        for op, c in ops.items():
+            if op.phase == "opt" and op.kind != "view":
+                groups.setdefault((op.term, op.kind, op.wide), ([], []))[side].append((op, c))
+    for lo_ops, hi_ops in groups.values():
+        lo_ops.sort(key=lambda oc: oc[0].bytes)
+        hi_ops.sort(key=lambda oc: oc[0].bytes)
+        if len(lo_ops) != len(hi_ops):  # unpaired: keep the deeper trace's ops as they are
+            for op, c in hi_ops:
+                add(out, op, c)
+            continue
+        for (x, c), (y, _) in zip(lo_ops, hi_ops, strict=True):
+            add(out, x._replace(bytes=x.bytes + (y.bytes - x.bytes) * f), c)
     return out
