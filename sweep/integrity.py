@@ -33,6 +33,7 @@ from advisor.trials.store import (
     read_baseline,
     read_records,
     record_path,
+    repair_record,
     save_record,
     set_aside,
     write_json,
@@ -188,8 +189,23 @@ def refusal(plan: Plan, ch: Changes) -> ConfigError:
     )
 
 
+def restore_missing(plan: Plan) -> list[str]:
+    """Records deleted by hand, rebuilt from their cell's folder when it holds a result (before the
+    plan.json of this run replaces the one that describes them); the cell ids rebuilt."""
+    out = []
+    for cid in [*(pc.cell_id for pc in plan.cells), BASELINE]:
+        folder = plan.dir / "cells" / cid
+        if record_path(plan.dir, cid).exists() or not folder.is_dir():
+            continue
+        if repair_record(plan.dir, cid, "the file was missing") is not None:
+            log.warning("trials/%s.json was missing: rebuilt from %s", cid, folder)
+            out.append(cid)
+    return out
+
+
 def check(plan: Plan) -> Changes:
     """The changes this rerun would make to measured cells; ConfigError unless sweep.rerun=changed."""
+    restore_missing(plan)
     records, _ = read_records(plan.dir)
     ch = changes(plan, {r.cell_id: r for r in records}, read_baseline(plan.dir))
     if ch and plan.settings.rerun != "changed":
@@ -255,7 +271,8 @@ def replace(plan: Plan, claims: Claims, ch: Changes) -> Path | None:
 
 def sync(plan: Plan, claims: Claims) -> None:
     """Claims follow the records: finished records settle pending rows (a new study.db, another
-    storage); records that can be neither read nor rebuilt are set aside and their cells run again."""
+    storage); records that can be neither read nor rebuilt are set aside and their cells run again, as
+    does a finished cell whose record is gone (`check` rebuilt what its folder could rebuild)."""
     records, unreadable = read_records(plan.dir)
     by_id = {r.cell_id: r for r in records}
     base = read_baseline(plan.dir)
@@ -269,6 +286,14 @@ def sync(plan: Plan, claims: Claims) -> None:
         row = rows.get(cid)
         if row is not None and row.terminal:
             _reset(claims, row)
+    rows = claims.rows()
+    for cid, row in rows.items():  # finished, but its record is gone and was not rebuilt (check)
+        if row.status not in RESULTS or cid in by_id or record_path(plan.dir, cid).exists():
+            continue
+        if _reset(claims, row):
+            log.warning(
+                "cell %s was %s but its record is gone, nor in cells/: it runs again", cid, row.status
+            )
     rows = claims.rows()
     for cid, rec in by_id.items():
         row = rows.get(cid)

@@ -165,6 +165,6 @@ def rebuild(sweep_dir: Path, cell_id: str, why: str) -> TrialRecord | None:
         if lr_trials > 1
         else None,
         spent=spent,
-        repaired=f"trials/{cell_id}.json was unreadable ({why[:300]}); rebuilt from {rel} "
+        repaired=f"trials/{cell_id}.json could not be used ({why[:300]}); rebuilt from {rel} "
         f"on {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}",
     )
