@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 
 from sweep.compose import compose
-from sweep.provenance import reproduce_overrides
 from tests.sweep.conftest import ROOT, base_overrides, env_for, load_records, tunewise
 
 
@@ -349,6 +348,8 @@ def test_kill_9_of_the_sweep_during_the_baseline_then_the_rerun_measures_it(tiny
 # -- the report's reproduce command -----------------------------------------------------------------
 def test_the_reproduce_overrides_carry_the_demos_training_settings():
     """Before: `matrix=single` dropped what conf/matrix/demo.yaml sets (seq_len 128, micro-batch 8, …)."""
+    from sweep.provenance import reproduce_overrides
+
     demo = compose("config", [])
     again = compose("config", ["matrix=single", *reproduce_overrides(demo, [])])
     assert (
