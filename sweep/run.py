@@ -157,12 +157,12 @@ def _no_runnable_config(plan: Plan) -> ConfigError | None:
 
 def _open_storage(settings: SweepSettings, plan: Plan) -> tuple[Claims, Any]:
     """The claims table and the Optuna study on sweep.storage, or a ConfigError naming the storage."""
-    try:
-        claims = Claims(settings.storage, settings.study_name)
-        claims.ensure([pc.cell_id for pc in plan.cells] + [BASELINE])
+    try:  # the study first: it tells a storage that cannot work from a first-run race at once
         study = open_study(
             settings.storage, settings.study_name, make_pruner(settings.pruner, len(plan.cells))
         )
+        claims = Claims(settings.storage, settings.study_name)
+        claims.ensure([pc.cell_id for pc in plan.cells] + [BASELINE])
     except ConfigError:
         raise
     except Exception as e:  # SQLAlchemy / DBAPI / Optuna errors: a bad, unreachable or corrupt storage
