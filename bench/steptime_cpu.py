@@ -35,7 +35,6 @@ import torch
 
 from advisor.config.catalog import repo_root
 from advisor.config.schema import RunConfig, from_names
-from advisor.estimator.steptime import analytic
 from advisor.estimator.steptime.cost import Timed, time_ops
 from advisor.estimator.steptime.device import device
 from runners.cell import Learned, prepare
@@ -107,22 +106,24 @@ def case_cfg(name: str, method: str) -> RunConfig:
 
 
 def predicted(cfg: RunConfig, shapes: list[tuple[int, int]], trace: bool) -> Timed:
-    """Predicted seconds of the steps with these (micro-batch, padded length) shapes."""
+    """Predicted seconds of the steps with these (micro-batch, padded length) shapes: the step time
+    `estimate` uses (advisor.estimator.timing.step_time: op list, optimizer, the loop's own work), or
+    the same with the trace's op list in place of the analytic one."""
+    from advisor.estimator.timing import optimizer_time, runner_ops, step_time
+
     dev = device(cfg)
     total = Timed()
-    opt = time_ops(analytic.optimizer_ops(cfg), dev)
     for b, s in shapes:
-        if trace:
-            from advisor.estimator.steptime.ops import ops_from_json
-            from runners.trace.tracer import trace as run_trace
+        if not trace:
+            total.add(Timed(step_time(cfg, b, s).terms))
+            continue
+        from advisor.estimator.steptime.ops import ops_from_json
+        from runners.trace.tracer import trace as run_trace
 
-            row = run_trace(cfg.replace(train={"micro_batch_size": b, "seq_len": s}))
-            ops = ops_from_json(row["time"]["ops"])
-            micro = {o: n for o, n in ops.items() if o.phase != "opt"}
-            step = {o: n for o, n in ops.items() if o.phase == "opt"}
-            total.add(time_ops(micro, dev)).add(time_ops(step, dev))
-        else:
-            total.add(time_ops(analytic.micro_batch_ops(cfg, b, s), dev)).add(opt)
+        row = run_trace(cfg.replace(train={"micro_batch_size": b, "seq_len": s}))
+        ops = ops_from_json(row["time"]["ops"])
+        micro = [(o, n) for o, n in ops.items() if o.phase != "opt"] + runner_ops(b, s)
+        total.add(time_ops(micro, dev)).add(optimizer_time(cfg))
     return total
 
 

@@ -18,6 +18,7 @@ this machine and this software stack, never a training run:
 - `optimizer`: torch's fused AdamW (the runner's CPU optimizer) in bytes/s (8 × element size per
   parameter: parameter, gradient and both states, read and written), per dtype class;
 - `dequant`: bitsandbytes' NF4 dequantization (what QLoRA runs per weight per pass) in bytes/s;
+- `rng`: bernoulli_ (LoRA dropout's mask on the CPU) in bytes/s;
 - `disk`: bytes/s writing a checkpoint-like file and reading weights (this machine's disk);
 - `imports`: seconds a fresh process spends importing torch + transformers, and peft + bitsandbytes.
 
@@ -38,7 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-PROBE_VERSION = 2
+PROBE_VERSION = 3
 MATMUL_N = 1024  # square matmul size (elements per side): big enough to reach the BLAS steady state
 SECONDS_PER_DTYPE = 1.0  # measuring time per dtype for the headline matmul (s)
 SECONDS_PER_POINT = 0.08  # measuring time per GEMM shape / stream size / attention shape (s)
@@ -123,6 +124,27 @@ def _fit_gemm(points: list[tuple[float, float, float]]) -> dict[str, float]:
     }
 
 
+COLD_BYTES = 48 << 20  # operands cycled through per GEMM shape: more than the caches hold
+
+
+def _cold_gemm(m: int, n: int, k: int, dtype: Any) -> Callable[[], Any]:
+    """A GEMM on operands not in cache (as in a training step, where each layer's inputs and weights
+    were last touched long before): cycles through enough distinct buffers to exceed the caches."""
+    import torch
+
+    per = (m * k + k * n) * torch.tensor([], dtype=dtype).element_size()
+    count = max(2, min(64, COLD_BYTES // max(per, 1)))
+    xs = [torch.randn(m, k).to(dtype) for _ in range(count)]
+    ws = [torch.randn(n, k).to(dtype) for _ in range(count)]  # Linear weights (out, in), used transposed
+    state = [0]
+
+    def call() -> Any:
+        i = state[0] = (state[0] + 1) % count
+        return torch.mm(xs[i], ws[i].t())
+
+    return call
+
+
 def measure_gemm(seconds: float) -> dict[str, Any]:
     import torch
 
@@ -131,9 +153,7 @@ def measure_gemm(seconds: float) -> dict[str, Any]:
         size = 2 if key == "16" else 4
         pts = []
         for m, n, k in GEMM_SHAPES:
-            a = torch.randn(m, k).to(dtype)
-            w = torch.randn(n, k).to(dtype).t()  # a Linear weight (out, in) used transposed
-            t = _timed(functools.partial(torch.mm, a, w), seconds)
+            t = _timed(_cold_gemm(m, n, k, dtype), seconds)
             pts.append((2.0 * m * n * k, float(size * (m * k + k * n + m * n)), t))
             out["points"].append([key, m, n, k, round(t, 9)])
         out[key] = {k: round(v, 9 if k == "fixed_s" else 1) for k, v in _fit_gemm(pts).items()}
@@ -271,6 +291,8 @@ def measure_host(seconds: float) -> dict[str, Any]:
 
 
 def measure_attention(seconds: float) -> dict[str, Any]:
+    """The SDPA CPU kernel as transformers calls it: q a transposed (b, s, h, d) view, k/v contiguous,
+    causal (is_causal) or with an additive mask (padded batches)."""
     import torch
     import torch.nn.functional as F
 
@@ -278,8 +300,12 @@ def measure_attention(seconds: float) -> dict[str, Any]:
     for b, h, s, d in ATTENTION_SHAPES:
         flops = 4.0 * b * h * s * s * d  # QKᵀ and PV over the whole score matrix
         for masked in (False, True):
-            q, k, v = (torch.randn(b, h, s, d, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
-            mask = torch.ones(b, 1, s, s, dtype=torch.bool).tril() if masked else None
+            q = torch.randn(b, s, h, d, dtype=torch.bfloat16).transpose(1, 2).requires_grad_(True)
+            k, v = (torch.randn(b, h, s, d, dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
+            mask = None
+            if masked:
+                allowed = torch.ones(b, 1, s, s, dtype=torch.bool).tril()
+                mask = torch.zeros(b, 1, s, s, dtype=torch.bfloat16).masked_fill(~allowed, float("-inf"))
 
             def fwd(q=q, k=k, v=v, mask=mask):
                 with torch.no_grad():
@@ -292,9 +318,9 @@ def measure_attention(seconds: float) -> dict[str, Any]:
 
             t_f = _timed(fwd, seconds)
             t_b = max(_timed(both, seconds) - t_f, 1e-9)
-            executed = flops if masked else flops / 2
-            pts["fwd"].append((executed, 0.0, t_f))
-            pts["bwd"].append((2.5 * executed, 0.0, t_b))  # backward: 5 matmuls to the forward's 2
+            # the CPU kernel computes the whole score matrix, causal or masked (measured: equal times)
+            pts["fwd"].append((flops, 0.0, t_f))
+            pts["bwd"].append((2.5 * flops, 0.0, t_b))  # backward: 5 matmuls to the forward's 2
     out = {}
     for ph, p in pts.items():
         fit = _fit_gemm(p)
@@ -314,6 +340,15 @@ def measure_optimizer(seconds: float) -> dict[str, float]:
         t = _timed(opt.step, seconds)
         out[key] = round(8 * n * params[0].element_size() / t, 1)
     return out
+
+
+def measure_rng(seconds: float) -> float:
+    """bytes/s of bernoulli_ on an fp32 tensor (CPU dropout's mask), counted as read + write."""
+    import torch
+
+    x = torch.empty(1 << 18)
+    t = _timed(lambda: x.bernoulli_(0.95), seconds)
+    return round(2 * x.numel() * 4 / t, 1)
 
 
 def measure_dequant(seconds: float) -> float:
@@ -388,6 +423,7 @@ def measure(n: int | None = None, seconds: float | None = None) -> dict:
         "attention": measure_attention(point),
         "optimizer": measure_optimizer(point),
         "dequant": measure_dequant(point),
+        "rng": measure_rng(point),
         "disk": measure_disk(),
         "imports": measure_imports(),
     }
@@ -400,7 +436,7 @@ def current(d: Any) -> bool:
     return (
         isinstance(d, dict)
         and d.get("version", 0) >= PROBE_VERSION
-        and all(d.get(k) for k in ("bf16_tflops", "fp32_tflops", "gemm", "stream", "host", "attention"))
+        and all(d.get(k) for k in ("bf16_tflops", "fp32_tflops", "gemm", "stream", "host", "attention", "rng"))
     )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -44,6 +45,7 @@ QUANTIZE_S_PER_PARAM_CPU = 8e-9  # the same on the CPU
 GEN_BATCH = 8  # runners.metric.GEN_BATCH: prompts generated together
 GENERATE_STEP_OPS = 60  # host ops HF generate adds per decoding step (logits processing, stopping, cat)
 FIXED_RUN_S = 1.0  # result.json, provenance, the runner's own bookkeeping
+RUNNER_VIEWS = 20  # host work per micro-batch besides its tensors (collation loops, hooks, counters)
 
 
 @dataclass(frozen=True)
@@ -185,8 +187,10 @@ def val_rows(cfg: RunConfig, stats: Any = None) -> int:
 
 @by_identity(maxsize=8192)
 def micro_time(cfg: RunConfig, b: int, s: int) -> Timed:
-    """One micro-batch of b sequences × s tokens on this run's device (forward, backward, recompute)."""
-    return time_ops(analytic.micro_batch_ops(cfg, b, s), device(cfg))
+    """One micro-batch of b sequences × s tokens on this run's device (forward, backward, recompute,
+    and the training loop's own work around them: one synchronisation interval)."""
+    ops = itertools.chain(analytic.micro_batch_ops(cfg, b, s).items(), runner_ops(b, s))
+    return time_ops(ops, device(cfg))
 
 
 @by_identity(maxsize=8192)
@@ -244,6 +248,18 @@ class Step:
     @property
     def seconds(self) -> float:
         return sum(self.terms.values())
+
+
+def runner_ops(b: int, s: int) -> list[tuple[Op, float]]:
+    """The training loop's own work per micro-batch (runners.train): the padded batch built from
+    Python lists (input ids, labels, mask), moved to the device, its target tokens counted (a host
+    sync) and the loss read back (another)."""
+    batch = float(b * s * 8)
+    return [
+        (Op("elementwise", "mem", "fwd", 0.0, batch), 3),  # the three tensors
+        (Op("elementwise", "mem", "fwd", 0.0, batch / 4), 3),  # labels != -100, sum, int()
+        (Op("elementwise", "view", "fwd"), RUNNER_VIEWS),
+    ]
 
 
 def step_time(cfg: RunConfig, b: int, s: float) -> Step:

@@ -9,8 +9,9 @@ records one `advisor.estimator.steptime.ops.Op`:
             the module whose forward created that node; recomputed forwards (gradient checkpointing)
             through the module stack as in the forward.
     kind    gemm (mm, addmm, bmm, baddbmm; bitsandbytes' 4-bit gemm: its dequantization + a GEMM),
-            attn (the SDPA/flash kernels), fused (a fused optimizer kernel), view (no kernel: views,
-            detach), mem (everything else: a kernel that streams its tensors)
+            attn (the SDPA/flash kernels), fused (a fused optimizer kernel), rng (random numbers:
+            dropout masks), view (no kernel: views, detach), mem (everything else: a kernel that
+            streams its tensors)
     phase   fwd (issued from Python), bwd (issued by the autograd engine), rec (recompute), opt
     flops   torch.utils.flop_counter's formula (0 for ops it has none for)
     bytes   bytes read (each input's elements, a broadcast input at most its storage) + bytes written
@@ -72,6 +73,10 @@ VIEWS = {
     "narrow",
     "_local_scalar_dense",
     "lift_fresh",
+    "empty",
+    "empty_like",
+    "empty_strided",
+    "new_empty",
 }
 IGNORED = {"device", "_record_function_enter_new", "_record_function_exit", "sym_size", "sym_stride"}
 
@@ -250,9 +255,14 @@ def _op_bytes(name: str, func: Any, args: tuple, kwargs: dict, ins: list, out: A
     return nbytes + sum(t.numel() * t.element_size() for t in _written(func, args, kwargs))
 
 
+RNG = {"bernoulli_", "bernoulli", "native_dropout", "uniform_", "normal_", "rand", "rand_like"}
+
+
 def _kind(name: str) -> str:
     if name in FUSED:
         return "fused"
+    if name in RNG:
+        return "rng"
     if name in VIEWS:
         return "view"
     if name in GEMM:

@@ -278,12 +278,13 @@ class Walk:
         if cast_in:
             self.e.mem(ad, fp, T * in_f * (x_e + a))
         if g.dropout:
-            if g.cpu:  # bernoulli_, div_, mul (empty_like: no kernel)
+            if g.cpu:  # bernoulli_ (random numbers), div_, mul (empty_like: no kernel)
                 self.e.view(ad, fp, 1)
-                self.e.mem(ad, fp, 2 * T * in_f * a, True, 2)
+                add(self.e.ops, Op(ad, "rng", fp, 0.0, float(2 * T * in_f * a), True))
+                self.e.mem(ad, fp, 2 * T * in_f * a, True)
                 self.e.mem(ad, fp, 3 * T * in_f * a, True)
-            else:  # native_dropout: output + 1-byte mask
-                self.e.mem(ad, fp, T * in_f * (2 * a + 1), True)
+            else:  # native_dropout: output + 1-byte mask, one fused kernel
+                add(self.e.ops, Op(ad, "rng", fp, 0.0, float(T * in_f * (2 * a + 1)), True))
         self.e.view(ad, fp, 6)
         self.e.gemm(ad, fp, T, r, in_f, a)  # A
         if stop_after_a:

@@ -36,18 +36,23 @@ def op_device_s(op: Op, dev: Device) -> float:
         rate = dev.gemm32 if op.wide else dev.gemm16
         return max(op.flops / rate, op.bytes / dev.bandwidth) + dev.kernel_s
     if op.kind == "attn":
-        executed = op.flops if op.masked else op.flops / 2  # causal kernels skip the upper triangle
+        # causal kernels without a mask skip the upper triangle (GPU flash kernels; the CPU's do not)
+        executed = op.flops / 2 if dev.causal_skip and not op.masked else op.flops
         bwd = op.phase == "bwd"
         rate = dev.attn_bwd if bwd else dev.attn_fwd
         fixed = dev.attn_fixed_s[1 if bwd else 0]
-        return max(executed / rate, op.bytes / dev.stream_rate(op.bytes)) + dev.kernel_s + fixed
+        return (
+            max(executed / rate, op.bytes / dev.stream_rate(op.bytes, phase=op.phase)) + dev.kernel_s + fixed
+        )
     if op.kind == "comm":
         return op.bytes / dev.link + dev.link_latency_s if dev.link else 0.0
+    if op.kind == "rng" and dev.rng_rate:  # random numbers (CPU: the generator, measured)
+        return op.bytes / dev.rng_rate
     if op.kind == "fused" and dev.optimizer_rate:  # a fused optimizer kernel (CPU: measured rate)
         return op.bytes / dev.optimizer_rate["32" if op.wide else "16"]
     if op.term == "dequant" and dev.dequant_rate:
         return op.bytes / dev.dequant_rate
-    return op.bytes / dev.stream_rate(op.bytes, op.wide) + dev.kernel_s
+    return op.bytes / dev.stream_rate(op.bytes, op.wide, op.phase) + dev.kernel_s
 
 
 def op_host_s(op: Op, dev: Device) -> float:

@@ -51,6 +51,7 @@ def ceilings(p: dict[str, Any] | None, cores: int, method: str) -> Device:
             kernel_s=0.0,
             host_s=dict.fromkeys(("fwd", "bwd", "rec", "opt", "view"), PRIOR_HOST_S),
             overlap=False,
+            causal_skip=False,
             cpu_gemm={"16": g, "32": CpuGemm(rate / 2, g.stream, g.fixed_s)},
             source="prior (no outputs/cpu-throughput.json yet)"
             if not tf
@@ -77,12 +78,14 @@ def ceilings(p: dict[str, Any] | None, cores: int, method: str) -> Device:
             "view": float(p["host"]["view"]),
         },
         overlap=False,
+        causal_skip=False,
         cpu_gemm={"16": _gemm(p["gemm"]["16"]), "32": _gemm(p["gemm"]["32"])},
         cpu_stream=stream16,
         cpu_stream32=stream32,
         attn_fixed_s=(float(att["fwd"]["fixed_s"]), float(att["bwd"]["fixed_s"])),
         optimizer_rate={k: float(v) for k, v in (p.get("optimizer") or {}).items()},
         dequant_rate=float(p.get("dequant") or 0.0),
+        rng_rate=float(p.get("rng") or 0.0),
         source=f"measured {p.get('measured', '')}".strip(),
     )
 

@@ -16,7 +16,10 @@ interconnect) times achievable fractions from published microbenchmarks, never f
   documented ~2–5 µs); host time per op: eager PyTorch issues every op from Python (forward) or the
   autograd engine (backward) and the GPU runs ahead only while its kernels outlast that. The host
   costs below are this project's probe of the same software stack on CPU tensors (runners/cpu_probe.py
-  `overhead`, an AMD EPYC server core) plus a CUDA launch (~4 µs), rounded.
+  `host`: 14 µs per forward op, 8.5 µs per backward op of tiny transformers models on an AMD EPYC
+  server core) plus the CUDA launch path (~7 µs: cudaLaunchKernel and PyTorch's CUDA dispatch),
+  rounded; consistent with the eager baseline of PyTorch's gpt-fast (Llama-2-7B, A100: ~25 tokens/s,
+  ~1,300 ops per token, ~30 µs per op with the weights' reads hidden).
 - interconnect: the catalog's `interconnect_gbs` (per-GPU, one direction; NVLink or PCIe) at 80 %
   (NCCL all-reduce bus bandwidth on DGX A100/H100 nodes: ~230 of 300 and ~370 of 450 GB/s), plus
   10 µs per collective.
@@ -75,10 +78,40 @@ ARCH = {
 }
 BANDWIDTH_EFFICIENCY = 0.80
 KERNEL_FLOOR_S = 2.5e-6
-HOST_FWD_S = 12e-6  # a forward op issued from Python (module call, autograd record, launch)
-HOST_BWD_S = 7e-6  # a backward op issued by the autograd engine (+ launch)
+HOST_FWD_S = 22e-6  # a forward op issued from Python (module call, autograd record, launch)
+HOST_BWD_S = 15e-6  # a backward op issued by the autograd engine (+ launch)
 HOST_VIEW_S = 2e-6  # a view / detach (host only, no kernel)
-HOST_OPT_S = 8e-6  # an optimizer op (foreach kernels over tensor lists)
+HOST_OPT_S = 15e-6  # an optimizer op (foreach kernels over tensor lists)
+# L2: an eager step is chains of elementwise kernels, each reading what the previous one just wrote;
+# when an op's tensors fit in (half) the L2 they come from it instead of DRAM. Forward chains reuse
+# almost everything; backward ops also read activations saved long before (from DRAM); the optimizer
+# streams whole parameter and state tensors. L2 sizes: NVIDIA/AMD whitepapers; L2 bandwidth as a
+# multiple of DRAM bandwidth: ~2.5× on HBM parts (A100, H100: microbenchmarks report ~5 and ~8-10
+# TB/s), ~4.5× on Ada's GDDR6(X) parts with their large L2 (RTX 4090 ~5 TB/s), ~2× on parts with a
+# small L2, ~3× for MI300X's Infinity Cache.
+L2_MB = {
+    "a100-40gb": 40,
+    "a100-80gb": 40,
+    "h100-sxm": 50,
+    "h100-pcie": 50,
+    "h200": 50,
+    "b200": 126,
+    "l40s": 96,
+    "rtx-4090": 72,
+    "l4": 48,
+    "rtx-3090": 6,
+    "rtx-a6000": 6,
+    "a10": 6,
+    "a10g": 6,
+    "t4": 4,
+    "v100-16gb": 6,
+    "v100-32gb": 6,
+    "mi300x": 256,
+}
+L2_SPEEDUP = {"ampere": 2.5, "hopper": 2.5, "blackwell": 2.5, "ada": 4.5, "volta": 2.0, "cdna3": 3.0}
+L2_SMALL_SPEEDUP = 2.0  # parts whose L2 is a few MB (consumer/workstation Ampere, Turing, Volta)
+L2_USABLE = 0.5  # of the L2 a chain's working set can hold (the rest: weights, other streams)
+L2_REUSE = {"fwd": 0.9, "rec": 0.9, "bwd": 0.5, "opt": 0.0}  # share of an op's bytes recently written
 LINK_EFFICIENCY = 0.80
 LINK_LATENCY_S = 10e-6
 
@@ -106,6 +139,7 @@ class Device:
     kernel_s: float  # device time floor per kernel
     host_s: dict[str, float]  # host time per op by phase (fwd, bwd, rec, opt) and for views
     overlap: bool  # host work overlaps device work (GPU: asynchronous launches); CPU: none
+    causal_skip: bool = True  # causal attention kernels skip the masked half (GPU flash; not the CPU's)
     link: float = 0.0  # bytes/s per GPU for collectives (0 = single device)
     link_latency_s: float = LINK_LATENCY_S
     cpu_gemm: dict[str, CpuGemm] = field(default_factory=dict)  # CPU only: "16" / "32"
@@ -114,13 +148,20 @@ class Device:
     attn_fixed_s: tuple[float, float] = (0.0, 0.0)  # CPU only: fixed cost of an attention call (fwd, bwd)
     optimizer_rate: dict[str, float] = field(default_factory=dict)  # CPU only: fused AdamW bytes/s
     dequant_rate: float = 0.0  # CPU only: bitsandbytes NF4 dequantization bytes/s
+    rng_rate: float = 0.0  # CPU only: dropout's random numbers, bytes/s (in + out of bernoulli_)
+    l2_bytes: float = 0.0  # GPU: L2 (last-level) cache
+    l2_bandwidth: float = 0.0  # GPU: bytes/s streaming out of L2
     source: str = ""
 
-    def stream_rate(self, nbytes: float, wide: bool = False) -> float:
-        """Bytes/s of a streaming op touching `nbytes` (CPU: cache-dependent, log-interpolated)."""
+    def stream_rate(self, nbytes: float, wide: bool = False, phase: str = "fwd") -> float:
+        """Bytes/s of a streaming op touching `nbytes`. CPU: the probe's cache-dependent curve
+        (log-interpolated). GPU: the share of its traffic that hits L2 (see L2 above) at L2 speed."""
         curve = self.cpu_stream32 if wide and self.cpu_stream32 else self.cpu_stream
         if not curve:
-            return self.bandwidth
+            if not self.l2_bytes:
+                return self.bandwidth
+            hit = L2_REUSE.get(phase, 0.0) * min(1.0, L2_USABLE * self.l2_bytes / max(nbytes, 1.0))
+            return 1.0 / (hit / self.l2_bandwidth + (1.0 - hit) / self.bandwidth)
         if nbytes <= curve[0][0]:
             return curve[0][1]
         for (x0, y0), (x1, y1) in zip(curve, curve[1:], strict=False):
@@ -146,7 +187,10 @@ def gpu_device(cfg: RunConfig) -> Device:
 def _gpu_device(name: str, bf16: float, fp32: float, bw: float, link: float, precision: str) -> Device:
     eff = GEMM_EFFICIENCY.get(name, DEFAULT_GEMM_EFFICIENCY)
     peak16 = (fp32 if precision == "fp32" else bf16) * 1e12
-    fwd, bwd = ATTENTION_EFFICIENCY[ARCH.get(name, "ampere")]
+    arch = ARCH.get(name, "ampere")
+    fwd, bwd = ATTENTION_EFFICIENCY[arch]
+    l2 = L2_MB.get(name, 0) * 2**20
+    speedup = L2_SPEEDUP[arch] if l2 >= 32 * 2**20 else L2_SMALL_SPEEDUP
     return Device(
         name=name,
         gemm16=peak16 * eff,
@@ -164,6 +208,8 @@ def _gpu_device(name: str, bf16: float, fp32: float, bw: float, link: float, pre
         },
         overlap=True,
         link=link * 1e9 * LINK_EFFICIENCY,
+        l2_bytes=float(l2),
+        l2_bandwidth=bw * 1e9 * BANDWIDTH_EFFICIENCY * speedup,
         source="catalog × published achievable fractions",
     )
 

@@ -21,7 +21,8 @@ TERMS = (
     "optimizer",  # gradient clipping and the optimizer step
     "communication",  # collectives of ddp/fsdp/zero (exposed part)
 )
-KINDS = ("gemm", "attn", "mem", "fused", "view", "comm")  # fused: a fused optimizer kernel
+# fused: a fused optimizer kernel; rng: random numbers (dropout masks: CPU generators are slow)
+KINDS = ("gemm", "attn", "mem", "fused", "rng", "view", "comm")
 PHASES = ("fwd", "bwd", "rec", "opt")
 
 
