@@ -118,6 +118,53 @@ def breakdown_table(doc: dict[str, Any]) -> Table:
     return table
 
 
+TERM_NAMES = {"overhead": "host", "communication": "comm", "elementwise": "elementwise"}
+
+
+def _duration(s: float) -> str:
+    if s < 1:
+        return f"{s * 1e3:.0f} ms"
+    if s < 120:
+        return f"{s:.1f} s"
+    return f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h"
+
+
+def _terms_text(terms: dict[str, float], dominant: list[str]) -> str:
+    """The step's terms as shares, largest first (≥ 3 %); the dominant ones in bold."""
+    total = sum(terms.values()) or 1.0
+    parts = []
+    for k, v in sorted(terms.items(), key=lambda kv: -kv[1]):
+        if v / total < 0.03:
+            continue
+        text = f"{TERM_NAMES.get(k, k)} {100 * v / total:.0f}%"
+        parts.append(f"[bold]{text}[/]" if k in dominant else text)
+    return " · ".join(parts)
+
+
+def time_breakdown_table(doc: dict[str, Any]) -> Table:
+    """Per row: one optimizer step's time by term (shares; what bounds it in bold: compute, attention,
+    adapters, dequant, elementwise, loss, optimizer, communication, host = launch/dispatch overhead
+    the device could not hide), and the wall time outside the steps."""
+    table = _table("time breakdown: one optimizer step, and the run outside its steps")
+    table.add_column("step", justify="right")
+    table.add_column("where the step's time goes (bound by: bold)")
+    for header in ("start+\nload", "eval+\nmetric", "ckpt+\nsave"):
+        table.add_column(header, justify="right")
+    for row in doc["estimates"]:
+        t = row["time"]
+        terms, wall = t.get("step_terms_s") or {}, t.get("wall_s") or {}
+        table.add_row(
+            SHORT[row["method"]],
+            str(row["r"] or "–"),
+            _duration(t.get("step_s") or 0.0),
+            _terms_text(terms, t.get("dominant") or []),
+            _duration(wall.get("start", 0.0) + wall.get("load", 0.0)),
+            _duration(wall.get("eval", 0.0) + wall.get("metric", 0.0)),
+            _duration(wall.get("checkpoint", 0.0) + wall.get("save", 0.0)),
+        )
+    return table
+
+
 def _price_line(doc: dict[str, Any]) -> str:
     seen = {
         (r["cost"]["price_source"], r["cost"]["price_as_of"], r["cost"]["usd_per_gpu_hour"])
@@ -167,7 +214,8 @@ def reverse_table(doc: dict[str, Any]) -> Table:
 
 
 def render_advise(doc: dict[str, Any], breakdown: bool = False, console: Console | None = None) -> None:
-    """Print the advise document; breakdown=True adds the memory components (weights … overhead)."""
+    """Print the advise document; breakdown=True adds the memory components (weights … overhead) and
+    the time terms (compute … host overhead, what bounds the step, the wall time outside it)."""
     con = console or Console()
     names = _names()
     q = doc["query"]
@@ -176,6 +224,7 @@ def render_advise(doc: dict[str, Any], breakdown: bool = False, console: Console
     con.print(estimates_table(doc))
     if breakdown:
         con.print(breakdown_table(doc))
+        con.print(time_breakdown_table(doc))
     con.print(_price_line(doc), style="dim")
     budget = q["budget"]
     if budget["usd"] is not None or budget["hours"] is not None:
