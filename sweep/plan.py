@@ -45,6 +45,7 @@ class PlannedCell:
     status: str  # run | infeasible | over_budget | failed
     reason: str | None = None
     lr_trials: int = 1
+    learned: tuple[float, float] | None = None  # (hours, usd) calibrated on finished cells (sweep.reestimate)
 
     @property
     def cell_id(self) -> str:
@@ -52,10 +53,14 @@ class PlannedCell:
 
     @property
     def usd(self) -> float:
+        if self.learned is not None:
+            return self.learned[1] * self.lr_trials
         return float(((self.estimate or {}).get("cost") or {}).get("usd") or 0.0) * self.lr_trials
 
     @property
     def hours(self) -> float:
+        if self.learned is not None:
+            return self.learned[0] * self.lr_trials
         return float(((self.estimate or {}).get("time") or {}).get("hours") or 0.0) * self.lr_trials
 
     def new_record(self) -> TrialRecord:
@@ -253,6 +258,11 @@ def build_plan(
             reason = "bad config: " + "; ".join(e.problems)
             plan.cells.append(PlannedCell(cell, None, None, "failed", reason, settings.lr_trials))
     _check_devices(plan)
+    from sweep.reestimate import refresh
+
+    learned = refresh(plan)  # a resumed sweep: the cells still to run priced from what finished
+    if learned is not None:
+        plan.notes.append(f"cells still to run {learned.describe()}")
     if not settings.prescreen:
         for pc in plan.cells:
             if pc.status == "infeasible":

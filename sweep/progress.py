@@ -22,6 +22,9 @@ log = logging.getLogger("tunewise.sweep")
 
 
 def snapshot(plan: Plan) -> dict[str, Any]:
+    from sweep.reestimate import refresh
+
+    learned = refresh(plan)  # the cells still to run priced from the finished ones (sweep.reestimate)
     recs = {r.cell_id: r for r in read_records(plan.dir)[0]}
     counts: Counter[str] = Counter()
     running: list[tuple[PlannedCell, TrialRecord]] = []
@@ -40,6 +43,7 @@ def snapshot(plan: Plan) -> dict[str, Any]:
         "running": running,
         "spent_usd": spent_usd,
         "eta_h": left_h / max(1, plan.settings.workers),
+        "eta_source": f"calibrated on {learned.records} finished" if learned else "advisor estimate",
         "total": len(plan.cells),
     }
 
@@ -58,7 +62,7 @@ def render(plan: Plan, started: float) -> Any:
     header = Text(
         f"sweep {plan.settings.dir.name}: {done} done, {len(snap['running'])} running, "
         f"{skipped} skipped of {snap['total']} · elapsed {time.time() - started:.0f} s · "
-        f"spent ${snap['spent_usd']:.4f}{budget} · ETA {snap['eta_h'] * 3600:.0f} s (advisor estimate)"
+        f"spent ${snap['spent_usd']:.4f}{budget} · ETA {snap['eta_h'] * 3600:.0f} s ({snap['eta_source']})"
     )
     t = Table()
     for col in ("cell", "overrides", "step", "loss", "last eval", "heartbeat"):

@@ -129,6 +129,9 @@ class Worker:
         b = self.plan.base_cfg
         if not self.plan.settings.prescreen:
             return None
+        from sweep.reestimate import refresh
+
+        refresh(self.plan)  # this cell's hours and dollars calibrated on the cells finished so far
         spent_usd = sum(r.usd or 0.0 for r in rows.values() if r.terminal or r.status == "running")
         spent_h = sum(r.wall_s or 0.0 for r in rows.values() if r.terminal or r.status == "running") / 3600
         spent_h /= max(1, self.plan.settings.workers)

@@ -3,7 +3,10 @@ apply them to advise rows. Pure (no torch); reads design.md trial records.
 
 Factors, each a geometric mean over records (with count and geometric spread):
     time_efficiency   measured tokens/s ÷ estimated tokens/s (the train phase's throughput)
-    load_ratio        measured wall_s.load ÷ estimated;  eval_ratio  measured wall_s.eval ÷ estimated
+    step_ratio        measured seconds per optimizer step (wall_s.train ÷ steps) ÷ estimated step_s:
+                      the train part's factor when records have it (same tokens on both sides)
+    <part>_ratio      measured wall_s.<part> ÷ estimated, for load, eval, start, metric, checkpoint,
+                      save (load_ratio and eval_ratio as before)
     dynamic_ratio     (measured allocated − estimated static) ÷ estimated dynamic, where static =
                       weights + torch-visible optimizer state and dynamic = allocated − static
                       (activations, logits, gradients, temporaries: the part modelled per token)
@@ -93,17 +96,29 @@ def _div(a: Any, b: Any) -> float | None:
     return a / b if a is not None and b else None
 
 
+WALL_PARTS = ("load", "eval", "start", "metric", "checkpoint", "save")  # besides train (step_ratio)
+
+
+def _step_s(est: dict[str, Any]) -> float | None:
+    """The estimate's seconds per optimizer step (older rows: train seconds ÷ steps)."""
+    step = _num(_get(est, "time", "step_s"))
+    if step:
+        return step
+    return _div(_get(est, "time", "wall_s", "train"), _get(est, "time", "steps"))
+
+
 def _fit_group(records: list[TrialRecord]) -> dict[str, Factor]:
     tps: list[float | None] = []
-    load: list[float | None] = []
-    ev: list[float | None] = []
+    steps: list[float | None] = []
+    parts: dict[str, list[float | None]] = {k: [] for k in WALL_PARTS}
     dyn: list[float | None] = []
     dev: list[float | None] = []
     for r in records:
         est, meas = r.estimate or {}, r.measured or {}
         tps.append(_div(meas.get("tokens_per_s"), _get(est, "time", "tokens_per_s")))
-        load.append(_div(_get(meas, "wall_s", "load"), _get(est, "time", "wall_s", "load")))
-        ev.append(_div(_get(meas, "wall_s", "eval"), _get(est, "time", "wall_s", "eval")))
+        steps.append(_div(_div(_get(meas, "wall_s", "train"), meas.get("steps")), _step_s(est)))
+        for k in WALL_PARTS:
+            parts[k].append(_div(_get(meas, "wall_s", k), _get(est, "time", "wall_s", k)))
         alloc, e_alloc = _num(meas.get("allocated_gib")), _num(_get(est, "memory", "allocated_gib"))
         if alloc is None or e_alloc is None:
             continue
@@ -116,8 +131,8 @@ def _fit_group(records: list[TrialRecord]) -> dict[str, Factor]:
             dev.append(device - alloc - (e_over - e_alloc))
     fitted = {
         "time_efficiency": _ratio(tps),
-        "load_ratio": _ratio(load),
-        "eval_ratio": _ratio(ev),
+        "step_ratio": _ratio(steps),
+        **{f"{k}_ratio": _ratio(v) for k, v in parts.items()},
         "dynamic_ratio": _ratio(dyn),
         "device_offset_gib": _offset(dev),
     }
@@ -157,14 +172,17 @@ class Calibration:
         out = copy.deepcopy(row)
         changed: list[str] = list(out.get("calibrated") or [])
         t, m = out.get("time") or {}, out.get("memory") or {}
-        if "time_efficiency" in f and t.get("tokens_per_s"):
-            eff = f["time_efficiency"].value
+        if ("time_efficiency" in f or "step_ratio" in f) and t.get("tokens_per_s"):
+            # seconds per step measured ÷ estimated where records have it; else the tokens/s ratio
+            eff = 1 / f["step_ratio"].value if "step_ratio" in f else f["time_efficiency"].value
             wall = dict(t.get("wall_s") or {})
             if "train" in wall:
                 wall["train"] = wall["train"] / eff
-            for k, name in (("load", "load_ratio"), ("eval", "eval_ratio")):
-                if k in wall and name in f:
-                    wall[k] = wall[k] * f[name].value
+            if t.get("step_s"):
+                t["step_s"] = round(t["step_s"] / eff, 6)
+            for k in WALL_PARTS:
+                if k in wall and f"{k}_ratio" in f:
+                    wall[k] = wall[k] * f[f"{k}_ratio"].value
             old_h = t.get("hours") or 0.0
             t["tokens_per_s"] = round(t["tokens_per_s"] * eff, 1)
             t["wall_s"] = {k: round(v, 1) for k, v in wall.items()}
