@@ -35,8 +35,8 @@ import torch
 
 from advisor.config.catalog import repo_root
 from advisor.config.schema import RunConfig, from_names
+from advisor.estimator.steptime.ceilings import device
 from advisor.estimator.steptime.cost import Timed, time_ops
-from advisor.estimator.steptime.device import device
 from runners.cell import Learned, prepare
 from runners.result import Progress
 

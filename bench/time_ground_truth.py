@@ -123,7 +123,17 @@ def after_s(run: Run, cfg: RunConfig) -> float:
 
 # -- the model before issue 14 (advisor/estimator/timing.py at 2912dd7^), time per step only --------
 OLD_MFU = {"datacenter": 0.42, "workstation": 0.35}
-OLD_DATACENTER = {"a100-40gb", "a100-80gb", "h100-sxm", "h100-pcie", "h200", "b200", "mi300x", "v100-16gb", "v100-32gb"}
+OLD_DATACENTER = {
+    "a100-40gb",
+    "a100-80gb",
+    "h100-sxm",
+    "h100-pcie",
+    "h200",
+    "b200",
+    "mi300x",
+    "v100-16gb",
+    "v100-32gb",
+}
 OLD_HALF_TOKENS = 1024
 OLD_DEQUANT_EFF, OLD_OPT_EFF = 0.6, 0.7
 
@@ -144,7 +154,9 @@ def before_s(run: Run, cfg: RunConfig) -> float:
         dequant = 2 * (0.5 * n + 4 * n) / (g.bandwidth_gbs * 1e9 * OLD_DEQUANT_EFF) * t.grad_accum
     full = cfg.method.name == "full"
     pb = 2 if full else 4
-    per_param = {"adamw": 9 * pb, "sgd": 3 * pb, "paged_adamw_32bit": 3 * pb + 16}.get(t.optimizer, 3 * pb + 4)
+    per_param = {"adamw": 9 * pb, "sgd": 3 * pb, "paged_adamw_32bit": 3 * pb + 16}.get(
+        t.optimizer, 3 * pb + 4
+    )
     opt = n_trainable(cfg) * per_param / (g.bandwidth_gbs * 1e9 * OLD_OPT_EFF)
     step = compute + dequant + opt
     return step / t.grad_accum if run.unit == "iteration" else step

@@ -43,7 +43,7 @@ from runners.checkpoint import Checkpoints, Trainables
 from runners.hooks import NO_HOOKS, Hooks
 from runners.metric import task_metric
 from runners.optim import make_optimizer, make_scheduler
-from runners.parallel import rank as rank_mod
+from runners.parallel import files as rank_files
 from runners.parallel.group import SINGLE, Group, gathered_state, join, leave, unwrap, wrap
 from runners.parallel.group import check as parallel_check
 from runners.provenance import provenance
@@ -115,6 +115,8 @@ def prepare(
     dev = model_mod.device()
     learned.trainable_params = model_mod.trainable_params(model)
     model = wrap(model, cfg, group)  # before the optimizer: FSDP replaces the parameters by shards
+    if group.world > 1:  # the model is built alike on every rank; from here each draws its own dropout masks
+        torch.manual_seed(cfg.seed + 1_000_003 * (group.rank + 1))
     optimizer = make_optimizer(t.optimizer, model.parameters(), cfg.lr)
     parts = Trainables(
         model=model,
@@ -368,7 +370,7 @@ def run_cell(
     processes and returns their combined result (runners.parallel.launch)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ranked = rank_mod.in_group()
+    ranked = rank_files.in_group()
     if not ranked:  # the cell's curves where people look (TensorBoard, MLflow): runners.tracking
         hooks = tracking.attach(cfg, out_dir, hooks)
     group = SINGLE
@@ -414,7 +416,7 @@ def run_cell(
         tb = traceback.format_exc()
         print(tb, file=sys.stderr)
         with contextlib.suppress(OSError):
-            (out_dir / (rank_mod.error_log() if ranked else "error.log")).write_text(tb)
+            (out_dir / (rank_files.error_log() if ranked else "error.log")).write_text(tb)
     if reason and status == "failed":
         print(f"tunewise cell failed: {reason}", file=sys.stderr)
     result = CellResult(
@@ -424,7 +426,7 @@ def run_cell(
         provenance=provenance(cfg.seed),
     )
     if ranked:  # the group's leader combines the ranks' results and reports the end
-        rank_mod.write_result(out_dir, result)
+        rank_files.write_result(out_dir, result)
         if status in ("complete", "pruned"):
             leave()  # an orderly exit; a failing rank leaves the group to the launcher's teardown
         return result

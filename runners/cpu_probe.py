@@ -436,7 +436,9 @@ def current(d: Any) -> bool:
     return (
         isinstance(d, dict)
         and d.get("version", 0) >= PROBE_VERSION
-        and all(d.get(k) for k in ("bf16_tflops", "fp32_tflops", "gemm", "stream", "host", "attention", "rng"))
+        and all(
+            d.get(k) for k in ("bf16_tflops", "fp32_tflops", "gemm", "stream", "host", "attention", "rng")
+        )
     )
 
 

@@ -136,19 +136,3 @@ class Slots:
         }
         with open(self.ledger, "a") as f:
             f.write(json.dumps(line) + "\n")
-
-
-def worker_env(sweep_dir: Path, i: int, workers: int) -> dict[str, str]:
-    """The environment of local worker i of `workers` (`tunewise sweep sweep.workers=N`): its share of
-    the slots (and the GPUs of that share only)."""
-    from sweep.planfile import load_plan
-
-    plan = load_plan(Path(sweep_dir))
-    s = plan.settings
-    largest = max((pc.cfg.gpu.count for pc in plan.runnable() if pc.cfg is not None), default=1)
-    slots = machine_slots(s.devices, largest * (workers if s.devices is None else 1))
-    mine = share(slots, workers, i)
-    env = {ENV_WORKER: ",".join(mine)}
-    if visible_gpus():
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(mine)
-    return env

@@ -24,6 +24,7 @@ The same `Plan` is what `tunewise sweep` runs and what plan.json holds for worke
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from advisor.errors import ConfigError
 from advisor.trials.matrix import Cell, cap_rows, expand, override_key, pin_axes, validate_matrix
 from advisor.trials.record import TrialRecord
 from sweep.compose import compose, given_keys
+from sweep.reestimate import Learned, calibrated, learn
 from sweep.settings import SweepSettings
 
 
@@ -258,8 +260,6 @@ def build_plan(
             reason = "bad config: " + "; ".join(e.problems)
             plan.cells.append(PlannedCell(cell, None, None, "failed", reason, settings.lr_trials))
     _check_devices(plan)
-    from sweep.reestimate import refresh
-
     learned = refresh(plan)  # a resumed sweep: the cells still to run priced from what finished
     if learned is not None:
         plan.notes.append(f"cells still to run {learned.describe()}")
@@ -354,3 +354,17 @@ def format_plan(plan: Plan) -> str:
     )
     lines.extend(f"note: {n}" for n in plan.notes)
     return "\n".join(lines)
+
+
+def refresh(plan: Plan) -> Learned | None:
+    """Set the `learned` (hours, usd) of every cell still to run from the sweep's finished records;
+    returns what was learned (None: nothing finished yet, the plan's estimates stand)."""
+    learned = None
+    with contextlib.suppress(OSError):
+        learned = learn(plan.dir)
+    for pc in plan.cells:
+        pc.learned = None
+        if learned is None or pc.status != "run":
+            continue
+        pc.learned = calibrated(learned, pc.estimate, pc.cfg)
+    return learned

@@ -22,7 +22,7 @@ log = logging.getLogger("tunewise.sweep")
 
 
 def snapshot(plan: Plan) -> dict[str, Any]:
-    from sweep.reestimate import refresh
+    from sweep.plan import refresh
 
     learned = refresh(plan)  # the cells still to run priced from the finished ones (sweep.reestimate)
     recs = {r.cell_id: r for r in read_records(plan.dir)[0]}

@@ -1,7 +1,7 @@
 """The sweep re-estimates as it learns: once cells have finished, the cells still to run are priced by
 the advisor calibrated on this sweep's own records.
 
-`refresh(plan)` fits advisor.estimator.calibrate's factors (per GPU and method, pooled per GPU when a
+`sweep.plan.refresh(plan)` fits advisor.estimator.calibrate's factors (per GPU and method, pooled per GPU when a
 method has no record yet: seconds per step, and every wall-time part — start, load, eval, metric,
 checkpoint, save) on the sweep's finished records and sets each pending or running cell's
 `learned` hours and dollars from its calibrated advise row; `PlannedCell.hours` / `.usd` then return
@@ -16,16 +16,12 @@ every second, a worker before every start.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from advisor.estimator.calibrate import Calibration, fit
 from advisor.trials.store import read_records
-
-if TYPE_CHECKING:
-    from sweep.plan import Plan
 
 LEARN_FROM = ("complete", "pruned")  # finished cells whose measurements cover whole steps
 
@@ -79,17 +75,3 @@ def calibrated(learned: Learned, estimate: dict[str, Any] | None, cfg: Any) -> t
     if "time.hours" not in (row.get("calibrated") or []):
         return None  # no factor for this GPU yet
     return float(row["time"]["hours"]), float((row.get("cost") or {}).get("usd") or 0.0)
-
-
-def refresh(plan: Plan) -> Learned | None:
-    """Set the `learned` (hours, usd) of every cell still to run from the sweep's finished records;
-    returns what was learned (None: nothing finished yet, the plan's estimates stand)."""
-    learned = None
-    with contextlib.suppress(OSError):
-        learned = learn(plan.dir)
-    for pc in plan.cells:
-        pc.learned = None
-        if learned is None or pc.status != "run":
-            continue
-        pc.learned = calibrated(learned, pc.estimate, pc.cfg)
-    return learned

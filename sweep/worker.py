@@ -129,7 +129,7 @@ class Worker:
         b = self.plan.base_cfg
         if not self.plan.settings.prescreen:
             return None
-        from sweep.reestimate import refresh
+        from sweep.plan import refresh
 
         refresh(self.plan)  # this cell's hours and dollars calibrated on the cells finished so far
         spent_usd = sum(r.usd or 0.0 for r in rows.values() if r.terminal or r.status == "running")

@@ -27,8 +27,9 @@ from advisor.config.schema import RunConfig
 from advisor.estimator.arch import by_identity, dims, traits
 from advisor.estimator.params import n_trainable, param_split
 from advisor.estimator.steptime import analytic, cpu
+from advisor.estimator.steptime.ceilings import device
 from advisor.estimator.steptime.cost import OVERHEAD, Timed, time_ops
-from advisor.estimator.steptime.device import Device, device
+from advisor.estimator.steptime.device import Device
 from advisor.estimator.steptime.ops import Op
 
 cpu_probe = cpu.probe  # outputs/cpu-throughput.json (sweep.run clears its cache after measuring)

@@ -9,4 +9,5 @@ launcher (torch.distributed.run's elastic agent; NCCL on GPUs, gloo on CPU).
   result.json (the culprit rank and its reason when the group failed).
 - `rank`: what a rank process runs (`python -m runners.parallel.rank CONFIG_JSON OUT_DIR`), its link to
   the leader and its progress file.
+- `files`: where a rank's files live (results, progress, error logs) and whether this process is a rank.
 """

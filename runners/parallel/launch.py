@@ -32,8 +32,8 @@ from typing import Any
 
 from advisor.config.schema import RunConfig
 from runners.hooks import Hooks
+from runners.parallel.files import ENV_LEADER, ENV_LINK, RANKS, beat_path, result_path
 from runners.parallel.group import PEER_FAILED
-from runners.parallel.rank import ENV_LEADER, ENV_LINK, RANKS, beat_path, result_path
 from runners.result import CellResult, Measured, Progress, Provenance, Status
 
 WATCH_S = 0.5  # how often the leader reads the ranks' progress files

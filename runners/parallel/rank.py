@@ -28,46 +28,20 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runners.parallel.files import (
+    ENV_LEADER,
+    ENV_LINK,
+    beat_path,
+    env_rank,
+)
 from runners.protocol import stack_signature
-from runners.result import CellResult, Progress, write_json
+from runners.result import Progress, write_json
 
 if TYPE_CHECKING:
     from runners.hooks import EvalEvent, Event
 
-ENV_LINK = "TUNEWISE_LINK"  # host:port of the leader's event link (rank 0 connects)
-ENV_LEADER = "TUNEWISE_LEADER_PID"  # the leader's pid: a rank whose parent is gone exits
 BEAT_S = 1.0  # seconds between a rank's progress files
-RANKS = "ranks"  # OUT_DIR/ranks/: rank results, progress files, error logs, the config the ranks read
 LINK_TIMEOUT_S = 60.0  # rank 0 gives up connecting to its leader after this long
-
-
-def in_group() -> bool:
-    """Whether this process is a rank its leader started (not a user's own torchrun)."""
-    return ENV_LINK in os.environ and "RANK" in os.environ
-
-
-def env_rank() -> int:
-    return int(os.environ.get("RANK", "0"))
-
-
-def error_log() -> str:
-    """The traceback file of this rank, relative to OUT_DIR."""
-    return f"{RANKS}/error-rank{env_rank()}.log"
-
-
-def result_path(out_dir: Path, rank: int) -> Path:
-    return Path(out_dir) / RANKS / f"rank{rank}.json"
-
-
-def beat_path(out_dir: Path, rank: int) -> Path:
-    return Path(out_dir) / RANKS / f"beat-{rank}.json"
-
-
-def write_result(out_dir: Path, result: CellResult) -> None:
-    """This rank's result for the leader to combine (with the time it ended: the first failure wins)."""
-    path = result_path(out_dir, env_rank())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, {"rank": env_rank(), "t": time.time(), **result.to_dict()})
 
 
 class Beat:

@@ -15,8 +15,8 @@ torch = pytest.importorskip("torch")
 from advisor.config.schema import from_names  # noqa: E402
 from advisor.estimator.estimate import estimate  # noqa: E402
 from advisor.estimator.steptime import analytic  # noqa: E402
+from advisor.estimator.steptime.ceilings import device  # noqa: E402
 from advisor.estimator.steptime.cost import op_device_s, time_ops  # noqa: E402
-from advisor.estimator.steptime.device import device  # noqa: E402
 from advisor.estimator.steptime.ops import Op, ops_from_json  # noqa: E402
 from runners.trace.tracer import trace  # noqa: E402
 

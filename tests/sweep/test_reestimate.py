@@ -13,8 +13,7 @@ from advisor.estimator.estimate import estimate
 from advisor.trials.matrix import Cell
 from advisor.trials.record import TrialRecord
 from advisor.trials.store import save_record
-from sweep.plan import Plan, PlannedCell, apply_budget
-from sweep.reestimate import refresh
+from sweep.plan import Plan, PlannedCell, apply_budget, refresh
 from sweep.settings import SweepSettings
 
 PARTS = ("start", "load", "train", "eval", "metric", "checkpoint", "save")

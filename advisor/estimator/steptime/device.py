@@ -212,11 +212,3 @@ def _gpu_device(name: str, bf16: float, fp32: float, bw: float, link: float, pre
         l2_bandwidth=bw * 1e9 * BANDWIDTH_EFFICIENCY * speedup,
         source="catalog × published achievable fractions",
     )
-
-
-def device(cfg: RunConfig) -> Device:
-    if cfg.gpu.is_cpu:
-        from advisor.estimator.steptime.cpu import cpu_ceilings
-
-        return cpu_ceilings(cfg.method.name)
-    return gpu_device(cfg)

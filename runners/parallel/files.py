@@ -1,0 +1,43 @@
+"""Where a rank of a group keeps its files and how it knows it is one: the facts the leader
+(runners.parallel.launch), the rank process (runners.parallel.rank) and the runner (runners.cell) share."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from runners.result import CellResult, write_json
+
+ENV_LINK = "TUNEWISE_LINK"  # host:port of the leader's event link (rank 0 connects)
+ENV_LEADER = "TUNEWISE_LEADER_PID"  # the leader's pid: a rank whose parent is gone exits
+RANKS = "ranks"  # OUT_DIR/ranks/: rank results, progress files, error logs, the config the ranks read
+
+
+def in_group() -> bool:
+    """Whether this process is a rank its leader started (not a user's own torchrun)."""
+    return ENV_LINK in os.environ and "RANK" in os.environ
+
+
+def env_rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def error_log() -> str:
+    """The traceback file of this rank, relative to OUT_DIR."""
+    return f"{RANKS}/error-rank{env_rank()}.log"
+
+
+def result_path(out_dir: Path, rank: int) -> Path:
+    return Path(out_dir) / RANKS / f"rank{rank}.json"
+
+
+def beat_path(out_dir: Path, rank: int) -> Path:
+    return Path(out_dir) / RANKS / f"beat-{rank}.json"
+
+
+def write_result(out_dir: Path, result: CellResult) -> None:
+    """This rank's result for the leader to combine (with the time it ended: the first failure wins)."""
+    path = result_path(out_dir, env_rank())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, {"rank": env_rank(), "t": time.time(), **result.to_dict()})
