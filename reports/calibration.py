@@ -9,7 +9,7 @@ from reports.fmt import duration, gib, label, pct, signed_pct, usd
 from reports.tables import OFF_BY, calibration_pairs, calibration_summary, value
 
 MAX_FLAGGED = 12  # at most this many call-outs listed one by one
-PANEL = {"GiB": "memory (GiB)", "h": "train time (h)", "$": "cost (USD)"}
+PANEL = {"GiB": "memory (GiB)", "h": "time (h): train, outside steps", "$": "cost (USD)"}
 
 
 def _show(v: float | None, unit: str) -> str:
@@ -26,8 +26,9 @@ def calibration(ctx: Context) -> list[Block]:
     )
     out.append(
         Para(
-            f"Error = (predicted − measured) / measured. {mem_note} Train time compares with the "
-            "measured training wall time; cost with the measured dollars of the whole run (load, train, eval)."
+            f"Error = (predicted − measured) / measured. {mem_note} Train time compares the optimizer "
+            "steps; time outside steps the rest of the run (start, load, evals, task metric, checkpoints, "
+            "saving); cost the measured dollars of the whole run."
         )
     )
     pairs = calibration_pairs(ctx.records, ctx.is_cpu)

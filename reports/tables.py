@@ -173,9 +173,21 @@ def quantities(is_cpu: bool) -> list[Quantity]:
     else:
         q.append(Quantity("reserved", mem + "reserved_gib", "measured.reserved_gib", "GiB"))
         q.append(Quantity("device", mem + "device_gib", "measured.device_gib", "GiB"))
-    q.append(Quantity("train time", "estimate.time.hours", "train_h", "h", True))
+    # time in two parts, so the section shows which one is off: the optimizer steps, and everything
+    # outside them (start, load, evals, the task metric, checkpoints, saving)
+    q.append(Quantity("train time", "est_train_h", "train_h", "h", True))
+    q.append(Quantity("time outside steps", "est_outside_h", "outside_h", "h", True))
     q.append(Quantity("cost", "estimate.cost.usd", "measured.usd", "$", True))
     return q
+
+
+def _wall_h(df: pd.DataFrame, prefix: str, train: bool) -> pd.Series:
+    """Hours of the train part (train=True), or of every other wall_s part, of `prefix`.wall_s.*."""
+    cols = [c for c in df.columns if c.startswith(prefix + "wall_s.")]
+    chosen = [c for c in cols if (c == prefix + "wall_s.train") == train]
+    if not chosen:
+        return _col(df, "__none__")
+    return df[chosen].astype("Float64").sum(axis=1, min_count=1) / 3600
 
 
 def calibration_pairs(recs: pd.DataFrame, is_cpu: bool) -> pd.DataFrame:
@@ -188,6 +200,9 @@ def calibration_pairs(recs: pd.DataFrame, is_cpu: bool) -> pd.DataFrame:
     est_cols = [c for c in recs.columns if c.startswith("estimate.")]
     used = used.assign(
         train_h=_col(used, "measured.wall_s.train").where(lambda s: s > 0) / 3600,
+        est_train_h=_wall_h(used, "estimate.time.", True),
+        outside_h=_wall_h(used, "measured.", False),
+        est_outside_h=_wall_h(used, "estimate.time.", False),
         _has_est=used[est_cols].notna().any(axis=1) if est_cols else False,
     )
     order = {c: i for i, c in enumerate(dict.fromkeys(recs["configuration"]))}
