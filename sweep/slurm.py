@@ -1,11 +1,17 @@
 """Sweep workers as SLURM jobs through hydra-submitit-launcher (optional extra: `pip install tunewise[slurm]`).
 
 Every job is one `tunewise sweep` worker on a shared `sweep.storage` and a shared `sweep.dir`: each job
-plans the same matrix, claims cells atomically through the storage (sweep.claims) and runs them one at
-a time on its GPU. Submit N workers with a multirun over `+worker`:
+plans the same matrix, claims cells atomically through the storage (sweep.claims) and runs them on the
+GPUs SLURM gave it (`sweep.devices` null: CUDA_VISIBLE_DEVICES, the job's allocation). A job asks for
+its GPU group: with `hydra/launcher=submitit_slurm` and none of `hydra.launcher.gpus_per_task`,
+`gpus_per_node` or `gres` given, `python -m sweep.slurm` plans the matrix first and adds
+`hydra.launcher.gpus_per_task=N` (`#SBATCH --gpus-per-task=N`), N = the largest `gpu.count` of a cell
+the plan runs (`gpu.count=auto` sized as the plan sizes it), and says so; a job given fewer GPUs leaves
+the cells that need more to a job that has them. Like `tunewise sweep`, each job hands `offline` and
+`tracking` to its runners. Submit N workers with a multirun over `+worker`:
 
     python -m sweep.slurm --multirun hydra/launcher=submitit_slurm +worker='range(8)' \\
-        hydra.launcher.gpus_per_node=1 hydra.launcher.timeout_min=720 hydra.launcher.partition=gpu \\
+        hydra.launcher.timeout_min=720 hydra.launcher.partition=gpu \\
         hydra.sweep.dir=outputs/slurm/my-sweep \\
         matrix=method_rank_size model=llama-3.2-1b model.path=/models/llama-3.2-1b gpu=a100-80gb \\
         data.path=/data/train.jsonl sweep.dir=/shared/sweeps/llama1b \\
@@ -24,6 +30,7 @@ the sweep (finished cells never rerun; a dead worker's cell is retried once). Wh
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import Any
 
@@ -32,7 +39,42 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from advisor.config import catalog
-from advisor.errors import ConfigError
+from advisor.config.schema import RunConfig
+from advisor.errors import ConfigError, Problems
+from sweep import tracking
+from sweep.commands import _offline as configure_offline  # `offline`, checked as `tunewise sweep` checks it
+
+GPU_KEYS = ("hydra.launcher.gpus_per_task=", "hydra.launcher.gpus_per_node=", "hydra.launcher.gres=")
+
+
+def gpu_group(overrides: list[str]) -> int:
+    """The GPUs one worker job needs: the largest `gpu.count` of a cell the plan runs (1 when none)."""
+    from sweep.compose import compose
+    from sweep.plan import build_plan, matrix_cells, without_auto
+    from sweep.settings import settings_from
+
+    d = compose("config", overrides)
+    settings = dataclasses.replace(settings_from(d), devices=None, workers=1)
+    base = RunConfig.from_dict(without_auto(d)[0])
+    matrix, cells, notes = matrix_cells(d.get("matrix") or {}, overrides, base, settings.seeds)
+    plan = build_plan(settings, base, matrix["axes"], cells, overrides, notes)
+    # the submitting machine's own devices do not matter: a cell infeasible only for them counts
+    runs = [pc for pc in plan.cells if pc.status == "run" or (pc.reason or "").startswith("needs ")]
+    return max((pc.cfg.gpu.count for pc in runs if pc.cfg is not None), default=1)
+
+
+def with_gpu_group(argv: list[str]) -> list[str]:
+    """argv plus `hydra.launcher.gpus_per_task=N` for SLURM jobs that were given no GPU request."""
+    if "hydra/launcher=submitit_slurm" not in argv or any(a.startswith(GPU_KEYS) for a in argv):
+        return argv
+    overrides = [a for a in argv if not a.startswith(("-", "hydra", "+worker="))]
+    n = gpu_group(overrides)
+    print(
+        f"tunewise: each worker job asks for {n} GPU(s): hydra.launcher.gpus_per_task={n} "
+        "(the largest gpu.count of the planned cells)",
+        file=sys.stderr,
+    )
+    return [*argv, f"hydra.launcher.gpus_per_task={n}"]
 
 
 @hydra.main(config_path=str(catalog.conf_dir()), config_name="config", version_base="1.3")
@@ -44,6 +86,10 @@ def worker_job(cfg: DictConfig) -> int:
     d["sweep"] = {**d.get("sweep", {}), "yes": True, "workers": 1}
     overrides = [o for o in HydraConfig.get().overrides.task if not o.lstrip("+").startswith("worker=")]
     try:
+        p = Problems()  # as `tunewise sweep` does: the runners inherit offline and tracking
+        configure_offline(d, p)
+        tracking.configure(d, p)
+        p.raise_if_any()
         return run_sweep(d, overrides)
     except ConfigError as e:
         print("tunewise: bad input:\n" + "\n".join(f"  - {p}" for p in e.problems), file=sys.stderr)
@@ -51,4 +97,9 @@ def worker_job(cfg: DictConfig) -> int:
 
 
 if __name__ == "__main__":
+    try:
+        sys.argv[1:] = with_gpu_group(sys.argv[1:])
+    except ConfigError as e:
+        print("tunewise: bad input:\n" + "\n".join(f"  - {p}" for p in e.problems), file=sys.stderr)
+        sys.exit(2)
     worker_job()

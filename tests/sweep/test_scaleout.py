@@ -55,6 +55,7 @@ def test_submitit_local_workers_share_one_sweep(tiny_assets, tmp_path):
         "+worker=0,1",
         f"hydra.sweep.dir={tmp_path / 'hydra'}",
         *base_overrides(tiny_assets, d, "matrix=t_small"),
+        "tracking=none",  # handed to the runners as `tunewise sweep` hands it (before: ignored)
     ]
     out = subprocess.run(cmd, cwd=ROOT, env=env_for(tiny_assets), capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -62,3 +63,26 @@ def test_submitit_local_workers_share_one_sweep(tiny_assets, tmp_path):
     assert len(recs) == 2 and all(r["status"] in ("complete", "pruned") for r in recs.values())
     assert all(len(r["attempts"]) == 1 for r in recs.values())  # each cell ran once across both jobs
     assert (d / "trials" / "baseline.json").exists() and (d / "results.csv").exists()
+    assert not list((d / "cells").rglob("events.out.tfevents.*"))  # tracking=none reached the runners
+
+
+def test_a_slurm_worker_job_asks_for_the_largest_cells_gpu_group(tiny_assets, tmp_path, monkeypatch):
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    from sweep import slurm
+
+    monkeypatch.setenv("TUNEWISE_CONF", str(tiny_assets["conf"]))
+    launch = ["--multirun", "hydra/launcher=submitit_slurm", "+worker=range(4)", "hydra.sweep.dir=x"]
+    two = base_overrides(tiny_assets, tmp_path / "s", "matrix=t_slots")  # cells of 2 and 1 devices
+    assert slurm.gpu_group(two) == 2
+    assert slurm.gpu_group(base_overrides(tiny_assets, tmp_path / "s", "matrix=t_small")) == 1
+    argv = slurm.with_gpu_group([*launch, *two])
+    assert argv == [*launch, *two, "hydra.launcher.gpus_per_task=2"]
+    # what hydra-submitit-launcher hands submitit for it: the job script asks SLURM for the group
+    script = _make_sbatch_string(command="python -m sweep.slurm", folder=str(tmp_path), gpus_per_task=2)
+    assert "#SBATCH --gpus-per-task=2" in script
+    # the user's own request stands; the local launcher asks for nothing
+    given = [*launch, "hydra.launcher.gres=gpu:8", *two]
+    assert slurm.with_gpu_group(given) == given
+    local = ["--multirun", "hydra/launcher=submitit_local", *two]
+    assert slurm.with_gpu_group(local) == local
