@@ -12,7 +12,10 @@ sequences; P6/P7: one iteration = one micro-batch, plus 1/128 of an optimizer st
   1,024 tokens per micro-batch, advisor/estimator/timing.py before issue 14, reproduced below);
 - `rule`: 6 × parameters × tokens ÷ (GPUs × dense bf16 peak × 40 %), the back-of-envelope rule.
 What the sources ran enters only as configuration (model, method, targets, batch, precision,
-optimizer, dataset lengths); no factor is fitted to these numbers. Assumptions, each stated where it
+optimizer, dataset lengths) and as the training stack the memory ground truth already describes
+(bench/ground_truth.py: HF_PEFT for P1–P3; LITGPT for P6/P7: bf16 adapters, no kbit upcast, the
+output layer 4-bit too, the weight dequantized to fp16 and cast to bf16 in every pass); no factor is
+fitted to these numbers. Assumptions, each stated where it
 is used: MetaMathQA examples average ~280 tokens (query + chain-of-thought answer, Llama-3 tokenizer,
 PEFT's prompt) and PEFT counts non-padding tokens; Alpaca examples with lit-gpt's prompt average
 ~150 tokens; both spread with the advisor's default length prior (σ 0.6).
@@ -31,7 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from advisor.config.schema import RunConfig, from_names
 from advisor.estimator.estimate import estimate
+from advisor.estimator.static import Stack
 from advisor.estimator.timing import expected_padded, flops_per_token, lengths, matmul_params
+from bench.ground_truth import HF_PEFT, LITGPT
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "time-ground-truth.md"
@@ -56,6 +61,7 @@ class Run:
     unit: str  # "optimizer step" | "iteration"
     reported: str  # what the source reports
     source: str
+    stack: Stack = HF_PEFT  # the training code (bench/ground_truth.py describes the sources' stacks)
 
 
 def _tok_s(tok_s: float) -> float:
@@ -83,26 +89,26 @@ RUNS = [
         "6,306 tok/s", PEFT + "lora--llama-3.2-3B-rank10-target-mlp.json"),
     Run("P6a", "Llama-2-7B LoRA r8 q,v", "llama-2-7b", "lora", "a100-40gb",
         {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": QV}, {}, ALPACA_TOKENS,
-        _min_per_1k(2.36), "iteration", "2.36 min / 1k iters", LIT),
+        _min_per_1k(2.36), "iteration", "2.36 min / 1k iters", LIT, LITGPT),
     Run("P6b", "Llama-2-7B QLoRA (NF4) r8 q,v", "llama-2-7b", "qlora", "a100-40gb",
         {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": QV, "double_quant": False},
         {"optimizer": "paged_adamw_32bit"}, ALPACA_TOKENS, _min_per_1k(3.68), "iteration",
-        "3.68 min / 1k iters", LIT),
+        "3.68 min / 1k iters", LIT, LITGPT),
     Run("P6c", "Llama-2-7B QLoRA (NF4 + double quant) r8 q,v", "llama-2-7b", "qlora", "a100-40gb",
         {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": QV, "double_quant": True},
         {"optimizer": "paged_adamw_32bit"}, ALPACA_TOKENS, _min_per_1k(3.83), "iteration",
-        "3.83 min / 1k iters", LIT),
+        "3.83 min / 1k iters", LIT, LITGPT),
     Run("P7a", "Llama-2-13B LoRA r8 q,v", "llama-2-13b", "lora", "a100-40gb",
         {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": QV}, {}, ALPACA_TOKENS,
-        _min_per_1k(3.19), "iteration", "3.19 min / 1k iters", LIT),
+        _min_per_1k(3.19), "iteration", "3.19 min / 1k iters", LIT, LITGPT),
     Run("P7b", "Llama-2-13B QLoRA (NF4) r8 q,v", "llama-2-13b", "qlora", "a100-40gb",
         {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": QV, "double_quant": False},
         {"optimizer": "paged_adamw_32bit"}, ALPACA_TOKENS, _min_per_1k(6.38), "iteration",
-        "6.38 min / 1k iters", LIT),
+        "6.38 min / 1k iters", LIT, LITGPT),
     Run("P7c", "Llama-2-13B QLoRA (NF4 + double quant) r8 q,v", "llama-2-13b", "qlora", "a100-40gb",
         {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": QV, "double_quant": True},
         {"optimizer": "paged_adamw_32bit"}, ALPACA_TOKENS, _min_per_1k(6.55), "iteration",
-        "6.55 min / 1k iters", LIT),
+        "6.55 min / 1k iters", LIT, LITGPT),
 ]  # fmt: skip
 
 
@@ -117,7 +123,7 @@ def config(run: Run) -> RunConfig:
 
 def after_s(run: Run, cfg: RunConfig) -> float:
     """This model: seconds per optimizer step (P1–P3) or per iteration (P6/P7)."""
-    step = estimate(cfg)["time"]["step_s"]
+    step = estimate(cfg, stack=run.stack)["time"]["step_s"]
     return step / cfg.train.grad_accum if run.unit == "iteration" else step
 
 
@@ -181,7 +187,7 @@ def rows() -> list[dict]:
                 "run": run,
                 **{k: v for k, v in pred.items()},
                 **{f"{k}_err": v / run.measured_s - 1 for k, v in pred.items()},
-                "dominant": estimate(cfg)["time"]["dominant"],
+                "dominant": estimate(cfg, stack=run.stack)["time"]["dominant"],
             }
         )
     return out
@@ -227,9 +233,14 @@ dense bf16 peak × 40 %)). Error = predicted / measured − 1 (positive: predict
 The runs are the ones in shared/reference/ground-truth.md that report a time. What differs between
 rows is only what the source ran; the assumptions the sources leave open are stated in the script's
 docstring (example lengths of MetaMathQA and Alpaca; PEFT's tokens/s counting non-padding tokens).
-lit-gpt (P6/P7) runs its own model code (a fused QKV projection with LoRA on its q and v parts,
-bf16-true, chunked loss), which this model describes only as transformers + PEFT would run it; and
-bitsandbytes 0.41's 4-bit kernels of October 2023.
+lit-gpt (P6/P7) runs its own model code; the model takes what its stack does differently from
+transformers + PEFT (bench/ground_truth.py's LITGPT: bf16 adapters, no kbit upcast, a 4-bit output
+layer, fp16 dequantization cast to bf16) but walks the layers as transformers' Llama (lit-gpt fuses
+q, k, v into one projection and pads LoRA's q/v update with `zero_pad`, which in Oct 2023 built its
+index tensor from a Python list and copied it to the GPU in every forward, a host sync per layer not
+modelled). Those runs are host-bound (micro-batch 1, ~150 tokens: the 7B and 13B iterations differ by
+about their layer count, not their FLOPs); what is left of their error is host work this model does
+not see (bitsandbytes 0.41's Python per 4-bit matmul, the per-layer sync) on a 2023 software stack.
 
 """
 

@@ -51,7 +51,7 @@ def estimate(
     mem = memory(cfg, ln.longest, stack)
     rows = train_rows(cfg, stats)
     state_bytes = n_trainable(cfg) * 4.0 + mem.optimizer
-    rt = run_time(cfg, ln, rows, mem.weights, state_bytes, stats)
+    rt = run_time(cfg, ln, rows, mem.weights, state_bytes, stats, stack)
     gpu, price = cfg.gpu, cfg.price
     hours = rt.hours
     usd = hours * price.usd_per_gpu_hour * gpu.count

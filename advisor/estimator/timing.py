@@ -26,6 +26,7 @@ from typing import Any
 from advisor.config.schema import RunConfig
 from advisor.estimator.arch import by_identity, dims, traits
 from advisor.estimator.params import n_trainable, param_split
+from advisor.estimator.static import Stack
 from advisor.estimator.steptime import analytic, cpu
 from advisor.estimator.steptime.ceilings import device
 from advisor.estimator.steptime.cost import OVERHEAD, Timed, time_ops
@@ -187,17 +188,17 @@ def val_rows(cfg: RunConfig, stats: Any = None) -> int:
 
 
 @by_identity(maxsize=8192)
-def micro_time(cfg: RunConfig, b: int, s: int) -> Timed:
+def micro_time(cfg: RunConfig, b: int, s: int, stack: Stack = Stack()) -> Timed:
     """One micro-batch of b sequences × s tokens on this run's device (forward, backward, recompute,
     and the training loop's own work around them: one synchronisation interval)."""
-    ops = itertools.chain(analytic.micro_batch_ops(cfg, b, s).items(), runner_ops(b, s))
+    ops = itertools.chain(analytic.micro_batch_ops(cfg, b, s, stack).items(), runner_ops(b, s))
     return time_ops(ops, device(cfg))
 
 
 @by_identity(maxsize=8192)
-def forward_time(cfg: RunConfig, b: int, s: int) -> Timed:
+def forward_time(cfg: RunConfig, b: int, s: int, stack: Stack = Stack()) -> Timed:
     """A forward pass only (eval; generation's prefill and decoding steps)."""
-    return time_ops(analytic.forward_ops(cfg, b, s), device(cfg))
+    return time_ops(analytic.forward_ops(cfg, b, s, stack), device(cfg))
 
 
 @by_identity()
@@ -263,11 +264,11 @@ def runner_ops(b: int, s: int) -> list[tuple[Op, float]]:
     ]
 
 
-def step_time(cfg: RunConfig, b: int, s: float) -> Step:
+def step_time(cfg: RunConfig, b: int, s: float, stack: Stack = Stack()) -> Step:
     """Seconds of one optimizer step at micro-batch b × s tokens (grad_accum micro-batches, the
-    optimizer, exposed communication)."""
+    optimizer, exposed communication); `stack`: the training code (static.Stack; default our runner)."""
     dev = device(cfg)
-    micro = micro_time(cfg, b, max(1, int(round(s))))
+    micro = micro_time(cfg, b, max(1, int(round(s))), stack)
     total = Timed().add(micro, cfg.train.grad_accum).add(optimizer_time(cfg))
     terms = dict(total.terms)
     comm = comm_s(cfg, micro, dev)
@@ -310,7 +311,13 @@ def _disk(cfg: RunConfig) -> tuple[float, float]:
 
 
 def run_time(
-    cfg: RunConfig, ln: Lengths, rows: int, weight_bytes: float, state_bytes: float, stats: Any = None
+    cfg: RunConfig,
+    ln: Lengths,
+    rows: int,
+    weight_bytes: float,
+    state_bytes: float,
+    stats: Any = None,
+    stack: Stack = Stack(),
 ) -> RunTime:
     """Wall-clock of one run, by part (see the module docstring)."""
     t, n_gpu = cfg.train, cfg.gpu.count
@@ -326,7 +333,7 @@ def run_time(
     tokens = seqs_done * padded
     train_tokens = seqs_done * per_seq_real
     flops = tokens * flops_per_token(cfg, padded)
-    step = step_time(cfg, mb, padded)
+    step = step_time(cfg, mb, padded, stack)
     train_s = steps * step.seconds
     rate = tokens / train_s if train_s else 0.0
     dev = device(cfg)

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from advisor.config.schema import RunConfig
 from advisor.estimator.arch import by_identity, dims, traits
 from advisor.estimator.params import linear_layers, n_trainable, param_split, targeted
+from advisor.estimator.static import Stack
 from advisor.estimator.steptime.ops import Op, OpList, add
 
 # host-only ops the model-level code runs once per forward (causal-mask construction, RoPE tables,
@@ -63,17 +64,20 @@ class Regime:
     masked: bool  # SDPA gets a padding mask (micro-batch > 1, or packing)
     eager: bool
     r: int
+    lm_head_4bit: bool = False  # QLoRA quantizes the output layer too (Lightning Fabric)
+    dequant_bytes: int = 2  # bytes per element a 4-bit weight is dequantized into (4: fp16, then cast)
 
 
-def _regime(cfg: RunConfig, b: int) -> Regime:
+def _regime(cfg: RunConfig, b: int, stack: Stack = Stack()) -> Regime:
     m, t = cfg.method, cfg.train
     prec = cfg.precision
     amp = prec.startswith("amp")
     w = 4 if prec == "fp32" or amp else 2
     c = 4 if prec == "fp32" else 2
     qlora = m.name == "qlora"
-    res = 4 if qlora or prec == "fp32" or amp else 2  # kbit preparation upcasts norms/embeddings to fp32
-    a = 4 if m.is_adapter else 0
+    # kbit preparation upcasts norms/embeddings to fp32 (PEFT's prepare_model_for_kbit_training)
+    res = 4 if (qlora and stack.kbit_upcast) or prec == "fp32" or amp else 2
+    a = (4 if prec == "fp32" or amp else stack.adapter_bytes) if m.is_adapter else 0
     eager = t.attention == "eager" or traits(cfg.model).attn_softcap
     return Regime(
         full=m.name == "full",
@@ -90,6 +94,8 @@ def _regime(cfg: RunConfig, b: int) -> Regime:
         masked=b > 1 or t.packing,
         eager=eager,
         r=m.r or 0,
+        lm_head_4bit=qlora and stack.lm_head_4bit and not dims(cfg.model).tied,
+        dequant_bytes=stack.dequant_bytes,
     )
 
 
@@ -117,9 +123,17 @@ class Emit:
 class Walk:
     """One micro-batch's forward (and, op by op, its backward) — see the module docstring."""
 
-    def __init__(self, cfg: RunConfig, b: int, s: int, rec: bool = False, backward: bool = True):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        b: int,
+        s: int,
+        rec: bool = False,
+        backward: bool = True,
+        stack: Stack = Stack(),
+    ):
         self.cfg, self.b, self.s, self.T = cfg, b, s, b * s
-        self.g = _regime(cfg, b)
+        self.g = _regime(cfg, b, stack)
         self.t, self.d = traits(cfg.model), dims(cfg.model)
         self.e = Emit()
         self.fp = "rec" if rec else "fwd"  # phase of forward ops (recompute under checkpointing)
@@ -218,14 +232,7 @@ class Walk:
             if x_e != g.c:
                 self.e.mem("elementwise", fp, T * in_f * (x_e + g.c))
             self.e.view("elementwise", fp, 1.5)
-            w = in_f * out_f
-            blocks = w // 64
-            outer = 4 * -(-blocks // 256)
-            for phase in [fp] + (["bwd"] if self.bw and x_grad else []):
-                if self.cfg.method.double_quant:  # nested absmax: 8-bit → fp32 (256-entry code), + offset
-                    self.e.mem("dequant", phase, 5 * blocks + outer + 1024)
-                    self.e.mem("dequant", phase, 8 * blocks + 4)
-                self.e.mem("dequant", phase, w // 2 + 4 * blocks + w * g.c)  # NF4 → 16-bit
+            self.dequant(in_f * out_f, [fp] + (["bwd"] if self.bw and x_grad else []))
             self.e.gemm(term, fp, T, out_f, in_f, g.c, out_f * g.c if bias else 0)
             if g.lin_out != g.c:
                 self.e.mem("elementwise", fp, T * out_f * (g.c + g.lin_out))
@@ -263,6 +270,20 @@ class Walk:
         if lora:
             self.lora(in_f, out_f, x_grad, x_e, stop_after_a=tail)
 
+    def dequant(self, w: int, phases: list[str]) -> None:
+        """A 4-bit weight of w elements dequantized once per pass (bitsandbytes: nested absmax first
+        under double quantization; a weight quantized from fp16 is dequantized to fp16 and cast)."""
+        g = self.g
+        blocks = w // 64
+        outer = 4 * -(-blocks // 256)
+        for phase in phases:
+            if self.cfg.method.double_quant:  # nested absmax: 8-bit → fp32 (256-entry code), + offset
+                self.e.mem("dequant", phase, 5 * blocks + outer + 1024)
+                self.e.mem("dequant", phase, 8 * blocks + 4)
+            self.e.mem("dequant", phase, w // 2 + 4 * blocks + w * g.c)  # NF4 → 16-bit
+            if g.dequant_bytes > g.c:  # the dequantized weight cast to the compute dtype
+                self.e.mem("dequant", phase, w * g.dequant_bytes)
+
     def _needs_dx(self, x_grad: bool) -> bool:
         return x_grad
 
@@ -280,19 +301,19 @@ class Walk:
         if g.dropout:
             if g.cpu:  # bernoulli_ (random numbers), div_, mul (empty_like: no kernel)
                 self.e.view(ad, fp, 1)
-                add(self.e.ops, Op(ad, "rng", fp, 0.0, float(2 * T * in_f * a), True))
-                self.e.mem(ad, fp, 2 * T * in_f * a, True)
-                self.e.mem(ad, fp, 3 * T * in_f * a, True)
+                add(self.e.ops, Op(ad, "rng", fp, 0.0, float(2 * T * in_f * a), a == 4))
+                self.e.mem(ad, fp, 2 * T * in_f * a, a == 4)
+                self.e.mem(ad, fp, 3 * T * in_f * a, a == 4)
             else:  # native_dropout: output + 1-byte mask, one fused kernel
-                add(self.e.ops, Op(ad, "rng", fp, 0.0, float(T * in_f * (2 * a + 1)), True))
+                add(self.e.ops, Op(ad, "rng", fp, 0.0, float(T * in_f * (2 * a + 1)), a == 4))
         self.e.view(ad, fp, 6)
         self.e.gemm(ad, fp, T, r, in_f, a)  # A
         if stop_after_a:
             return
         self.e.gemm(ad, fp, T, out_f, r, a)  # B
-        self.e.mem(ad, fp, 2 * T * out_f * a, True)  # * scaling
+        self.e.mem(ad, fp, 2 * T * out_f * a, a == 4)  # * scaling
         sum_e = max(out_e, a)
-        self.e.mem(ad, fp, T * out_f * (out_e + a + sum_e), True)  # result + lora
+        self.e.mem(ad, fp, T * out_f * (out_e + a + sum_e), sum_e == 4)  # result + lora
         cast_out = sum_e != out_e  # result.to(result dtype)
         if cast_out:
             self.e.mem(ad, fp, T * out_f * (sum_e + out_e))
@@ -302,7 +323,7 @@ class Walk:
             self._bwd(ad, T * out_f * (out_e + sum_e))
         if out_e != sum_e:
             self._bwd(ad, T * out_f * (sum_e + out_e))  # grad to the base output, cast down
-        self._bwd(ad, 2 * T * out_f * a, True)  # scaling
+        self._bwd(ad, 2 * T * out_f * a, a == 4)  # scaling
         # B: weight grad + input grad; A: weight grad (+ input grad when x needs one)
         self._bview(ad, 9)
         self.e.gemm(ad, "bwd", out_f, r, T, a)
@@ -313,9 +334,9 @@ class Walk:
             self.e.gemm(ad, "bwd", T, in_f, r, a)
             if g.dropout:
                 if g.cpu:
-                    self._bwd(ad, 3 * T * in_f * a, True)
+                    self._bwd(ad, 3 * T * in_f * a, a == 4)
                 else:
-                    self._bwd(ad, T * in_f * (2 * a + 1), True)
+                    self._bwd(ad, T * in_f * (2 * a + 1), a == 4)
             if cast_in:
                 self._bwd(ad, T * in_f * (a + x_e))
 
@@ -511,7 +532,10 @@ class Walk:
         self.norm(d.h, True)
         x_e = 4 if self.t.gemma_norm and g.res == 4 else g.res
         self.e.view("loss", fp, 1)
-        lm_e = 4 if g.qlora else g.w  # kbit preparation upcasts lm_head to fp32
+        lm_e = 4 if g.qlora and g.res == 4 else g.w  # kbit preparation upcasts lm_head to fp32
+        if g.lm_head_4bit:  # a 4-bit output layer: dequantized every pass, a 16-bit GEMM
+            lm_e = g.c
+            self.dequant(d.vocab * d.h, [fp] + (["bwd"] if self.bw else []))
         head_e = 2 if g.amp else lm_e
         if x_e != head_e:
             self.e.mem("elementwise", fp, T * d.h * (x_e + head_e))
@@ -551,7 +575,7 @@ class Walk:
     def preamble(self) -> None:
         """Embedding lookup, position ids, causal/padding mask, RoPE tables (once per forward)."""
         g, d, T, fp = self.g, self.d, self.T, self.fp
-        emb_e = 4 if g.qlora else g.w
+        emb_e = 4 if g.qlora and g.res == 4 else g.w
         self.e.mem("elementwise", fp, T * d.h * 2 * emb_e + 8 * T)  # gather of T rows
         if self.t.learned_positions:
             self.e.mem("elementwise", fp, T * d.h * 3 * emb_e)
@@ -589,10 +613,10 @@ class Walk:
 
 
 @by_identity(maxsize=8192)
-def _micro_batch_ops(cfg: RunConfig, b: int, s: int) -> OpList:
-    ops = Walk(cfg, b, s).forward_backward()
+def _micro_batch_ops(cfg: RunConfig, b: int, s: int, stack: Stack) -> OpList:
+    ops = Walk(cfg, b, s, stack=stack).forward_backward()
     if cfg.train.gradient_checkpointing:  # each decoder layer's forward again, in the backward
-        rec = Walk(cfg, b, s, rec=True)
+        rec = Walk(cfg, b, s, rec=True, stack=stack)
         rec.layers(True)
         for op, c in rec.e.ops.items():
             add(ops, op, c)
@@ -603,18 +627,19 @@ def _micro_batch_ops(cfg: RunConfig, b: int, s: int) -> OpList:
 
 
 @by_identity(maxsize=8192)
-def _forward_ops(cfg: RunConfig, b: int, s: int) -> OpList:
-    return Walk(cfg, b, s, backward=False).forward_backward()
+def _forward_ops(cfg: RunConfig, b: int, s: int, stack: Stack) -> OpList:
+    return Walk(cfg, b, s, backward=False, stack=stack).forward_backward()
 
 
-def forward_ops(cfg: RunConfig, b: int, s: float) -> OpList:
+def forward_ops(cfg: RunConfig, b: int, s: float, stack: Stack = Stack()) -> OpList:
     """Ops of a forward pass only (evaluation, generation): the micro-batch's forward ops."""
-    return _forward_ops(cfg, int(b), max(1, int(round(s))))
+    return _forward_ops(cfg, int(b), max(1, int(round(s))), stack)
 
 
-def micro_batch_ops(cfg: RunConfig, b: int, s: float) -> OpList:
-    """Ops of one micro-batch (b sequences × s tokens): forward, backward, recompute."""
-    return _micro_batch_ops(cfg, int(b), max(1, int(round(s))))
+def micro_batch_ops(cfg: RunConfig, b: int, s: float, stack: Stack = Stack()) -> OpList:
+    """Ops of one micro-batch (b sequences × s tokens): forward, backward, recompute; `stack`: what the
+    training code does where stacks differ (advisor.estimator.static.Stack; default: our runner)."""
+    return _micro_batch_ops(cfg, int(b), max(1, int(round(s))), stack)
 
 
 @by_identity()
@@ -665,9 +690,9 @@ def _trainable_tensors(cfg: RunConfig) -> int:
     return n + (2 * d.layers if t.qk_norm else 0)
 
 
-def step_ops(cfg: RunConfig, b: int, s: float) -> tuple[OpList, OpList]:
+def step_ops(cfg: RunConfig, b: int, s: float, stack: Stack = Stack()) -> tuple[OpList, OpList]:
     """(one micro-batch's ops, the optimizer step's ops) at micro-batch b × s tokens."""
-    return micro_batch_ops(cfg, b, s), optimizer_ops(cfg)
+    return micro_batch_ops(cfg, b, s, stack), optimizer_ops(cfg)
 
 
 __all__ = ["micro_batch_ops", "optimizer_ops", "param_split", "step_ops"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from advisor.estimator.steptime.device import Device
+from advisor.estimator.steptime.device import GEMM_TILE, Device
 from advisor.estimator.steptime.ops import TERMS, Op
 
 OVERHEAD = "overhead"  # host-bound time (launch/dispatch) not hidden behind device work
@@ -34,7 +34,8 @@ def op_device_s(op: Op, dev: Device) -> float:
             g = dev.cpu_gemm["32" if op.wide else "16"]
             return op.flops / g.rate + op.bytes / g.stream + g.fixed_s
         rate = dev.gemm32 if op.wide else dev.gemm16
-        return max(op.flops / rate, op.bytes / dev.bandwidth) + dev.kernel_s
+        tiled = op.flops * _tiles(m) * _tiles(n) / max(m * n, 1)  # whole tiles computed
+        return max(tiled / rate, op.bytes / dev.bandwidth) + dev.kernel_s
     if op.kind == "attn":
         # causal kernels without a mask skip the upper triangle (GPU flash kernels; the CPU's do not)
         executed = op.flops / 2 if dev.causal_skip and not op.masked else op.flops
@@ -50,9 +51,15 @@ def op_device_s(op: Op, dev: Device) -> float:
         return op.bytes / dev.rng_rate
     if op.kind == "fused" and dev.optimizer_rate:  # a fused optimizer kernel (CPU: measured rate)
         return op.bytes / dev.optimizer_rate["32" if op.wide else "16"]
-    if op.term == "dequant" and dev.dequant_rate:
-        return op.bytes / dev.dequant_rate
+    if op.term == "dequant":  # reads the stored 4-bit weight: from DRAM, never just written (no L2 reuse)
+        if dev.dequant_rate:
+            return op.bytes / dev.dequant_rate
+        return op.bytes / dev.stream_rate(op.bytes, op.wide, "opt") + dev.kernel_s
     return op.bytes / dev.stream_rate(op.bytes, op.wide, op.phase) + dev.kernel_s
+
+
+def _tiles(x: int) -> int:
+    return -(-x // GEMM_TILE) * GEMM_TILE if x > 0 else 0
 
 
 def op_host_s(op: Op, dev: Device) -> float:
