@@ -13,7 +13,7 @@ Before anything runs, `tunewise sweep` compares the plan with what the folder ho
   that can be neither read nor rebuilt is set aside and its cell measured again.
 - `reopen`: a settled cell that may run now is pending again — over budget or infeasible cells the
   plan now runs, cells whose config did not build and now does, failures that sweep.retry retries,
-  a cell without a result whose config changed, and skipped cells whose reason changed.
+  a cell without a result whose config changed, and skipped cells now skipped for another cause (the same cause with new numbers updates the reason in place).
 """
 
 from __future__ import annotations
@@ -316,6 +316,9 @@ def reopen(plan: Plan, claims: Claims) -> int:
         row, rec = rows.get(pc.cell_id), records.get(pc.cell_id)
         if row is None or row.status not in ("failed", "infeasible", "over_budget"):
             continue
+        if rec is not None and pc.status == rec.status == row.status and rec.reason != pc.reason:
+            rec.reason = pc.reason  # skipped alike, with today's numbers (a re-estimated price): no new trial
+            save_record(plan.dir, rec)
         why = _why_reopen(pc.status, pc.reason, pc.cfg.to_dict() if pc.cfg else None, row, rec, force)
         if why and _reset_keeping(claims, row, rec, plan, why):
             log.info("cell %s (%s) runs again: %s", pc.cell_id, row.status, why)
@@ -338,8 +341,8 @@ def _why_reopen(
     force: bool,
 ) -> str | None:
     ran = rec is not None and any(a.started is not None for a in rec.attempts)
-    if planned != "run":  # the plan skips it: re-record when what it says changed
-        changed = rec is None or rec.status != planned or rec.reason != reason
+    if planned != "run":  # the plan skips it: re-record when it is skipped for another cause
+        changed = rec is None or rec.status != planned
         return f"now {planned}: {reason}" if changed else None
     if row.status in ("infeasible", "over_budget"):
         return "the plan runs it now"

@@ -101,13 +101,24 @@ def test_skipped_cells_never_start_and_a_failing_cell_does_not_stop_the_sweep(ti
     assert all(t.user_attrs["reason"] for t in skipped)
     assert all(t.params["method"] in ("full", "lora") for t in trials)  # coordinates as params
 
-    again = tunewise(tiny_assets, [*args, f"budget.usd={budget}"])  # resume: nothing left to do
-    assert again.returncode == 0
-    assert load_records(d)[done["cell_id"]]["attempts"] == done["attempts"]
-    assert (
-        len(optuna.load_study(study_name=sweep["study_name"], storage=f"sqlite:///{d / 'study.db'}").trials)
-        == 6
-    )
+    # resume: the finished cell never reruns. The plan re-prices what is left from the cell measured
+    # (sweep.reestimate), so the over-budget cell runs now if the measured spend + its calibrated price
+    # fit budget.usd, and otherwise stays skipped — with today's price in its reason, not a new trial.
+    again = tunewise(tiny_assets, [*args, f"budget.usd={budget}"])
+    assert again.returncode == 0, again.stderr[-3000:]
+    recs2 = load_records(d)
+    assert recs2[done["cell_id"]]["attempts"] == done["attempts"]
+    pricey = recs2[priciest]
+    trials2 = optuna.load_study(study_name=sweep["study_name"], storage=f"sqlite:///{d / 'study.db'}").trials
+    if pricey["status"] == "over_budget":
+        assert len(trials2) == 6 and len(pricey["attempts"]) == 1, [t.user_attrs for t in trials2]
+        assert "budget.usd" in pricey["reason"]
+    else:
+        assert pricey["status"] == "complete" and len(trials2) == 7
+        assert priciest in again.stdout + again.stderr  # the rerun says which cell runs now, and why
+    assert {r["cell_id"]: r["status"] for r in recs2.values() if r["cell_id"] != priciest} == {
+        r["cell_id"]: r["status"] for r in recs.values() if r["cell_id"] != priciest
+    }
 
 
 def test_bad_sweep_settings_name_key_value_and_allowed(tiny_assets, tmp_path):
