@@ -86,3 +86,15 @@ def test_a_slurm_worker_job_asks_for_the_largest_cells_gpu_group(tiny_assets, tm
     assert slurm.with_gpu_group(given) == given
     local = ["--multirun", "hydra/launcher=submitit_local", *two]
     assert slurm.with_gpu_group(local) == local
+
+
+def test_gpu_count_auto_on_the_command_line_plans_each_cells_node_shape(tiny_assets, tmp_path):
+    # before: "gpu.count='auto': must be an integer" (the sweep built its base config with it)
+    args = base_overrides(
+        tiny_assets, tmp_path / "auto", "matrix=t_small", "gpu.count=auto", "sweep.dry_run=true"
+    )
+    out = tunewise(tiny_assets, args)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [line for line in out.stdout.splitlines() if " run " in line]
+    assert len(rows) == 2, out.stdout  # the tiny model fits one device: gpu.count 1, no parallelism shown
+    assert "gpus" in out.stdout.splitlines()[0]
