@@ -79,9 +79,12 @@ def quality(ctx: Context) -> list[Block]:
             what = f"The baseline measurement of the untrained base ended {b.status}{why}"
         out.append(Para(f"{what}: gains cannot be computed; cells are compared on eval loss.", note=True))
     tuned = any(c.lr_tuned for c in ctx.cells)
+    fields = {c.configuration: tables.field_means(ctx.table, c.configuration) for c, _ in ctx.pairs}
+    names = list(dict.fromkeys(k for f in fields.values() for k in f))
     headers = (
         ["Cell", "Status", "Eval loss"]
         + ([metric] if metric else [])
+        + ([f"{k.replace('_', ' ')} acc." for k in names] if metric else [])
         + ["Share of gain"]
         + (["Best lr"] if tuned else [])
     )
@@ -90,6 +93,7 @@ def quality(ctx: Context) -> list[Block]:
         row = [r.label, c.status_label, fmt_loss(r.loss, r.std, len(r.eval_losses))]
         if metric:
             row.append(pct(r.metric, 1))
+            row.extend(pct(fields[c.configuration].get(k), 0) for k in names)
         row.append(pct(gain_fraction(r, rec.reference, base), 0))
         if tuned:
             row.append(f"{c.lr:.1e}" if c.n and c.lr else DASH)
@@ -97,6 +101,14 @@ def quality(ctx: Context) -> list[Block]:
     out.append(Table(headers, rows, "ll" + "r" * (len(headers) - 2)))
     if any(r.std is not None for r in ctx.results):
         out.append(Para("Eval loss is mean ± sample standard deviation over n seeds."))
+    if metric and names:
+        out.append(
+            Para(
+                f"{metric} scores the whole generated answer; the per-field columns ({', '.join(names)}) "
+                "score each field of the JSON answer on its own (mean over seeds): partial learning that "
+                "exact match cannot show."
+            )
+        )
     out.append(Heading("Quality vs dataset size", 3))
     out.extend(_trend(ctx, "rows") or [Para("The sweep has one dataset size: no comparison.")])
     pts = ctx.points()

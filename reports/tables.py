@@ -85,6 +85,19 @@ def _tuples(g: Any, col: str) -> pd.Series:
     return pd.Series({k: tuple(value(x) for x in s) for k, s in g[col]}, dtype=object)
 
 
+FIELD_PREFIX = "measured.metric_fields."  # the task metric's per-field accuracy (runners.metric)
+
+
+def field_means(table: pd.DataFrame, configuration: str) -> dict[str, float]:
+    """{field: mean accuracy over the chosen records} of one configuration; {} without per-field data."""
+    row = table.loc[configuration]
+    return {
+        k.removeprefix(FIELD_PREFIX): float(row[k])
+        for k in table.columns
+        if k.startswith(FIELD_PREFIX) and pd.notna(row[k])
+    }
+
+
 def cell_table(recs: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration (indexed by it, in report order); see the module docstring."""
     g = recs.groupby("configuration", sort=False)
@@ -115,6 +128,8 @@ def cell_table(recs: pd.DataFrame) -> pd.DataFrame:
         ("best_lr", "lr", "first"),
     ):
         table[name] = c[col].agg(how).reindex(table.index) if col in recs else pd.NA
+    for col in (k for k in recs.columns if k.startswith(FIELD_PREFIX)):  # per-field task accuracy
+        table[col] = pd.to_numeric(c[col].mean(), errors="coerce").reindex(table.index)
     table["hours"] = table["wall_s"] / 3600
     table["eval_losses"] = _tuples(c, "loss").reindex(table.index)
     table["chosen_ids"] = _tuples(c, "cell_id").reindex(table.index)

@@ -349,6 +349,7 @@ def _measured(
         world_size=group.world,
         ranks=[_rank_memory(group, p, learned, live, sampler).to_dict()],
         devices=_devices(),
+        metric_fields=metric.fields if metric else None,
     )
 
 

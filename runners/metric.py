@@ -3,12 +3,16 @@
 `exact_match`: greedy generation (at most `train.max_new_tokens` new tokens) for the first
 `train.metric_rows` validation rows, conditioned on the prompt turns (runners.data.prompt_text); a row
 scores 1 when the generated text, stripped, equals the reference response stripped. With the plain
-template the generation is cut at the next `### ` header.
+template the generation is cut at the next `### ` header. When every scored reference is a JSON object
+(the demo's routing task: category, size, weekend), `Metric.fields` adds each key's accuracy: the share
+of rows whose generated text parses as a JSON object holding that key with the reference's value —
+partial learning that exact match cannot show.
 `none`: no task metric (null in the record).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -65,7 +69,40 @@ def exact_match(
     if not tok.chat_template:
         texts = [t.split("### ")[0] for t in texts]
     hits = sum(t.strip() == e.response.strip() for t, e in zip(texts, chosen, strict=True))
-    return Metric(name="exact_match", value=hits / len(chosen), rows=len(chosen))
+    return Metric(
+        name="exact_match",
+        value=hits / len(chosen),
+        rows=len(chosen),
+        fields=field_accuracy(texts, [e.response for e in chosen]),
+    )
+
+
+def _json_object(text: str) -> dict[str, object] | None:
+    """The first JSON object in `text` (anything after it ignored), or None."""
+    start = text.find("{")
+    if start < 0:
+        return None
+    try:
+        obj, _ = json.JSONDecoder().raw_decode(text[start:])
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def field_accuracy(generated: list[str], references: list[str]) -> dict[str, float] | None:
+    """Per key of the references' JSON objects, the share of rows whose generated object has the same
+    value for it; None unless every reference is a non-empty JSON object."""
+    refs = [_json_object(r) for r in references]
+    if not refs or any(not r for r in refs):
+        return None
+    keys = list(dict.fromkeys(k for r in refs if r for k in r))
+    hits = dict.fromkeys(keys, 0)
+    for text, ref in zip(generated, refs, strict=True):
+        got = _json_object(text) or {}
+        for k in keys:
+            if ref is not None and k in ref and k in got and got[k] == ref[k]:
+                hits[k] += 1
+    return {k: round(v / len(refs), 4) for k, v in hits.items()}
 
 
 MetricFn = Callable[

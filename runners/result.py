@@ -31,6 +31,7 @@ class Metric:
     name: str  # train.metric, e.g. exact_match
     value: float  # exact_match: the fraction of rows answered exactly
     rows: int  # validation rows scored
+    fields: dict[str, float] | None = None  # per-key accuracy of JSON answers (runners.metric)
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ class Measured:
     world_size: int = 1  # processes (gpu.count)
     ranks: list[dict[str, Any]] | None = None  # RankMemory.to_dict() per rank (one for one process)
     devices: list[str] | None = None  # the device slots the worker gave the cell (CUDA_VISIBLE_DEVICES)
+    metric_fields: dict[str, float] | None = None  # per-field accuracy beside the metric (runners.metric)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

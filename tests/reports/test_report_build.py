@@ -258,3 +258,17 @@ def test_gpu_axis_cells_on_different_cards(tmp_path):
     assert "| QLoRA r=4 · 100 rows · gpu=small | complete | — | 6.00 GiB | 75 % |" in flat
     assert "each cell against its own card's usable memory" in flat
     assert "on Small card vs" in flat or "per run on this machine's CPU" in flat
+
+
+def test_per_field_accuracy_beside_exact_match(tmp_path):
+    fields = ({"category": 0.9, "size": 0.5, "weekend": 0.7}, {"category": 0.7, "size": 0.3, "weekend": 0.9})
+    recs = [
+        cpu_record("lora", 4, 100, loss=1.0 + s / 10, seed=s, metric=0.1, metric_fields=f)
+        for s, f in enumerate(fields)
+    ]
+    recs.append(cpu_record("full", None, 100, loss=0.5))  # a record without per-field data: dashes
+    md = (build_report(write_sweep(tmp_path / "s", recs))[0]).read_text()
+    flat = " ".join(md.split())
+    assert "| Exact match | category acc. | size acc. | weekend acc. |" in flat
+    assert "| 10.0 % | 80 % | 40 % | 80 % |" in flat  # means over the two seeds
+    assert "| 20.0 % | — | — | — |" in flat
