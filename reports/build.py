@@ -81,11 +81,17 @@ def compose(ctx: Context) -> Doc:
 
 def build_report(sweep_dir: Path, print_summary: bool = False) -> list[Path]:
     """Write report.md, report.html and plots/*.png into `sweep_dir`; return their paths."""
+    return write_report(sweep_dir, print_summary)[0]
+
+
+def write_report(sweep_dir: Path, print_summary: bool = False) -> tuple[list[Path], str]:
+    """build_report's files and the recommendation's sentences (what a terminal ends with)."""
     sweep_dir = Path(sweep_dir)
     plots_dir = sweep_dir / "plots"
     plots_dir.mkdir(parents=True, exist_ok=True)
     ctx = build_context(load(sweep_dir), plots_dir)
     doc = compose(ctx)
+    line = status_line(ctx)
     figures = [b.path for b in doc.blocks if isinstance(b, Figure)]
     for name in PLOT_NAMES:  # a plot this run did not draw must not linger from an earlier run
         if plots_dir / name not in figures and (plots_dir / name).exists():
@@ -95,7 +101,8 @@ def build_report(sweep_dir: Path, print_summary: bool = False) -> list[Path]:
     _write(html, to_html(doc))
     if print_summary:
         print_rich_summary(ctx)
-    return [md, html, *figures]
+    text = ctx.rec.text if not line else f"{line} {ctx.rec.text}"
+    return [md, html, *figures], text
 
 
 def print_rich_summary(ctx: Context, file: TextIO | None = None) -> None:

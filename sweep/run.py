@@ -120,18 +120,21 @@ def _spawn_workers(sweep_dir: Path, n: int, storage: str) -> list[subprocess.Pop
     return procs
 
 
-def _finish(sweep_dir: Path) -> list[str]:
-    """results.csv and the report; the record files that could be neither read nor rebuilt."""
+def _finish(sweep_dir: Path) -> tuple[list[str], str]:
+    """results.csv and the report; the record files that could be neither read nor rebuilt, and the
+    answer the terminal ends with (the recommendation's sentences, the report's path)."""
     path = write_results_csv(sweep_dir)
     print(f"results: {path}")
-    from reports.build import build_report
+    from reports.build import write_report
 
-    for p in build_report(sweep_dir):
+    paths, recommendation = write_report(sweep_dir)
+    for p in paths:
         print(f"report: {p}")
     problems = read_records(sweep_dir)[1]
     for u in problems:
         log.warning("left out of the report: %s", u)
-    return problems
+    answer = f"\nRecommendation: {recommendation}\nThe full report: {paths[0]} (and {paths[1].name})"
+    return problems, answer
 
 
 def _check_folder(d: Path) -> None:
@@ -265,7 +268,7 @@ def run_sweep(cfg_dict: dict[str, Any], overrides: list[str]) -> int:
         raise storage_error(settings.storage, e) from None  # a full disk says so, not "exceeding max length"
     finally:
         claims.dispose()
-    problems = _finish(settings.dir)
+    problems, answer = _finish(settings.dir)
     counts: dict[str, int] = {}
     ids = {pc.cell_id for pc in plan.cells}
     for rec in read_records(settings.dir)[0]:
@@ -281,4 +284,5 @@ def run_sweep(cfg_dict: dict[str, Any], overrides: list[str]) -> int:
             file=sys.stderr,
         )
         return 1
+    print(answer)
     return 1 if problems else 0
