@@ -224,16 +224,7 @@ def _lora(r: Reader, method: str, arch: str | None) -> None:
             "no LoRA targets and no PEFT default known for this architecture",
             ["method.target_modules"],
         )
-    if r.flag("peft_use_dora"):
-        r.refuse(
-            "peft_use_dora", "DoRA's magnitude vectors and per-step weight norms are not modelled", ["method"]
-        )
-    if r.has("lora_target_parameters"):
-        r.refuse(
-            "lora_target_parameters",
-            "LoRA on parameters (MoE experts) is not modelled",
-            ["method.target_modules"],
-        )
+    common.lora_variants(r, "peft_use_dora")
     if r.has("peft_layers_to_transform"):
         r.refuse(
             "peft_layers_to_transform", "LoRA on some layers only is not modelled", ["method.target_modules"]

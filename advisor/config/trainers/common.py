@@ -214,3 +214,35 @@ def slice_rows(split: Any) -> int | None:
         return None
     n = split.split("[:", 1)[1][:-1]
     return int(n) if n.isdigit() else None
+
+
+def attention(r: Reader, key: str, names: dict[str, str], default_why: str) -> None:
+    """train.attention from the tool's attention key (`names`: its values → ours; unset: sdpa)."""
+    value = r.get(key)
+    if value is None:
+        r.default("train.attention", "sdpa", default_why)
+    elif str(value) in names:
+        r.put("train.attention", names[str(value)], key)
+    else:
+        allowed = ", ".join(names)
+        r.refuse(key, f"{value} attention is not modelled ({allowed} are)", ["train.attention"])
+
+
+def liger(r: Reader, key: str) -> None:
+    """Liger's kernels: the fused loss is modelled, the other kernels' savings are not."""
+    if r.flag(key):
+        r.put("train.chunked_loss", True, key)
+        why = "Liger's other fused kernels save fewer activations: the estimate is an upper bound"
+        r.src.not_modelled.append({"key": key, "value": True, "why": why})
+
+
+def lora_variants(r: Reader, dora_key: str) -> None:
+    """The LoRA variants the estimator does not model are refused: DoRA, LoRA on parameters."""
+    if r.flag(dora_key):
+        r.refuse(dora_key, "DoRA's magnitude vectors and per-step weight norms are not modelled", ["method"])
+    if r.has("lora_target_parameters"):
+        r.refuse(
+            "lora_target_parameters",
+            "LoRA on parameters (MoE experts) is not modelled",
+            ["method.target_modules"],
+        )

@@ -252,10 +252,7 @@ def _lora(r: Reader, arch: str | None) -> None:
             s.strip() for s in (target if isinstance(target, list) else str(target).split(",")) if s.strip()
         ]
         r.put("method.target_modules", names, "lora_target")
-    if r.flag("use_dora"):
-        r.refuse(
-            "use_dora", "DoRA's magnitude vectors and per-step weight norms are not modelled", ["method"]
-        )
+    common.lora_variants(r, "use_dora")
 
 
 def _train(r: Reader, method: str | None) -> None:
@@ -313,28 +310,10 @@ def _train(r: Reader, method: str | None) -> None:
             "Unsloth's checkpoints offloaded to CPU are not modelled",
             ["train.gradient_checkpointing"],
         )
-    attn = r.get("flash_attn")
-    if attn is None:
-        r.default(
-            "train.attention", "sdpa", "LLaMA-Factory's default flash_attn: auto (transformers' choice)"
-        )
-    elif str(attn) in ATTENTION:
-        r.put("train.attention", ATTENTION[str(attn)], "flash_attn")
-    else:
-        r.refuse(
-            "flash_attn",
-            f"{attn} attention is not modelled (sdpa, fa2, fa3, disabled are)",
-            ["train.attention"],
-        )
-    if r.flag("enable_liger_kernel"):
-        r.put("train.chunked_loss", True, "enable_liger_kernel")
-        r.src.not_modelled.append(
-            {
-                "key": "enable_liger_kernel",
-                "value": True,
-                "why": "Liger's other fused kernels save fewer activations: the estimate is an upper bound",
-            }
-        )
+    common.attention(
+        r, "flash_attn", ATTENTION, "LLaMA-Factory's default flash_attn: auto (transformers' choice)"
+    )
+    common.liger(r, "enable_liger_kernel")
 
 
 def _precision(r: Reader, method: str | None) -> None:

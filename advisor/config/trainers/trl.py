@@ -173,26 +173,8 @@ def read(doc: dict[str, Any], path: Path) -> Source:
             "activations offloaded to CPU are not modelled",
             ["train.gradient_checkpointing"],
         )
-    impl = r.get("attn_implementation")
-    if impl is None:
-        r.default("train.attention", "sdpa", "transformers' default attention")
-    elif str(impl) in IMPLEMENTATIONS:
-        r.put("train.attention", IMPLEMENTATIONS[str(impl)], "attn_implementation")
-    else:
-        r.refuse(
-            "attn_implementation",
-            f"{impl} attention is not modelled (sdpa, flash, eager are)",
-            ["train.attention"],
-        )
-    if r.flag("use_liger_kernel"):
-        r.put("train.chunked_loss", True, "use_liger_kernel")
-        r.src.not_modelled.append(
-            {
-                "key": "use_liger_kernel",
-                "value": True,
-                "why": "Liger's other fused kernels save fewer activations: the estimate is an upper bound",
-            }
-        )
+    common.attention(r, "attn_implementation", IMPLEMENTATIONS, "transformers' default attention")
+    common.liger(r, "use_liger_kernel")
     common.deepspeed(r, "deepspeed")
     common.fsdp(r, "fsdp", "fsdp_config")
     _data(r)
@@ -253,16 +235,7 @@ def _lora(r: Reader, method: str, arch: str | None) -> None:
             "no LoRA targets and no PEFT default known for this architecture",
             ["method.target_modules"],
         )
-    if r.flag("use_dora"):
-        r.refuse(
-            "use_dora", "DoRA's magnitude vectors and per-step weight norms are not modelled", ["method"]
-        )
-    if r.has("lora_target_parameters"):
-        r.refuse(
-            "lora_target_parameters",
-            "LoRA on parameters (MoE experts) is not modelled",
-            ["method.target_modules"],
-        )
+    common.lora_variants(r, "use_dora")
     if method == "qlora":
         qt = r.get("bnb_4bit_quant_type")
         r.put("method.quant_type", qt, "bnb_4bit_quant_type") if qt else r.default(
