@@ -11,32 +11,8 @@ from advisor.config.schema import from_names
 from advisor.estimator import search
 from advisor.estimator.advise import advise, for_method
 from advisor.estimator.estimate import estimate, fit_batch
+from tests.advisor.rowshape import MEMORY_KEYS, ROW_KEYS
 
-ROW_KEYS = {
-    "method",
-    "r",
-    "gpu",
-    "gpu_count",
-    "total_params",
-    "trainable_params",
-    "memory",
-    "fits",
-    "time",
-    "cost",
-    "within_budget",
-    "calibrated",
-}
-MEMORY_KEYS = {
-    "weights_gib",
-    "gradients_gib",
-    "optimizer_gib",
-    "activations_gib",
-    "logits_gib",
-    "overhead_gib",
-    "allocated_gib",
-    "reserved_gib",
-    "device_gib",
-}
 METHODS = ("full", "lora", "qlora")
 
 

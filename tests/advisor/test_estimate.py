@@ -11,32 +11,7 @@ from advisor.estimator import timing
 from advisor.estimator.estimate import estimate, fit_batch
 from advisor.estimator.memory import CPU_PROCESS_GIB, GIB, memory
 from advisor.estimator.params import total_params
-
-ROW_KEYS = {
-    "method",
-    "r",
-    "gpu",
-    "gpu_count",
-    "total_params",
-    "trainable_params",
-    "memory",
-    "fits",
-    "time",
-    "cost",
-    "within_budget",
-    "calibrated",
-}
-MEMORY_KEYS = {
-    "weights_gib",
-    "gradients_gib",
-    "optimizer_gib",
-    "activations_gib",
-    "logits_gib",
-    "overhead_gib",
-    "allocated_gib",
-    "reserved_gib",
-    "device_gib",
-}
+from tests.advisor.rowshape import MEMORY_KEYS, ROW_KEYS
 
 
 @pytest.mark.parametrize("method", ["full", "lora", "qlora"])
