@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from runners.model import Model
 
-GEN_BATCH = 8  # prompts generated together (left-padded)
+GEN_BATCH = 32  # prompts generated together (left-padded): on a CPU, 32 rows take half the time of 4 × 8
 
 
 def _generate(

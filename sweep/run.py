@@ -68,16 +68,37 @@ def _ensure_demo_assets(cfg: RunConfig) -> None:
         ensure_assets(model_path, data_path)
 
 
-def _ensure_cpu_throughput(cfg: RunConfig) -> None:
+def cell_threads(workers: int) -> int:
+    """CPU threads each cell of a CPU sweep runs with: the worker's share of the cores."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def _ensure_cpu_throughput(cfg: RunConfig, workers: int) -> None:
     """gpu=cpu: the advisor's throughput prior is this CPU's measured matmul rate, measured on first use
-    (a few seconds) and cached in outputs/cpu-throughput.json."""
+    (a few seconds) and cached in outputs/cpu-throughput.json — with the threads each cell will run
+    with (`cell_threads`), measured again when the cached probe used another count."""
     if not cfg.gpu.is_cpu:
         return
+    import json
+
+    import torch
+
     from advisor.config import catalog
     from advisor.estimator import timing
     from runners.cpu_probe import ensure_cpu_throughput
 
-    ensure_cpu_throughput(catalog.repo_root() / "outputs" / "cpu-throughput.json")
+    path = catalog.repo_root() / "outputs" / "cpu-throughput.json"
+    threads = int(os.environ.get("OMP_NUM_THREADS") or 0) or cell_threads(workers)
+    try:
+        cached = json.loads(path.read_text()).get("torch_threads")
+    except (OSError, ValueError, AttributeError):
+        cached = None
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        ensure_cpu_throughput(path, force=cached is not None and cached != threads)
+    finally:
+        torch.set_num_threads(before)
     timing.cpu_probe.cache_clear()
 
 
@@ -107,7 +128,7 @@ def _spawn_workers(sweep_dir: Path, n: int, storage: str) -> list[subprocess.Pop
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
         elif "OMP_NUM_THREADS" not in os.environ:
-            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n))
+            env["OMP_NUM_THREADS"] = str(cell_threads(n))
         err = open(sweep_dir / "logs" / f"worker-{i}.log", "a") if sys.stderr.isatty() else None  # noqa: SIM115
         procs.append(
             subprocess.Popen(
@@ -230,7 +251,7 @@ def run_sweep(cfg_dict: dict[str, Any], overrides: list[str]) -> int:
     matrix, cells, notes = matrix_cells(cfg_dict.get("matrix") or {}, overrides, base, settings.seeds)
     if not cells:
         raise ConfigError(f"matrix={settings.matrix_name!r}: every cell is excluded")
-    _ensure_cpu_throughput(base)
+    _ensure_cpu_throughput(base, settings.workers)
     plan = build_plan(settings, base, matrix["axes"], cells, overrides, notes)
     print(format_plan(plan))
     print(f"sweep.dir: {settings.dir}")

@@ -198,7 +198,14 @@ def test_demo_path_end_to_end(small_base, tmp_path):
         assert r["status"] == "complete", r["reason"]
         m = r["measured"]
         assert m["eval_loss"] > 0 and m["metric"] is not None and m["train_tokens"] > 0
+        assert sorted(m["metric_fields"]) == ["category", "size", "weekend"]  # JSON answers: per field
+        assert all(0 <= v <= 1 for v in m["metric_fields"].values())
         assert r["estimate"]["memory"]["allocated_gib"] > 0
     static = {r["config"]["method"]["name"]: sum(r["measured"]["static_bytes"].values()) for r in recs}
     assert static["full"] > static["lora"] > static["qlora"]
     assert (sweep_dir / "report.md").is_file() and (sweep_dir / "results.csv").is_file()
+    # the terminal ends with the answer: the recommendation's sentences, then the report's path
+    tail = out.stdout.strip().splitlines()[-2:]
+    assert tail[0].startswith("Recommendation: ") and len(tail[0]) > 40, out.stdout[-1500:]
+    assert tail[1] == f"The full report: {sweep_dir / 'report.md'} (and report.html)"
+    assert "acc." in (sweep_dir / "report.md").read_text()  # per-field columns in the quality table
