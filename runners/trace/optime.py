@@ -129,8 +129,15 @@ class OpRecorder(TorchDispatchMode):
     (PEFT's LoRA layers: the cast, scaling and add around their base layer); `loss_module` is the
     causal-LM module whose own ops (the logits' cast, log-softmax, NLL) are the loss."""
 
-    def __init__(self, model: nn.Module, loss_module: nn.Module, adapter_types: tuple[type, ...] = ()):
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_module: nn.Module,
+        adapter_types: tuple[type, ...] = (),
+        cpu_casts: bool = False,
+    ):
         super().__init__()
+        self.cpu_casts = cpu_casts  # the step runs on a CPU: binary ops cast mixed inputs first
         self.names = {id(m): n for n, m in model.named_modules()}
         self.kinds = {id(m): _module_kind(n, m, loss_module, adapter_types) for n, m in model.named_modules()}
         self.stack: list[int] = []  # ids of the modules whose forward is running
@@ -217,6 +224,10 @@ class OpRecorder(TorchDispatchMode):
             wide = bool(ins) and ins[0].dtype == torch.float32
         elif kind == "attn":
             masked = _attn_masked(name, args, kwargs)
+        elif kind == "mem" and self.cpu_casts:
+            for n_in, e_in, e_out in _cpu_promotions(name, ins, out):  # the input cast first (CPU)
+                add(self.ops, Op(term, "mem", phase, 0.0, float(n_in * (e_in + e_out)), False))
+                nbytes += n_in * (e_out - e_in)  # the op then reads the cast copy
         add(self.ops, Op(term, kind, phase, float(flops), float(nbytes), wide, shape, masked))
         return out
 
@@ -253,6 +264,23 @@ def _op_bytes(name: str, func: Any, args: tuple, kwargs: dict, ins: list, out: A
         return small + (written if name == "nll_loss_backward" else 2 * written)
     nbytes = sum(_read_bytes(t) for t in ins) + written
     return nbytes + sum(t.numel() * t.element_size() for t in _written(func, args, kwargs))
+
+
+# out-of-place binary ops: on CPU, TensorIterator casts an input of another floating dtype to the
+# result's dtype before the loop (an `aten::to` → `copy_` inside the op, below the Python dispatcher:
+# profiled as a child of e.g. aten::add); CUDA kernels cast on the fly
+PROMOTING = {"add", "sub", "mul", "div", "where", "maximum", "minimum"}
+
+
+def _cpu_promotions(name: str, ins: list, out: Any) -> list[tuple[int, int, int]]:
+    """(elements, input element size, result element size) of each input a CPU binary op casts."""
+    if name not in PROMOTING or not isinstance(out, torch.Tensor):
+        return []
+    return [
+        (t.numel(), t.element_size(), out.element_size())
+        for t in ins
+        if t.is_floating_point() and t.dim() > 0 and t.dtype != out.dtype and t.numel() > 1
+    ]
 
 
 RNG = {"bernoulli_", "bernoulli", "native_dropout", "uniform_", "normal_", "rand", "rand_like"}

@@ -214,7 +214,7 @@ def run_step(cfg: RunConfig, model: nn.Module, static: list[torch.Tensor]) -> di
 
 def _traced_step(cfg, model, static, opt, paged, params, forward) -> dict[str, Any]:
     flops = FlopCounterMode(display=False)
-    recorder = _op_recorder(model)
+    recorder = _op_recorder(model, cpu=cfg.gpu.is_cpu)
     opt.zero_grad(set_to_none=cfg.train.grad_accum == 1)  # as the runner: no gradients yet, or kept
     with flops, recorder.tracking():
         forward().loss.backward()
@@ -272,7 +272,7 @@ def _traced_step(cfg, model, static, opt, paged, params, forward) -> dict[str, A
     }
 
 
-def _op_recorder(model: nn.Module) -> Any:
+def _op_recorder(model: nn.Module, cpu: bool = False) -> Any:
     """The op recorder for this model: PEFT's LoRA layers are the adapters, the causal LM's own ops
     (after its decoder and output layer) the loss."""
     from runners.trace.optime import OpRecorder
@@ -286,7 +286,7 @@ def _op_recorder(model: nn.Module) -> Any:
         pass
     get_base = getattr(model, "get_base_model", None)
     base = get_base() if callable(get_base) else model
-    return OpRecorder(model, base, adapters)
+    return OpRecorder(model, base, adapters, cpu_casts=cpu)
 
 
 def replay_reserved(static: list[tuple], step: list[tuple], steps: int = 2) -> int:

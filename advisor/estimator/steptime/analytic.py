@@ -313,7 +313,12 @@ class Walk:
         self.e.gemm(ad, fp, T, out_f, r, a)  # B
         self.e.mem(ad, fp, 2 * T * out_f * a, a == 4)  # * scaling
         sum_e = max(out_e, a)
-        self.e.mem(ad, fp, T * out_f * (out_e + a + sum_e), sum_e == 4)  # result + lora
+        if g.cpu and out_e != a:  # CPU: the narrower operand is cast to the result's dtype first
+            narrow = min(out_e, a)
+            self.e.mem(ad, fp, T * out_f * (narrow + sum_e))
+            self.e.mem(ad, fp, T * out_f * 3 * sum_e, sum_e == 4)  # result + lora
+        else:
+            self.e.mem(ad, fp, T * out_f * (out_e + a + sum_e), sum_e == 4)  # result + lora
         cast_out = sum_e != out_e  # result.to(result dtype)
         if cast_out:
             self.e.mem(ad, fp, T * out_f * (sum_e + out_e))
