@@ -13,6 +13,18 @@ P1–P3 at their batch shape (REPLICA). About 5–6 minutes on an H200.
 
     python bench/gpu_bench.py [--out outputs/gpu-bench.json]
     python bench/gpu_bench.py --tiny      # tiny versions of the same architectures on CPU (CI)
+
+N-process mode (`--procs N`, with `--parallel fsdp|ddp`, default fsdp): the script starts itself N
+times under torch.distributed.run (NCCL on GPUs — one H200 runs it with N=1 through the same path —
+gloo on CPU); each rank builds the model as the runner does for a cell with gpu.count=N (FSDP2
+`fully_shard` per decoder layer then the root, or DDP: runners.parallel.group.wrap; QLoRA stores its
+4-bit weights in the compute dtype and is not upcast when sharded), trains on its own random tokens, and
+measures itself. Each row then holds `ranks` (every rank's peaks and static bytes) beside the advisor's
+per-GPU prediction for gpu.count=N and that parallelism (`advisor`, and `advisor_static`: static.per_rank_static).
+The plan is the first catalog model's methods, no replicas:
+
+    python bench/gpu_bench.py --procs 8 --parallel fsdp --out outputs/gpu-bench-8xfsdp.json
+    python bench/gpu_bench.py --tiny --procs 2          # 2 processes on CPU (the test)
 """
 
 from __future__ import annotations
@@ -102,9 +114,13 @@ def _cfg(
     )
 
 
-def _quantize(model, cfg, dev) -> None:
-    """Swap decoder nn.Linear layers for bitsandbytes Linear4bit (quantized on `dev`); upcast the rest to fp32."""
+def _quantize(model, cfg, dev, sharded: bool = False) -> None:
+    """Swap decoder nn.Linear layers for bitsandbytes Linear4bit (quantized on `dev`); upcast the rest to fp32
+    (`prepare_model_for_kbit_training`). Sharded (FSDP2): the 4-bit storage in the compute dtype, no upcast,
+    as the runner builds QLoRA for FSDP (runners.model)."""
     import bitsandbytes as bnb
+
+    storage = {"quant_storage": torch.bfloat16} if sharded else {}
 
     body = model.model
     for parent in list(body.modules()):
@@ -118,22 +134,27 @@ def _quantize(model, cfg, dev) -> None:
                     compress_statistics=cfg.method.double_quant,
                     quant_type=cfg.method.quant_type,
                     device="meta",
+                    **storage,
                 )
                 q.weight = bnb.nn.Params4bit(
                     child.weight.data.to("cpu"),
                     requires_grad=False,
                     compress_statistics=cfg.method.double_quant,
                     quant_type=cfg.method.quant_type,
+                    module=q,  # the layer keeps the quant_state too (FSDP2 replaces the parameter)
+                    **storage,
                 ).to(dev)
                 if child.bias is not None:
                     q.bias = torch.nn.Parameter(child.bias.data, requires_grad=False)
                 setattr(parent, child_name, q)
+    if sharded:
+        return
     for p in model.parameters():
         if p.dtype in (torch.float16, torch.bfloat16):
             p.data = p.data.float()
 
 
-def build(cfg, dev):
+def build(cfg, dev, sharded: bool = False):
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -141,10 +162,11 @@ def build(cfg, dev):
     from runners.trace.model import hf_config
 
     hf = hf_config(cfg, cfg.model.num_hidden_layers)
+    torch.manual_seed(0)  # every rank of a group builds the same weights and adapters
     with torch.device(dev):
         model = AutoModelForCausalLM.from_config(hf, dtype=torch.bfloat16)
     if cfg.method.name == "qlora":
-        _quantize(model, cfg, dev)
+        _quantize(model, cfg, dev, sharded)
     if cfg.method.is_adapter:
         for p in model.parameters():
             p.requires_grad_(False)
@@ -156,7 +178,10 @@ def build(cfg, dev):
 def run_config(model, cfg, dev, masked: bool = False) -> dict:
     """masked: pass a padding mask (all ones) as padded batches do, which sends transformers' SDPA down
     its masked path (k/v repeated for GQA) instead of the causal one."""
-    hf_model = model.get_base_model() if hasattr(model, "get_base_model") else model
+    from runners.parallel.group import unwrap
+
+    inner = unwrap(model)  # DDP's wrapper: the model it holds
+    hf_model = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
     if cfg.train.gradient_checkpointing:
         hf_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     else:
@@ -214,6 +239,85 @@ def _advisor(cfg, seq_len: int) -> dict:
     return {**mem.gib(), "bytes": {k: int(getattr(mem, k)) for k in keys}, "peak_phase": mem.peak_phase}
 
 
+def _group_cfg(cfg, nproc: int, parallel: str):
+    """The config of a cell on `nproc` processes (what the advisor prices per GPU)."""
+    return dataclasses.replace(cfg, gpu=dataclasses.replace(cfg.gpu, count=nproc), parallel=parallel)
+
+
+def _launch(argv: list[str], nproc: int) -> int:
+    """This script again, as `nproc` ranks under torch.distributed.run (the engine behind torchrun)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    cmd += ["--max-restarts=0", str(Path(__file__).resolve()), *argv]
+    return subprocess.run(cmd, check=False).returncode
+
+
+def main_ranks(args, dev) -> int:
+    """One rank of the N-process mode (see the module docstring): rank 0 writes the results."""
+    import torch.distributed as dist
+
+    from advisor.estimator.static import per_rank_static
+    from runners.parallel.group import join, leave, wrap
+
+    plan, seqs = (TINY_PLAN, TINY_SEQ_LENS) if args.tiny else (GPU_PLAN, GPU_SEQ_LENS)
+    name, methods = plan[0]
+    first = _group_cfg(_cfg(name, methods[0], seqs[0], False, args.tiny), args.procs, args.parallel)
+    group = join(first)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", group.local_rank)
+    prov = provenance(0)
+    doc = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": prov.device,
+        "driver": _driver(),
+        "provenance": dataclasses.asdict(prov),
+        "world_size": group.world,
+        "parallel": args.parallel,
+        "micro_batch_size": MICRO_BATCH_SIZE,
+        "warmup_steps": WARMUP_STEPS,
+        "timed_steps": TIMED_STEPS,
+        "configs": [],
+    }
+    t_start = time.perf_counter()
+    for method in methods:
+        for seq in seqs[:1] if args.tiny else seqs:
+            cfg = _group_cfg(_cfg(name, method, seq, False, args.tiny), args.procs, args.parallel)
+            row = {"model": name, "method": method, "seq_len": seq, "gradient_checkpointing": False}
+            row.update(parallel=args.parallel, world_size=group.world, advisor=_advisor(cfg, seq))
+            row["advisor_static"] = {k: int(v) for k, v in per_rank_static(cfg).items()}
+            try:
+                model = wrap(build(cfg, dev, sharded=group.sharded), cfg, group)
+                torch.manual_seed(1000 + group.rank)  # each rank its own tokens
+                mine = {"rank": group.rank, "status": "ok", **run_config(model, cfg, dev)}
+                del model
+            except torch.OutOfMemoryError as e:
+                mine = {"rank": group.rank, "status": "oom", "reason": str(e).splitlines()[0][:200]}
+            ranks: list = [None] * group.world
+            dist.all_gather_object(ranks, mine)
+            row["status"] = "ok" if all(r["status"] == "ok" for r in ranks) else "oom"
+            row["ranks"] = ranks
+            doc["configs"].append(row)
+            if group.main:
+                print(
+                    json.dumps({"method": method, "seq_len": seq, "status": row["status"]}), file=sys.stderr
+                )
+            gc.collect()
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+    doc["wall_s"] = round(time.perf_counter() - t_start, 1)
+    if group.main:
+        _write(doc, args.out or Path("outputs") / f"gpu-bench-{args.procs}x{args.parallel}.json")
+    leave()
+    return 0
+
+
+def _write(doc: dict, out_path: Path) -> None:
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2))
+    os.replace(tmp, out_path)
+    print(out_path)
+
+
 def _driver() -> str | None:
     try:
         out = subprocess.run(
@@ -233,11 +337,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--out", type=Path, default=None, help="results JSON (default outputs/gpu-bench[-tiny].json)"
     )
+    ap.add_argument("--procs", type=int, default=0, help="N-process mode: this many ranks (see above)")
+    ap.add_argument(
+        "--parallel", choices=("fsdp", "ddp"), default="fsdp", help="N-process mode's parallelism"
+    )
     args = ap.parse_args(argv)
     dev = torch.device("cpu") if args.tiny or not torch.cuda.is_available() else torch.device("cuda")
     if not args.tiny and dev.type != "cuda":
         print("no CUDA device: run with --tiny for the CPU smoke version", file=sys.stderr)
         return 2
+    if args.procs:
+        if "RANK" not in os.environ:  # start the ranks
+            return _launch(list(sys.argv[1:] if argv is None else argv), args.procs)
+        return main_ranks(args, dev)
     plan, seqs = (TINY_PLAN, TINY_SEQ_LENS) if args.tiny else (GPU_PLAN, GPU_SEQ_LENS)
     out_path = args.out or Path("outputs") / ("gpu-bench-tiny.json" if args.tiny else "gpu-bench.json")
     prov = provenance(0)
@@ -315,11 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         if dev.type == "cuda":
             torch.cuda.empty_cache()
     doc["wall_s"] = round(time.perf_counter() - t_start, 1)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2))
-    os.replace(tmp, out_path)
-    print(out_path)
+    _write(doc, out_path)
     return 0
 
 
