@@ -16,18 +16,26 @@ Predicted: advisor.estimator.steptime — the analytic op list at each timed ste
 optimizer step; and the trace's op list (runners/trace) at the same shapes. No factor from these
 measurements enters the model.
 
-    .venv/bin/python bench/steptime_cpu.py [--rounds 3] [--steps 12] [--write]   # --write: docs/time-cpu.md
+    .venv/bin/python bench/steptime_cpu.py --measure [--rounds 3] [--steps 12]   # time real steps (quiet lock!)
+    .venv/bin/python bench/steptime_cpu.py [--write]   # the table from the recorded data; --write: the doc
+
+The measurement (step times, batch shapes, profile) and the probe it was predicted with are kept in
+docs/time-model-cpu.json, so the table in docs/time-model.md can be re-derived on any machine
+(tests/advisor/test_time_model_doc.py checks it is current).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -42,7 +50,7 @@ from runners.result import Progress
 
 ROOT = repo_root()
 BIG = ROOT / "outputs" / "bench" / "llama-100m"
-BIG_ARCH = {
+BIG_ARCH: dict[str, Any] = {
     "hidden_size": 768,
     "num_hidden_layers": 16,
     "num_attention_heads": 12,
@@ -52,7 +60,9 @@ BIG_ARCH = {
     "max_position_embeddings": 512,
 }
 WARMUP = 3
-DOC = ROOT / "docs" / "time-cpu.md"
+DOC = ROOT / "docs" / "time-model.md"
+DATA = ROOT / "docs" / "time-model-cpu.json"
+BEGIN, END = "<!-- cpu-table: bench/steptime_cpu.py --write -->", "<!-- /cpu-table -->"
 CLASSES = {  # torch profiler op name → class
     "aten::mm": "gemm",
     "aten::addmm": "gemm",
@@ -75,7 +85,7 @@ def build_big() -> Path:
 
     torch.manual_seed(0)
     cfg = LlamaConfig(**BIG_ARCH, tie_word_embeddings=True)
-    model = LlamaForCausalLM(cfg).to(torch.bfloat16)
+    model = LlamaForCausalLM(cfg).to(torch.bfloat16)  # type: ignore[arg-type]  # (a dtype is valid)
     tmp = BIG.with_name(BIG.name + ".tmp")
     model.save_pretrained(tmp)
     AutoTokenizer.from_pretrained(ROOT / "outputs" / "demo" / "base").save_pretrained(tmp)
@@ -137,9 +147,9 @@ def measure(rounds: int, steps: int) -> dict:
     for name in ("demo-base", "llama-100m"):
         for method in ("full", "lora", "qlora"):
             cfg = case_cfg(name, method)
-            out = ROOT / "outputs" / "bench" / f"steptime-{name}-{method}"
+            folder = ROOT / "outputs" / "bench" / f"steptime-{name}-{method}"
             loop, _, _ = prepare(
-                cfg, out, resume=False, baseline=False, progress=Progress(), learned=Learned()
+                cfg, folder, resume=False, baseline=False, progress=Progress(), learned=Learned()
             )
             loops[(name, method)] = loop
     n_steps = {"demo-base": steps, "llama-100m": max(2, steps // 2)}
@@ -155,7 +165,7 @@ def measure(rounds: int, steps: int) -> dict:
                 t0 = time.perf_counter()
                 loop._step(k)
                 times[key][i].append(time.perf_counter() - t0)
-    out = []
+    out: list[dict] = []
     for key, loop in loops.items():
         accum = loop.schedule.grad_accum
         shp = []
@@ -174,7 +184,70 @@ def measure(rounds: int, steps: int) -> dict:
             }
         )
     probe = json.loads((ROOT / "outputs" / "cpu-throughput.json").read_text())
-    return {"probe_measured": probe.get("measured"), "load_avg": load, "cases": out}
+    return {"probe_measured": probe.get("measured"), "probe": probe, "load_avg": load, "cases": out}
+
+
+@contextlib.contextmanager
+def recorded_probe(data: dict) -> Iterator[None]:
+    """Predict with the probe the measurement was made with (not this machine's current one)."""
+    from advisor.estimator import timing
+    from advisor.estimator.steptime import cpu
+
+    def clear() -> None:
+        for fn in (timing.micro_time, timing.forward_time, timing.optimizer_time):
+            fn.cache_clear()  # type: ignore[attr-defined]
+
+    old = cpu.probe
+    if data.get("probe"):
+        cpu.probe = lambda: data["probe"]  # type: ignore[assignment]  # (the cached reader, replaced)
+    clear()
+    try:
+        yield
+    finally:
+        cpu.probe = old  # type: ignore[assignment]
+        clear()
+
+
+def table_rows(data: dict, trace: bool = True) -> list[dict]:
+    """Measured vs predicted per case (trace mode: the trace's op list, slow; else the stored one)."""
+    stored = {(r["model"], r["method"]): r for r in data.get("rows", [])}
+    rows = []
+    with recorded_probe(data):
+        for c in data["cases"]:
+            rows.append(_row(c, stored, trace))
+    return rows
+
+
+def _row(c: dict, stored: dict, trace: bool) -> dict:
+    cfg = case_cfg(c["model"], c["method"])
+    n = len(c["step_s"])
+    shapes = [tuple(x) for x in c["shapes"]]
+    pred = predicted(cfg, shapes, trace=False)
+    traced_ms = (
+        1e3 * predicted(cfg, shapes, trace=True).seconds / n
+        if trace
+        else stored[(c["model"], c["method"])]["trace_ms"]
+    )
+    return {
+        "model": c["model"],
+        "method": c["method"],
+        "steps": n,
+        "tokens_per_step": sum(b * s for b, s in shapes) / n,
+        "measured_ms": 1e3 * sum(c["step_s"]) / n,
+        "first_round_ms": 1e3 * sum(c["first_round_s"]) / n,
+        "predicted_ms": 1e3 * pred.seconds / n,
+        "trace_ms": traced_ms,
+        "predicted_terms_ms": {k: 1e3 * v / n for k, v in pred.terms.items()},
+        "profile_ms": {k: 1e3 * v / n for k, v in c["profile_s"].items()},
+    }
+
+
+def doc_text(table: str) -> str:
+    """docs/time-model.md with its CPU table section replaced by `table`."""
+    text = DOC.read_text()
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return head + BEGIN + "\n" + table + END + tail
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,8 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--measure", action="store_true", help="time real steps first (else: read --data)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=12)
-    ap.add_argument("--write", action="store_true", help="rewrite docs/time-cpu.md")
-    ap.add_argument("--data", type=Path, default=ROOT / "outputs" / "bench" / "steptime-cpu.json")
+    ap.add_argument("--write", action="store_true", help="rewrite the CPU table in docs/time-model.md")
+    ap.add_argument("--data", type=Path, default=DATA)
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore")
     if args.measure:
@@ -191,32 +264,13 @@ def main(argv: list[str] | None = None) -> int:
         args.data.parent.mkdir(parents=True, exist_ok=True)
         args.data.write_text(json.dumps(data, indent=1))
     data = json.loads(args.data.read_text())
-    rows = []
-    for c in data["cases"]:
-        cfg = case_cfg(c["model"], c["method"])
-        n = len(c["step_s"])
-        shapes = [tuple(x) for x in c["shapes"]]
-        pred = predicted(cfg, shapes, trace=False)
-        traced = predicted(cfg, shapes, trace=True)
-        rows.append(
-            {
-                "model": c["model"],
-                "method": c["method"],
-                "steps": n,
-                "tokens_per_step": sum(b * s for b, s in shapes) / n,
-                "measured_ms": 1e3 * sum(c["step_s"]) / n,
-                "first_round_ms": 1e3 * sum(c["first_round_s"]) / n,
-                "predicted_ms": 1e3 * pred.seconds / n,
-                "trace_ms": 1e3 * traced.seconds / n,
-                "predicted_terms_ms": {k: 1e3 * v / n for k, v in pred.terms.items()},
-                "profile_ms": {k: 1e3 * v / n for k, v in c["profile_s"].items()},
-            }
-        )
-    doc = {"probe_measured": data.get("probe_measured"), "rows": rows}
-    table = render(doc)
+    rows = table_rows(data)
+    table = render({"probe_measured": data.get("probe_measured"), "rows": rows})
     print(table)
     if args.write:
-        DOC.write_text(DOC_HEAD + table + DOC_TAIL)
+        data["rows"] = rows
+        DATA.write_text(json.dumps(data, indent=1) + "\n")
+        DOC.write_text(doc_text(table))
     return 0
 
 
@@ -243,6 +297,8 @@ def profile(loop, first: int, last: int) -> dict[str, float]:
 
 def render(doc: dict) -> str:
     lines = [
+        f"Probe and measurement of {doc.get('probe_measured')}; ms per optimizer step, mean over the timed steps.",
+        "",
         "| model | method | tokens/step | measured ms/step | predicted (analytic) | error | trace mode | error |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
@@ -263,17 +319,6 @@ def render(doc: dict) -> str:
         pf = ", ".join(f"{k} {v:.1f}" for k, v in sorted(r["profile_ms"].items(), key=lambda kv: -kv[1]))
         lines.append(f"| {r['model']} | {r['method']} | {pt} | {pf} |")
     return "\n".join(lines) + "\n"
-
-
-DOC_HEAD = """# Step time on this CPU: predicted vs measured
-
-Generated by `bench/steptime_cpu.py --write` (see its docstring for the protocol); checked by
-tests/runners/test_steptime.py. Measured: real runner steps (`runners.cell.prepare`), each step's
-fastest of several rounds on this shared 2-core machine. Predicted: the step-time model
-(advisor/estimator/steptime) at the same batch shapes, timed with this CPU's probe.
-
-"""
-DOC_TAIL = ""
 
 
 if __name__ == "__main__":
