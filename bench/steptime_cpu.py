@@ -60,6 +60,7 @@ BIG_ARCH: dict[str, Any] = {
     "max_position_embeddings": 512,
 }
 WARMUP = 3
+_CLOCK = [time.perf_counter]  # what measure() times steps and the profiled round with
 DOC = ROOT / "docs" / "time-model.md"
 DATA = ROOT / "docs" / "time-model-cpu.json"
 BEGIN, END = "<!-- cpu-table: bench/steptime_cpu.py --write -->", "<!-- /cpu-table -->"
@@ -137,11 +138,19 @@ def predicted(cfg: RunConfig, shapes: list[tuple[int, int]], trace: bool) -> Tim
     return total
 
 
-def measure(rounds: int, steps: int) -> dict:
-    """Time and profile the six real runner loops (needs a quiet machine: /tmp/tw/quiet.lock)."""
+def measure(rounds: int, steps: int, threads: int) -> dict:
+    """Time and profile the six real runner loops at `threads` torch threads (a sweep cell's share of
+    the cores). Several threads: wall time (needs a quiet machine: /tmp/tw/quiet.lock). One thread:
+    the thread's CPU time, as the probe then measures (runners/cpu_probe.py): a busy machine does not
+    inflate it."""
     from runners.cpu_probe import ensure_cpu_throughput
 
-    ensure_cpu_throughput(ROOT / "outputs" / "cpu-throughput.json")
+    torch.set_num_threads(threads)
+    clock = time.thread_time if threads == 1 else time.perf_counter
+    _CLOCK[0] = clock
+    # the probe measured here, now, with these threads (outputs/cpu-throughput.json is shared with
+    # sweeps that re-measure it at their own thread count)
+    probe = ensure_cpu_throughput(ROOT / "outputs" / "bench" / f"cpu-throughput-{threads}t.json", force=True)
     build_big()
     loops = {}
     for name in ("demo-base", "llama-100m"):
@@ -162,9 +171,9 @@ def measure(rounds: int, steps: int) -> dict:
         for key, loop in loops.items():
             load.append(os.getloadavg()[0])
             for i, k in enumerate(range(WARMUP, WARMUP + n_steps[key[0]])):
-                t0 = time.perf_counter()
+                t0 = clock()
                 loop._step(k)
-                times[key][i].append(time.perf_counter() - t0)
+                times[key][i].append(clock() - t0)
     out: list[dict] = []
     for key, loop in loops.items():
         accum = loop.schedule.grad_accum
@@ -183,8 +192,14 @@ def measure(rounds: int, steps: int) -> dict:
                 "profile_s": profile(loop, WARMUP, WARMUP + n_steps[key[0]]),
             }
         )
-    probe = json.loads((ROOT / "outputs" / "cpu-throughput.json").read_text())
-    return {"probe_measured": probe.get("measured"), "probe": probe, "load_avg": load, "cases": out}
+    return {
+        "probe_measured": probe.get("measured"),
+        "threads": threads,
+        "clock": "thread CPU time" if threads == 1 else "wall",
+        "probe": probe,
+        "load_avg": load,
+        "cases": out,
+    }
 
 
 @contextlib.contextmanager
@@ -255,12 +270,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--measure", action="store_true", help="time real steps first (else: read --data)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: a demo cell's share)")
     ap.add_argument("--write", action="store_true", help="rewrite the CPU table in docs/time-model.md")
     ap.add_argument("--data", type=Path, default=DATA)
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore")
     if args.measure:
-        data = measure(args.rounds, args.steps)
+        data = measure(args.rounds, args.steps, args.threads)
         args.data.parent.mkdir(parents=True, exist_ok=True)
         args.data.write_text(json.dumps(data, indent=1))
     data = json.loads(args.data.read_text())
@@ -280,11 +296,11 @@ def profile(loop, first: int, last: int) -> dict[str, float]:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    t0 = time.perf_counter()
+    t0 = _CLOCK[0]()
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
         for k in range(first, last):
             loop._step(k)
-    wall = time.perf_counter() - t0
+    wall = _CLOCK[0]() - t0
     out: dict[str, float] = {}
     for ev in prof.key_averages():
         if ev.key.startswith(("aten::", "bitsandbytes::")):

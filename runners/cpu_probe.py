@@ -39,7 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-PROBE_VERSION = 3
+PROBE_VERSION = 4  # 4: attention fitted with a term per byte (its per-row work)
 MATMUL_N = 1024  # square matmul size (elements per side): big enough to reach the BLAS steady state
 SECONDS_PER_DTYPE = 1.0  # measuring time per dtype for the headline matmul (s)
 SECONDS_PER_POINT = 0.08  # measuring time per GEMM shape / stream size / attention shape (s)
@@ -77,6 +77,17 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
+# The clock compute is timed by. With one torch thread (a cell of a sweep with several workers on
+# this machine's cores) it is the thread's CPU time: what that single-threaded work costs on a core of
+# its own, whatever else the machine runs meanwhile; with several threads the wall clock (their
+# waits on each other are part of the cost).
+_CLOCK: list[Callable[[], float]] = [time.perf_counter]
+
+
+def _clock() -> float:
+    return _CLOCK[0]()
+
+
 def _timed(fn: Callable[[], Any], seconds: float, warmup: int = 2, rounds: int = 5) -> float:
     """Seconds per call of fn: the fastest of `rounds` windows of seconds/rounds (each ≥ 1 call),
     after `warmup` calls. The minimum keeps a measurement on a shared machine from recording
@@ -85,11 +96,11 @@ def _timed(fn: Callable[[], Any], seconds: float, warmup: int = 2, rounds: int =
         fn()
     best = float("inf")
     for _ in range(rounds):
-        calls, t0 = 0, time.perf_counter()
+        calls, t0 = 0, _clock()
         while True:
             fn()
             calls += 1
-            elapsed = time.perf_counter() - t0
+            elapsed = _clock() - t0
             if elapsed >= seconds / rounds:
                 break
         best = min(best, elapsed / calls)
@@ -270,14 +281,14 @@ def measure_host(seconds: float) -> dict[str, Any]:
         model.train()
         counts = _count_ops(model, ids)
         fwd = bwd = float("inf")
-        t_end = time.perf_counter() + 4 * seconds
+        t_end = _clock() + 4 * seconds
         reps = 0
-        while time.perf_counter() < t_end or reps < 5:
-            t0 = time.perf_counter()
+        while _clock() < t_end or reps < 5:
+            t0 = _clock()
             loss = model(input_ids=ids, labels=ids, use_cache=False).loss
-            t1 = time.perf_counter()
+            t1 = _clock()
             loss.backward()
-            t2 = time.perf_counter()
+            t2 = _clock()
             model.zero_grad(set_to_none=True)
             if reps >= 2:  # first calls warm caches
                 fwd, bwd = min(fwd, t1 - t0), min(bwd, t2 - t1)
@@ -294,18 +305,28 @@ def measure_attention(seconds: float) -> dict[str, Any]:
     """The SDPA CPU kernel as transformers calls it: q a transposed (b, s, h, d) view, k/v contiguous,
     causal (is_causal) or with an additive mask (padded batches)."""
     import torch
+
+    out: dict[str, Any] = {}
+    for key, dtype in (("16", torch.bfloat16), ("32", torch.float32)):
+        out[key] = _attention_fits(seconds, dtype)
+    return out["16"] | out  # "fwd"/"bwd": the 16-bit kernel's (older readers); "16"/"32" by dtype
+
+
+def _attention_fits(seconds: float, dtype: Any) -> dict[str, Any]:
+    import torch
     import torch.nn.functional as F
 
+    e = torch.finfo(dtype).bits // 8
     pts: dict[str, list[tuple[float, float, float]]] = {"fwd": [], "bwd": []}
     for b, h, s, d in ATTENTION_SHAPES:
         flops = 4.0 * b * h * s * s * d  # QKᵀ and PV over the whole score matrix
         for masked in (False, True):
-            q = torch.randn(b, s, h, d, dtype=torch.bfloat16).transpose(1, 2).requires_grad_(True)
-            k, v = (torch.randn(b, h, s, d, dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
+            q = torch.randn(b, s, h, d, dtype=dtype).transpose(1, 2).requires_grad_(True)
+            k, v = (torch.randn(b, h, s, d, dtype=dtype, requires_grad=True) for _ in range(2))
             mask = None
             if masked:
                 allowed = torch.ones(b, 1, s, s, dtype=torch.bool).tril()
-                mask = torch.zeros(b, 1, s, s, dtype=torch.bfloat16).masked_fill(~allowed, float("-inf"))
+                mask = torch.zeros(b, 1, s, s, dtype=dtype).masked_fill(~allowed, float("-inf"))
 
             def fwd(q=q, k=k, v=v, mask=mask):
                 with torch.no_grad():
@@ -318,13 +339,20 @@ def measure_attention(seconds: float) -> dict[str, Any]:
 
             t_f = _timed(fwd, seconds)
             t_b = max(_timed(both, seconds) - t_f, 1e-9)
-            # the CPU kernel computes the whole score matrix, causal or masked (measured: equal times)
-            pts["fwd"].append((flops, 0.0, t_f))
-            pts["bwd"].append((2.5 * flops, 0.0, t_b))  # backward: 5 matmuls to the forward's 2
+            # the CPU kernel computes the whole score matrix, causal or masked (measured: equal times);
+            # bytes as the step-time model counts them (q, k, v, out, log-sum-exp, mask; the backward
+            # also dO, dq, dk, dv): its per-row work (softmax statistics, block buffers) scales with them
+            n, lse, m = e * b * h * s * d, 4 * b * h * s, e * b * s * s if masked else 0
+            pts["fwd"].append((flops, 4 * n + lse + m, t_f))
+            pts["bwd"].append((2.5 * flops, 8 * n + lse + m, t_b))  # backward: 5 matmuls to the forward's 2
     out = {}
     for ph, p in pts.items():
         fit = _fit_gemm(p)
-        out[ph] = {"rate": round(fit["rate"], 1), "fixed_s": round(fit["fixed_s"], 9)}
+        out[ph] = {
+            "rate": round(fit["rate"], 1),
+            "stream": round(fit["stream"], 1),
+            "fixed_s": round(fit["fixed_s"], 9),
+        }
     return out
 
 
@@ -343,12 +371,13 @@ def measure_optimizer(seconds: float) -> dict[str, float]:
 
 
 def measure_rng(seconds: float) -> float:
-    """bytes/s of bernoulli_ on an fp32 tensor (CPU dropout's mask), counted as read + write."""
+    """bytes/s of bernoulli_ on an fp32 tensor (CPU dropout's mask), its bytes counted as the trace
+    counts an in-place op's: the tensor read, the result written and the argument it mutates."""
     import torch
 
     x = torch.empty(1 << 18)
     t = _timed(lambda: x.bernoulli_(0.95), seconds)
-    return round(2 * x.numel() * 4 / t, 1)
+    return round(3 * x.numel() * 4 / t, 1)
 
 
 def measure_dequant(seconds: float) -> float:
@@ -406,6 +435,7 @@ def measure(n: int | None = None, seconds: float | None = None) -> dict:
 
     n, seconds = n or MATMUL_N, seconds or SECONDS_PER_DTYPE
     point = min(SECONDS_PER_POINT, seconds / 4)
+    _CLOCK[0] = time.thread_time if torch.get_num_threads() == 1 else time.perf_counter
     t0 = time.perf_counter()
     tiny = torch.ones(4)
     tiny_s = _timed(lambda: torch.add(tiny, tiny), point, warmup=10)
@@ -416,6 +446,7 @@ def measure(n: int | None = None, seconds: float | None = None) -> dict:
         "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "cores": _cores(),
         "torch_threads": torch.get_num_threads(),
+        "clock": "thread CPU time" if torch.get_num_threads() == 1 else "wall",
         "matmul_n": n,
         "gemm": measure_gemm(point),
         "stream": measure_stream(point, tiny_s),

@@ -222,8 +222,9 @@ class OpRecorder(TorchDispatchMode):
             wide = any(t.dtype == torch.float32 for t in ins[:2] if t.is_floating_point())
         elif kind == "fused":  # the parameters' dtype (the fp32 `step` counters do not count)
             wide = bool(ins) and ins[0].dtype == torch.float32
-        elif kind == "attn":
+        elif kind == "attn":  # the kernel's dtype is q's (the backward also reads the fp32 log-sum-exp)
             masked = _attn_masked(name, args, kwargs)
+            wide = bool(ins) and ins[0].dtype == torch.float32
         elif kind == "mem" and self.cpu_casts:
             for n_in, e_in, e_out in _cpu_promotions(name, ins, out):  # the input cast first (CPU)
                 add(self.ops, Op(term, "mem", phase, 0.0, float(n_in * (e_in + e_out)), False))

@@ -39,7 +39,7 @@ from advisor.config.schema import RunConfig
 from advisor.errors import ConfigError
 from advisor.estimator.steptime.ops import extrapolate, ops_from_json, ops_to_json
 
-TRACE_VERSION = 7  # bump when the traced quantities change meaning (6: the op list for time; 7: CPU casts)
+TRACE_VERSION = 8  # bump when the traced quantities change meaning (6: the op list for time; 7: CPU casts; 8: attention dtype)
 GIB = 2**30
 BASE_LAYERS = (2, 4)  # traced depths for the linear extrapolation (differ by 2: period-2 layer patterns)
 

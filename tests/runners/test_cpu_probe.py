@@ -25,7 +25,19 @@ def quick(monkeypatch):
     monkeypatch.setattr(cpu_probe, "ATTENTION_SHAPES", ((2, 2, 32, 16), (2, 2, 64, 16)))
 
 
-@pytest.mark.usefixtures("quick")
+@pytest.fixture
+def one_thread():
+    """One torch thread: the probe then times by the thread's CPU clock (a demo cell's setting), so
+    other jobs on this shared machine do not inflate what it measures."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.usefixtures("quick", "one_thread")
 def test_probe_measures_caches_and_forces(tmp_path):
     path = tmp_path / "outputs" / "cpu-throughput.json"
     path.parent.mkdir()
@@ -44,6 +56,11 @@ def test_probe_measures_caches_and_forces(tmp_path):
     for method in ("full", "lora", "qlora"):  # seconds of host work per op: µs, not ms
         assert 1e-7 < first["host"][method]["fwd"] < 1e-3 and 1e-7 < first["host"][method]["bwd"] < 1e-3
     assert first["attention"]["fwd"]["rate"] > 0 and first["dequant"] > 0
+    for key in ("16", "32"):  # SDPA per dtype: FLOPs, per-row bytes and a fixed cost per phase
+        for ph in ("fwd", "bwd"):
+            fit = first["attention"][key][ph]
+            assert fit["rate"] > 0 and fit["stream"] > 0 and fit["fixed_s"] >= 0
+    assert first["torch_threads"] == 1 and first["clock"] == "thread CPU time" and first["rng"] > 0
     assert first["disk"]["write"] > 0 and first["imports"]["base"] > 0
     assert cpu_probe.ensure_cpu_throughput(path) == first  # cached: no second measurement
     assert not cpu_probe.current({"bf16_tflops": 1.0, "fp32_tflops": 1.0})

@@ -299,9 +299,9 @@ class Walk:
         if cast_in:
             self.e.mem(ad, fp, T * in_f * (x_e + a))
         if g.dropout:
-            if g.cpu:  # bernoulli_ (random numbers), div_, mul (empty_like: no kernel)
+            if g.cpu:  # bernoulli_ (random numbers: bytes as the trace counts them), div_, mul
                 self.e.view(ad, fp, 1)
-                add(self.e.ops, Op(ad, "rng", fp, 0.0, float(2 * T * in_f * a), a == 4))
+                add(self.e.ops, Op(ad, "rng", fp, 0.0, float(3 * T * in_f * a), a == 4))
                 self.e.mem(ad, fp, 2 * T * in_f * a, a == 4)
                 self.e.mem(ad, fp, 3 * T * in_f * a, a == 4)
             else:  # native_dropout: output + 1-byte mask, one fused kernel

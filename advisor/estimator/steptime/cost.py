@@ -42,6 +42,10 @@ def op_device_s(op: Op, dev: Device) -> float:
         bwd = op.phase == "bwd"
         rate = dev.attn_bwd if bwd else dev.attn_fwd
         fixed = dev.attn_fixed_s[1 if bwd else 0]
+        fits = dev.cpu_attention.get("32" if op.wide else "16")
+        if fits:  # CPU: the probe's fit for this dtype, FLOPs and per-row work one after the other
+            r, per_byte, fixed = fits[op.phase if bwd else "fwd"]
+            return executed / r + op.bytes / per_byte + fixed
         return (
             max(executed / rate, op.bytes / dev.stream_rate(op.bytes, phase=op.phase)) + dev.kernel_s + fixed
         )

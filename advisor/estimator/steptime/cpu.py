@@ -83,11 +83,19 @@ def ceilings(p: dict[str, Any] | None, cores: int, method: str) -> Device:
         cpu_stream=stream16,
         cpu_stream32=stream32,
         attn_fixed_s=(float(att["fwd"]["fixed_s"]), float(att["bwd"]["fixed_s"])),
+        cpu_attention={
+            key: {ph: _attn_fit(att[key][ph]) for ph in ("fwd", "bwd")} for key in ("16", "32") if key in att
+        },
         optimizer_rate={k: float(v) for k, v in (p.get("optimizer") or {}).items()},
         dequant_rate=float(p.get("dequant") or 0.0),
         rng_rate=float(p.get("rng") or 0.0),
         source=f"measured {p.get('measured', '')}".strip(),
     )
+
+
+def _attn_fit(fit: dict[str, Any]) -> tuple[float, float, float]:
+    """(FLOP/s, bytes/s, fixed s) of one attention fit (a dropped term: an infinite rate)."""
+    return float(fit["rate"]), float(fit.get("stream") or 1e18), float(fit["fixed_s"])
 
 
 def cpu_ceilings(method: str) -> Device:

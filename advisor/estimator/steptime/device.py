@@ -152,6 +152,9 @@ class Device:
     cpu_stream: tuple[tuple[float, float], ...] = ()  # CPU only: (bytes touched, bytes/s), 16-bit ops
     cpu_stream32: tuple[tuple[float, float], ...] = ()  # CPU only: the same for fp32 ops
     attn_fixed_s: tuple[float, float] = (0.0, 0.0)  # CPU only: fixed cost of an attention call (fwd, bwd)
+    # CPU only: the probe's attention fits by dtype class ("16", "32") and phase: (FLOP/s, bytes/s of
+    # its per-row work, fixed s)
+    cpu_attention: dict[str, dict[str, tuple[float, float, float]]] = field(default_factory=dict)
     optimizer_rate: dict[str, float] = field(default_factory=dict)  # CPU only: fused AdamW bytes/s
     dequant_rate: float = 0.0  # CPU only: bitsandbytes NF4 dequantization bytes/s
     rng_rate: float = 0.0  # CPU only: dropout's random numbers, bytes/s (in + out of bernoulli_)
