@@ -169,26 +169,3 @@ def test_components_add_up(method, train):
     )
     assert sum(m[k] for k in parts) - paged == pytest.approx(m["allocated_gib"], abs=0.01)
     assert m["allocated_gib"] + m["overhead_gib"] + paged == pytest.approx(m["device_gib"], abs=0.01)
-
-
-def test_estimates_are_fast():
-    """bench/bench_advisor.py measures ≥ 10,000/s; here a loose CPU-time floor (5,000/s) that other
-    jobs on the machine cannot break, over distinct configurations of three models."""
-    import itertools
-    import time
-
-    bases = [
-        from_names(m, meth, "a100-80gb")
-        for m in ("llama-3.1-8b", "qwen2.5-7b", "gemma-2-9b")
-        for meth in ("full", "lora", "qlora")
-    ]
-    cfgs = [
-        b.replace(train={"seq_len": s, "micro_batch_size": mb})
-        for b, s, mb in itertools.product(bases, (256, 512, 1024, 2048, 4096), (1, 2, 4, 8))
-    ]
-    cfgs = (cfgs * 15)[:2000]
-    estimate(cfgs[0])
-    t0 = time.process_time()
-    for c in cfgs:
-        estimate(c)
-    assert time.process_time() - t0 < 0.4
