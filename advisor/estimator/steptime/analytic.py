@@ -178,7 +178,12 @@ class Walk:
         self.e.view(ew, fp, 1)  # detach (saved rsqrt)
         self.e.mem(ew, fp, n * 8 + 4 * T, True)  # x * rsqrt
         out = 4 if self.t.gemma_norm else res
-        if self.t.gemma_norm:  # (1 + weight) * x, then type_as
+        if self.t.gemma_norm:  # (1 + weight.float()) * x, then type_as
+            nw = 4 if res == 4 or g.w == 4 else 2  # the norm's weight: fp32 when upcast or a master copy
+            if nw != 4:  # weight.float() each forward (its gradient cast back when it trains)
+                self.e.mem(ew, fp, width * (nw + 4))
+                if trainable:
+                    self._bwd(ew, width * (4 + nw), True)
             self.e.mem(ew, fp, 8 * width, True)
             self.e.mem(ew, fp, n * 8 + 4 * width, True)
             if res != 4:
