@@ -55,27 +55,19 @@ from sweep.worker import Worker
 log = logging.getLogger("tunewise.sweep")
 
 
-def _ensure_demo_assets(cfg: RunConfig, workers: int) -> None:
-    """Build (or refresh, when stale) the demo base model / demo data when the config points at them,
-    with a worker's share of the cores (`cell_threads`): while a first-use CPU probe measures on the
-    others (`_start_cpu_probe`), and on a busy machine, where two OpenMP threads spinning against other
-    processes made the base's pretraining steps ~20x slower (measured: 6 s vs 0.31 s a step)."""
+def _ensure_demo_assets(cfg: RunConfig) -> None:
+    """Build (or refresh, when stale) the demo base model / demo data when the config points at them.
+    The base's pretraining uses every core: its steps are large matmuls (at one thread on 2 cores the
+    build took 202 s against 46–57 s at two, measured); the CPU probe measures after it, alone."""
 
     def demo(p: str | None) -> str | None:
         return p if p and Path(p).as_posix().startswith("outputs/demo") else None
 
     model_path, data_path = demo(cfg.model.path), demo(cfg.data.path)
     if model_path or data_path:
-        import torch
-
         from runners.demo.assets import ensure_assets
 
-        before = torch.get_num_threads()
-        torch.set_num_threads(_threads(workers))
-        try:
-            ensure_assets(model_path, data_path)
-        finally:
-            torch.set_num_threads(before)
+        ensure_assets(model_path, data_path)
 
 
 def cell_threads(workers: int) -> int:
@@ -106,26 +98,10 @@ def _probe_is_current(workers: int) -> bool:
     return current(cached) and cached.get("torch_threads") == _threads(workers)
 
 
-def _start_cpu_probe(cfg: RunConfig, workers: int) -> subprocess.Popen | None:
-    """gpu=cpu with no current probe: measure it in a process of its own (with the threads each cell
-    runs with), so that it runs beside the demo's first-use base build instead of after it — on the
-    cores a second worker's cells will use, beside a neighbour as they will run."""
-    if not cfg.gpu.is_cpu or 2 * _threads(workers) > (os.cpu_count() or 1) or _probe_is_current(workers):
-        return None  # (with cells on every core, the probe measures after the build, as they will run)
-    env = {**os.environ, "OMP_NUM_THREADS": str(_threads(workers))}
-    return subprocess.Popen(
-        [sys.executable, "-m", "runners.cpu_probe", str(_probe_path()), "--force"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-    )
-
-
-def _ensure_cpu_throughput(cfg: RunConfig, workers: int, probe: subprocess.Popen | None = None) -> None:
+def _ensure_cpu_throughput(cfg: RunConfig, workers: int) -> None:
     """gpu=cpu: the advisor's throughput prior is this CPU's measured matmul rate, measured on first use
     (a few seconds) and cached in outputs/cpu-throughput.json — with the threads each cell will run
-    with (`cell_threads`), measured again when the cached probe used another count. `probe`: the
-    measuring process `_start_cpu_probe` started (waited for; measured here if it failed)."""
+    with (`cell_threads`), measured again when the cached probe used another count."""
     if not cfg.gpu.is_cpu:
         return
     import torch
@@ -133,8 +109,6 @@ def _ensure_cpu_throughput(cfg: RunConfig, workers: int, probe: subprocess.Popen
     from advisor.estimator import timing
     from runners.cpu_probe import ensure_cpu_throughput
 
-    if probe is not None:
-        probe.wait()
     if not _probe_is_current(workers):
         before = torch.get_num_threads()
         torch.set_num_threads(_threads(workers))
@@ -290,12 +264,11 @@ def run_sweep(cfg_dict: dict[str, Any], overrides: list[str]) -> int:
     settings = settings_from(cfg_dict)
     base = RunConfig.from_dict(without_auto(cfg_dict)[0])  # gpu.count=auto: each cell's plan sizes it
     _check_folder(settings.dir)
-    probe = _start_cpu_probe(base, settings.workers)
-    _ensure_demo_assets(base, settings.workers)  # before the matrix: the rows cap reads the data file
+    _ensure_demo_assets(base)  # before the matrix: the rows cap reads the data file
     matrix, cells, notes = matrix_cells(cfg_dict.get("matrix") or {}, overrides, base, settings.seeds)
     if not cells:
         raise ConfigError(f"matrix={settings.matrix_name!r}: every cell is excluded")
-    _ensure_cpu_throughput(base, settings.workers, probe)
+    _ensure_cpu_throughput(base, settings.workers)
     plan = build_plan(settings, base, matrix["axes"], cells, overrides, notes)
     print(format_plan(plan))
     print(f"sweep.dir: {settings.dir}")
