@@ -135,6 +135,7 @@ def _trend(ctx: Context, axis: str) -> list[Block]:
     items = []
     for t in tables.trends(ctx.table, axis).itertuples(index=False):
         method, r, extra = str(t.method), value(t.r), str(t.extra or "")
+        r = int(r) if isinstance(r, float) and r.is_integer() else r  # "r=4", not "r=4.0"
         lo, hi, lo_loss, hi_loss = value(t.lo), value(t.hi), float(t.lo_loss), float(t.hi_loss)
         name = label(method, None if axis == "r" else r, value(t.rows) if axis == "r" else None, extra)
         what, than = (
