@@ -104,18 +104,14 @@ def _ensure_cpu_throughput(cfg: RunConfig, workers: int) -> None:
     with (`cell_threads`), measured again when the cached probe used another count."""
     if not cfg.gpu.is_cpu:
         return
-    import torch
-
     from advisor.estimator import timing
     from runners.cpu_probe import ensure_cpu_throughput
 
-    if not _probe_is_current(workers):
-        before = torch.get_num_threads()
-        torch.set_num_threads(_threads(workers))
-        try:
-            ensure_cpu_throughput(_probe_path(), force=True)
-        finally:
-            torch.set_num_threads(before)
+    if not _probe_is_current(workers):  # measured in a process of its own, at the cells' thread count
+        env = {**os.environ, "OMP_NUM_THREADS": str(_threads(workers))}
+        cmd = [sys.executable, "-m", "runners.cpu_probe", str(_probe_path()), "--force"]
+        subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, check=False)
+    ensure_cpu_throughput(_probe_path())  # measured here only when that process could not
     timing.cpu_probe.cache_clear()
 
 
