@@ -5,6 +5,7 @@ once; each cell's devices are in its record and in the worker's ledger (sweep.di
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -40,7 +41,7 @@ def test_a_worker_with_4_slots_runs_1_and_2_device_cells_without_sharing_a_slot(
     out = tunewise(tiny_assets, args)
     assert out.returncode == 0, out.stderr[-3000:]
     print(out.stdout)
-    rows = [line for line in out.stdout.splitlines() if " run " in line]
+    rows = [line for line in out.stdout.splitlines() if re.match(r"[0-9a-f]{10}  run ", line)]
     assert len(rows) == 6 and sum(" 2 ddp " in r for r in rows) == 3, out.stdout  # the gpus column
     recs = load_records(d)
     assert len(recs) == 6 and all(r["status"] == "complete" for r in recs.values()), [

@@ -5,6 +5,7 @@ static bytes per rank, as the advisor predicts per GPU."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,7 @@ def test_two_process_cells_train_as_one_process_and_hold_half_per_rank(tiny_asse
     )
     dry = tunewise(tiny_assets, [*multi, "sweep.dry_run=true"])
     assert dry.returncode == 0, dry.stderr[-3000:]
-    cells = [line for line in dry.stdout.splitlines() if " run " in line]
+    cells = [line for line in dry.stdout.splitlines() if re.match(r"[0-9a-f]{10}  run ", line)]
     assert len(cells) == 6 and all((" 2 fsdp " in c) or (" 2 ddp " in c) for c in cells), dry.stdout
     out = tunewise(tiny_assets, multi)
     assert out.returncode == 0, out.stderr[-3000:]

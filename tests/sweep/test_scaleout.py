@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -95,6 +96,6 @@ def test_gpu_count_auto_on_the_command_line_plans_each_cells_node_shape(tiny_ass
     )
     out = tunewise(tiny_assets, args)
     assert out.returncode == 0, out.stderr[-3000:]
-    rows = [line for line in out.stdout.splitlines() if " run " in line]
+    rows = [line for line in out.stdout.splitlines() if re.match(r"[0-9a-f]{10}  run ", line)]
     assert len(rows) == 2, out.stdout  # the tiny model fits one device: gpu.count 1, no parallelism shown
     assert "gpus" in out.stdout.splitlines()[0]
