@@ -166,7 +166,9 @@ def test_demo_path_end_to_end(small_base, tmp_path):
     shutil.copytree(ROOT / "conf", conf)
     option = yaml.safe_load((ROOT / "conf" / "matrix" / "demo.yaml").read_text())  # @package _global_
     option["matrix"].update(
-        name="demo_ci", axes={"method": ["full", "lora", "qlora"], "method.r": [4], "data.rows": [60]}
+        name="demo_ci",
+        axes={"method": ["full", "lora", "qlora"], "method.r": [4], "data.rows": [60]},
+        exclude=[],
     )
     (conf / "matrix" / "demo_ci.yaml").write_text("# @package _global_\n" + yaml.safe_dump(option))
     sweep_dir = tmp_path / "sweep"
