@@ -405,7 +405,9 @@ CASES: dict[str, Case] = {
         ("no cell of the sweep can run", "nope_proj"),
         True,
     ),
-    "sweep-delete-an-axis": Case("sweep", sweep("~method", matrix="demo"), 2, ("method=None",), True),
+    "sweep-delete-an-axis": Case(
+        "sweep", sweep("~method", matrix="demo"), 2, ("method.name: missing",), True
+    ),
     # -- the command line itself -----------------------------------------------------------------------
     "cli-unknown-command": Case("cli", lambda _t, _a: ["frobnicate"], 2, ("unknown command 'frobnicate'",)),
     "cli-help-flag-typo": Case("cli", lambda _t, _a: ["advise", "--hepl"], 2, ("--hepl",)),

@@ -33,7 +33,11 @@ def test_every_group_option_composes(group, name):
 
 
 # cells of each matrix with one seed: rank collapses for full fine-tuning
-MATRIX_CELLS = {"demo": 2 + 2 * 2 + 2 * 2, "method_rank_size": 3 + 3 * 3 + 3 * 3, "single": 1}
+MATRIX_CELLS = {
+    "demo": 2 + 2 * 2 + 2,  # full, LoRA r4/r16, QLoRA r16 (r4 excluded) × 2 sizes
+    "method_rank_size": 3 + 3 * 3 + 3 * 3,
+    "single": 1,
+}
 
 
 def test_every_matrix_is_counted_here():

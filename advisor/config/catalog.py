@@ -33,9 +33,12 @@ def repo_root() -> Path:
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: ~10x faster to parse
 
 
-@functools.cache
 def _options(group: str) -> dict[str, dict[str, Any]]:
-    folder = conf_dir() / group
+    return _options_in(conf_dir() / group)  # per folder: TUNEWISE_CONF may change within a process
+
+
+@functools.cache
+def _options_in(folder: Path) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for f in sorted(folder.glob("*.yaml")):
         with open(f) as fh:
