@@ -4,6 +4,6 @@
 # dataset sizes). Extra arguments are Hydra overrides for `tunewise sweep`.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bash "$root/scripts/setup.sh"
+bash "$root/scripts/setup.sh" run  # what tunewise needs (test.sh adds the dev extra)
 cd "$root"
 exec .venv/bin/tunewise sweep sweep.yes=true "$@"

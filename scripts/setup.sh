@@ -18,9 +18,21 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   echo "[setup] installing torch==2.13.0" >&2
   quiet "${pip[@]}" install --no-compile "torch==2.13.0"
 fi
-stamp=.venv/.tunewise-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "[setup] installing tunewise and its dependencies into .venv" >&2
+# `setup.sh` installs the dev extra too (tests, lint, the trainers' own schemas, TensorBoard/MLflow
+# readers); `setup.sh run` (scripts/main.sh) only what `tunewise` needs, and a later `setup.sh` adds
+# the rest
+want="${1:-dev}"
+stamp_dev=.venv/.tunewise-installed
+stamp_run=.venv/.tunewise-installed-run
+fresh() { [ -f "$1" ] && [ ! pyproject.toml -nt "$1" ]; }
+if [ "$want" = run ]; then
+  if ! fresh "$stamp_dev" && ! fresh "$stamp_run"; then
+    echo "[setup] installing tunewise and its dependencies into .venv" >&2
+    quiet "${pip[@]}" install --no-compile -e "."
+    touch "$stamp_run"
+  fi
+elif ! fresh "$stamp_dev"; then
+  echo "[setup] installing tunewise, its dependencies and the dev extra into .venv" >&2
   quiet "${pip[@]}" install --no-compile -e ".[dev]"
-  touch "$stamp"
+  touch "$stamp_dev"
 fi
