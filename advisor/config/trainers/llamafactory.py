@@ -26,10 +26,10 @@ from advisor.config.trainers.written import (
     Export,
     alpha_int,
     data_format,
-    deepspeed_file,
     dump_yaml,
     optimizer_name,
     refuse,
+    trainer_parallel,
 )
 
 NAME = "llamafactory"
@@ -450,13 +450,8 @@ def export(cfg: RunConfig, name: str, folder: Path) -> Export:
             "LLaMA-Factory's fused loss comes only with all of Liger's kernels (enable_liger_kernel)",
         )
     doc["seed"] = cfg.seed
-    if cfg.gpu.count > 1:
-        if cfg.parallel in ("zero2", "zero3"):
-            files[f"{name}.deepspeed.json"] = deepspeed_file(cfg.parallel)
-            doc["deepspeed"] = str(folder.resolve() / f"{name}.deepspeed.json")
-        elif cfg.parallel == "fsdp":
-            doc["fsdp"] = "full_shard auto_wrap"
-            doc["fsdp_config"] = {"fsdp_version": 2, "reshard_after_forward": True, "offload_params": False}
+    fsdp_config = {"fsdp_version": 2, "reshard_after_forward": True, "offload_params": False}
+    doc.update(trainer_parallel(cfg, folder, name, files, fsdp_config))
     doc.update(output_dir=f"saves/{name}", report_to="tensorboard", logging_steps=10)
     main = f"{name}.yaml"
     n = cfg.gpu.count

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -44,6 +45,21 @@ def deepspeed_file(parallel: str) -> str:
         "zero_optimization": {"stage": stage, "overlap_comm": True, "contiguous_gradients": True},
     }
     return json.dumps(doc, indent=2) + "\n"
+
+
+def trainer_parallel(
+    cfg: RunConfig, folder: Path, name: str, files: dict[str, str], fsdp_config: dict[str, Any]
+) -> dict[str, Any]:
+    """transformers Trainer arguments for cfg's multi-GPU parallelism (TRL and LLaMA-Factory read the
+    same keys): zero2/zero3 → a DeepSpeed file written beside the config, fsdp → FSDP2 full_shard."""
+    if cfg.gpu.count <= 1:
+        return {}
+    if cfg.parallel in ("zero2", "zero3"):
+        files[f"{name}.deepspeed.json"] = deepspeed_file(cfg.parallel)
+        return {"deepspeed": str(folder.resolve() / f"{name}.deepspeed.json")}
+    if cfg.parallel == "fsdp":
+        return {"fsdp": "full_shard auto_wrap", "fsdp_config": fsdp_config}
+    return {}
 
 
 def optimizer_name(cfg: RunConfig) -> str:
