@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Literal, TextIO
 
-from reports import calibration, deploy, sections, sections_more
+from reports import calibration, deploy, gap, sections, sections_more
 from reports.context import Context, build_context
 from reports.doc import Doc, Figure, Para, to_html, to_markdown
 from reports.fmt import gib, scrub, usd
@@ -69,6 +69,7 @@ def compose(ctx: Context) -> Doc:
     for part in (
         sections.recommendation,
         sections.quality,
+        gap.adapters,
         sections.cost,
         calibration.calibration,
         sections_more.skipped,
