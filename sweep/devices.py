@@ -10,6 +10,13 @@ runner those (CUDA_VISIBLE_DEVICES on GPUs, TUNEWISE_DEVICES always, which the r
 `measured.devices`), and frees them when the cell ends: cells of 1, 2, 4 and 8 devices share a node and
 no slot is ever given to two cells at once. Every take and give is logged to sweep.dir/logs/devices.jsonl
 (unix time, host, worker pid, cell, slots), the ledger the scheduling test reads.
+
+Cells larger than a node (`gpu.count` > `sweep.gpus_per_node` = P) span K = gpu.count / P whole nodes,
+one torch.distributed.run agent of P processes per node (runners.parallel.nodes). `sweep.node_launcher`
+says where those agents run: `srun` (default) = on the K nodes of the SLURM job the worker runs in (the
+worker takes its own node's P slots; the other nodes belong to the job), `local` = all K on this machine,
+each over P of the cell's slots (to try multi-node on one machine; what the tests run). `layout` is that
+decision, `local_slots` the slots a cell takes here, `cell_env` hands the layout to the cell's runner.
 """
 
 from __future__ import annotations
@@ -22,13 +29,55 @@ import subprocess
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from advisor.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sweep.settings import SweepSettings
 
 ENV_WORKER = "TUNEWISE_WORKER_DEVICES"  # the share of the slots a spawned local worker owns
 ENV_CELL = "TUNEWISE_DEVICES"  # the slots a cell's runner got (runners.cell records them)
 LEDGER = Path("logs") / "devices.jsonl"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a cell of `nodes` × `per_node` devices runs: its agents' node count, the processes of each,
+    and where the agents of a multi-node cell start (`srun` | `local`)."""
+
+    nodes: int
+    per_node: int
+    launcher: str = "local"
+
+    @property
+    def world(self) -> int:
+        return self.nodes * self.per_node
+
+
+def layout(count: int, settings: SweepSettings) -> Layout | None:
+    """The layout of a cell with gpu.count = `count` (None when it does not split into whole nodes)."""
+    per = settings.gpus_per_node
+    if count <= per:
+        return Layout(1, count)
+    nodes, rest = divmod(count, per)
+    return Layout(nodes, per, settings.node_launcher) if rest == 0 else None
+
+
+def local_slots(count: int, settings: SweepSettings) -> int:
+    """The slots of this machine a cell takes: all of them, except under srun only its first node's."""
+    lay = layout(count, settings)
+    return lay.per_node if lay is not None and lay.nodes > 1 and lay.launcher == "srun" else count
+
+
+def slurm_nodes() -> int:
+    """The nodes of the SLURM job this process runs in (0 outside SLURM)."""
+    if not os.environ.get("SLURM_JOB_ID"):
+        return 0
+    n = os.environ.get("SLURM_JOB_NUM_NODES") or os.environ.get("SLURM_NNODES") or "1"
+    return int(n) if n.isdigit() else 1
 
 
 def visible_gpus() -> list[str]:
@@ -87,11 +136,15 @@ def share(slots: list[str], workers: int, i: int) -> list[str]:
     return slots[start : start + q + (1 if i < r else 0)]
 
 
-def cell_env(slots: list[str]) -> dict[str, str]:
-    """What a runner on these slots inherits."""
+def cell_env(slots: list[str], lay: Layout | None = None) -> dict[str, str]:
+    """What a runner on these slots inherits (and, for a cell spanning nodes, its layout)."""
+    from runners.parallel.files import ENV_NODE_LAUNCHER, ENV_NODES
+
     env = {ENV_CELL: ",".join(slots)}
     if visible_gpus():
         env["CUDA_VISIBLE_DEVICES"] = ",".join(slots)
+    if lay is not None and lay.nodes > 1:
+        env[ENV_NODES], env[ENV_NODE_LAUNCHER] = str(lay.nodes), lay.launcher
     return env
 
 

@@ -287,26 +287,50 @@ def _auto_limit(settings: SweepSettings, cfg: RunConfig) -> int:
 
 
 def _check_devices(plan: Plan) -> None:
-    """Cells needing more device slots than a worker of this machine owns are infeasible here."""
-    from sweep.devices import machine_slots, share
+    """Cells this machine's workers cannot run on as many devices as priced are infeasible here: more
+    slots than a worker owns; a gpu.count that is no whole number of nodes (sweep.gpus_per_node); a
+    cell spanning nodes where sweep.node_launcher cannot start them (srun outside a SLURM job of enough
+    nodes). A reason that starts `needs ` is one a machine with more devices or nodes lifts (sweep.slurm)."""
+    from sweep.devices import layout, local_slots, machine_slots, share, slurm_nodes
 
     s = plan.settings
     run = [pc for pc in plan.cells if pc.status == "run" and pc.cfg is not None]
-    largest = max((pc.cfg.gpu.count for pc in run if pc.cfg is not None), default=1)
+    largest = max((local_slots(pc.cfg.gpu.count, s) for pc in run if pc.cfg is not None), default=1)
     slots = machine_slots(s.devices, largest * (s.workers if s.devices is None else 1))
     per_worker = max(len(share(slots, s.workers, i)) for i in range(s.workers))
+    where = (
+        f"each of the {s.workers} workers owns at most {per_worker}"
+        if s.workers > 1
+        else f"this machine has {len(slots)}"
+    )
     for pc in run:
         assert pc.cfg is not None
-        n = pc.cfg.gpu.count
-        if n > per_worker:
-            where = (
-                f"each of the {s.workers} workers owns at most {per_worker}"
-                if s.workers > 1
-                else f"this machine has {len(slots)}"
-            )
+        n, lay = pc.cfg.gpu.count, layout(pc.cfg.gpu.count, s)
+        if lay is None:
             pc.status, pc.reason = (
                 "infeasible",
-                f"needs {n} devices (gpu.count={n}); {where} (sweep.devices={s.devices}: {', '.join(slots)})",
+                f"gpu.count={n} spans nodes of sweep.gpus_per_node={s.gpus_per_node} devices but is not a "
+                f"multiple of it (whole nodes only: {s.gpus_per_node * (n // s.gpus_per_node + 1)}, or set "
+                "sweep.gpus_per_node)",
+            )
+            continue
+        spans = f" as {lay.nodes} nodes × {lay.per_node} (sweep.gpus_per_node={s.gpus_per_node})"
+        if lay.nodes > 1 and lay.launcher == "srun" and slurm_nodes() < lay.nodes:
+            job = f"this SLURM job has {slurm_nodes()}" if slurm_nodes() else "this sweep runs outside SLURM"
+            pc.status, pc.reason = (
+                "infeasible",
+                f"needs {n} devices (gpu.count={n}){spans}; {job}: run the sweep with python -m sweep.slurm "
+                f"hydra/launcher=submitit_slurm … (each worker job then asks for {lay.nodes} nodes and starts "
+                "one torch.distributed.run agent per node with srun), or sweep.node_launcher=local on a "
+                f"machine with {n} devices",
+            )
+            continue
+        here = local_slots(n, s)
+        if here > per_worker:
+            pc.status, pc.reason = (
+                "infeasible",
+                f"needs {n} devices (gpu.count={n}){spans if lay.nodes > 1 else ''}; {where} "
+                f"(sweep.devices={s.devices}: {', '.join(slots)})",
             )
 
 

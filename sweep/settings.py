@@ -44,6 +44,9 @@ class SweepSettings:
     # device slots workers hand out (sweep/devices.py): null = all visible GPUs (CPU: as many simulated
     # slots as the largest cell needs), N = the first N (N simulated on CPU), a list = these GPU indices
     devices: int | tuple[int, ...] | None = _S["devices"]
+    # a cell with gpu.count > gpus_per_node spans whole nodes, their agents started by node_launcher
+    gpus_per_node: int = _S["gpus_per_node"]
+    node_launcher: str = _S["node_launcher"]  # srun | local (sweep/devices.py)
     rerun: str | None = _S["rerun"]  # changed | failed | null: what a rerun of the folder may run again
 
     def runner_limits(self) -> dict[str, float | None]:
@@ -63,6 +66,8 @@ class SweepSettings:
 # changed = re-run the cells whose config changed (old results move to sweep.dir/replaced/);
 # failed = run every failed cell again, whatever its cause and tries (sweep.retry)
 RERUN = (None, "changed", "failed")
+# how a cell larger than a node starts its other nodes' agents (sweep/devices.py)
+NODE_LAUNCHERS = ("srun", "local")
 DERIVED = ("study_name", "matrix_name")  # SweepSettings fields that are no `sweep.` key
 NULL_DERIVED = ("dir", "storage")  # `sweep.` keys whose null means: derive (default_dir, sqlite)
 
@@ -142,6 +147,12 @@ def settings_from(cfg_dict: dict[str, Any]) -> SweepSettings:
             p.add(f"sweep.{k}", s[k], "must be a positive integer")
     if "rerun" not in bad and s["rerun"] not in RERUN:
         p.add("sweep.rerun", s["rerun"], "unknown choice", ["null", *[str(r) for r in RERUN if r]])
+    if "gpus_per_node" not in bad and s["gpus_per_node"] < 1:
+        p.add(
+            "sweep.gpus_per_node", s["gpus_per_node"], "must be a positive integer (the devices on one node)"
+        )
+    if "node_launcher" not in bad and s["node_launcher"] not in NODE_LAUNCHERS:
+        p.add("sweep.node_launcher", s["node_launcher"], "unknown choice", NODE_LAUNCHERS)
     if "pruner" not in bad and s["pruner"] not in PRUNERS:
         p.add("sweep.pruner", s["pruner"], "unknown pruner", PRUNERS)
     for k in ("heartbeat_timeout_s", "poll_s"):

@@ -31,6 +31,7 @@ the sweep (finished cells never rerun; a dead worker's cell is retried once). Wh
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from typing import Any
 
@@ -44,43 +45,82 @@ from advisor.errors import ConfigError, Problems
 from sweep import tracking
 from sweep.commands import _offline as configure_offline  # `offline`, checked as `tunewise sweep` checks it
 
-GPU_KEYS = ("hydra.launcher.gpus_per_task=", "hydra.launcher.gpus_per_node=", "hydra.launcher.gres=")
+GPU_KEYS = (
+    "hydra.launcher.gpus_per_task=",
+    "hydra.launcher.gpus_per_node=",
+    "hydra.launcher.gres=",
+    "hydra.launcher.nodes=",
+)
 
 
 def gpu_group(overrides: list[str]) -> int:
     """The GPUs one worker job needs: the largest `gpu.count` of a cell the plan runs (1 when none)."""
+    return _largest(overrides)[0]
+
+
+def node_group(overrides: list[str]) -> tuple[int, int]:
+    """(nodes, GPUs per node) one worker job needs: a cell larger than `sweep.gpus_per_node` = P takes
+    gpu.count / P nodes of P; else one node of the largest gpu.count."""
+    n, per = _largest(overrides)
+    return (n // per, per) if n > per else (1, n)
+
+
+def _largest(overrides: list[str]) -> tuple[int, int]:
+    """(the largest gpu.count of a cell the plan runs, sweep.gpus_per_node)."""
     from sweep.compose import compose
     from sweep.plan import build_plan, matrix_cells, without_auto
     from sweep.settings import settings_from
 
     d = compose("config", overrides)
-    settings = dataclasses.replace(settings_from(d), devices=None, workers=1)
+    settings = dataclasses.replace(settings_from(d), devices=None, workers=1, node_launcher="srun")
     base = RunConfig.from_dict(without_auto(d)[0])
     matrix, cells, notes = matrix_cells(d.get("matrix") or {}, overrides, base, settings.seeds)
     plan = build_plan(settings, base, matrix["axes"], cells, overrides, notes)
-    # the submitting machine's own devices do not matter: a cell infeasible only for them counts
+    # the submitting machine's own devices and nodes do not matter: a cell infeasible only for them counts
     runs = [pc for pc in plan.cells if pc.status == "run" or (pc.reason or "").startswith("needs ")]
-    return max((pc.cfg.gpu.count for pc in runs if pc.cfg is not None), default=1)
+    return max((pc.cfg.gpu.count for pc in runs if pc.cfg is not None), default=1), settings.gpus_per_node
 
 
 def with_gpu_group(argv: list[str]) -> list[str]:
-    """argv plus `hydra.launcher.gpus_per_task=N` for SLURM jobs that were given no GPU request."""
+    """argv plus `hydra.launcher.gpus_per_task=N` (and `nodes=K tasks_per_node=1` for cells spanning
+    nodes) for SLURM jobs that were given no GPU request."""
     if "hydra/launcher=submitit_slurm" not in argv or any(a.startswith(GPU_KEYS) for a in argv):
         return argv
     overrides = [a for a in argv if not a.startswith(("-", "hydra", "+worker="))]
-    n = gpu_group(overrides)
+    nodes, n = node_group(overrides)
+    if nodes == 1:
+        print(
+            f"tunewise: each worker job asks for {n} GPU(s): hydra.launcher.gpus_per_task={n} "
+            "(the largest gpu.count of the planned cells)",
+            file=sys.stderr,
+        )
+        return [*argv, f"hydra.launcher.gpus_per_task={n}"]
+    asks = [
+        f"hydra.launcher.nodes={nodes}",
+        "hydra.launcher.tasks_per_node=1",
+        f"hydra.launcher.gpus_per_task={n}",
+    ]
     print(
-        f"tunewise: each worker job asks for {n} GPU(s): hydra.launcher.gpus_per_task={n} "
-        "(the largest gpu.count of the planned cells)",
+        f"tunewise: each worker job asks for {nodes} nodes × {n} GPU(s): {' '.join(asks)} (the largest "
+        f"gpu.count of the planned cells, {nodes * n}, spans {nodes} nodes of sweep.gpus_per_node={n}; "
+        "the worker runs on the first node and starts one torch.distributed.run agent per node with srun)",
         file=sys.stderr,
     )
-    return [*argv, f"hydra.launcher.gpus_per_task={n}"]
+    return [*argv, *asks]
+
+
+def follower() -> bool:
+    """A task of a multi-node worker job other than the first: the job's first task is the worker, and
+    starts this node's agents itself (srun, runners.parallel.nodes) when a cell spans the nodes."""
+    return int(os.environ.get("SLURM_PROCID") or 0) > 0
 
 
 @hydra.main(config_path=str(catalog.conf_dir()), config_name="config", version_base="1.3")
 def worker_job(cfg: DictConfig) -> int:
     from sweep.run import run_sweep
 
+    if follower():
+        return 0
     d: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     d.pop("worker", None)
     d["sweep"] = {**d.get("sweep", {}), "yes": True, "workers": 1}

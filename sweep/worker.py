@@ -34,18 +34,19 @@ import optuna
 
 from advisor.trials.store import load_record, now_iso, save_record
 from sweep.claims import Claims, Row, is_dead, maybe_dead, me
-from sweep.devices import ENV_WORKER, LEDGER, Slots, cell_env, machine_slots
+from sweep.devices import ENV_WORKER, LEDGER, Slots, cell_env, layout, local_slots, machine_slots
 from sweep.plan import Plan, PlannedCell
 from sweep.planfile import load_plan
 from sweep.records import write_results_csv
+from sweep.settings import SweepSettings
 from sweep.study import make_pruner, open_study, tell_end
 
 log = logging.getLogger("tunewise.sweep")
 
 
-def needs(pc: PlannedCell) -> int:
-    """Device slots a cell takes: its gpu.count."""
-    return pc.cfg.gpu.count if pc.cfg is not None else 1
+def needs(pc: PlannedCell, settings: SweepSettings) -> int:
+    """Device slots a cell takes here: its gpu.count (its first node's under srun: sweep.devices)."""
+    return local_slots(pc.cfg.gpu.count, settings) if pc.cfg is not None else 1
 
 
 def worker_slots(plan: Plan) -> list[str]:
@@ -53,7 +54,7 @@ def worker_slots(plan: Plan) -> list[str]:
     given = os.environ.get(ENV_WORKER)
     if given is not None:
         return [d for d in given.split(",") if d]
-    largest = max((needs(pc) for pc in plan.runnable()), default=1)
+    largest = max((needs(pc, plan.settings) for pc in plan.runnable()), default=1)
     return machine_slots(plan.settings.devices, largest)  # a single worker: every slot
 
 
@@ -105,7 +106,7 @@ class Worker:
                 row = rows.get(pc.cell_id)
                 if pc.status != "run" or row is None or row.terminal or pc.cell_id in self._running:
                     continue
-                if needs(pc) > len(self.slots.names):  # never here: the plan says why
+                if needs(pc, s) > len(self.slots.names):  # never here: the plan says why
                     continue
                 if row.status == "pending":
                     did_something |= self._try_start(pc, row, rows)
@@ -113,7 +114,7 @@ class Worker:
                     did_something |= self._retry_dead(pc, row)
                 elif maybe_dead(row):
                     waiting = True
-                if row.status == "pending" and not did_something and needs(pc) > self.slots.free:
+                if row.status == "pending" and not did_something and needs(pc, s) > self.slots.free:
                     waiting = True  # it waits for devices a running cell will free
                 if did_something:
                     break  # re-read the table: the budget and other workers moved on
@@ -159,7 +160,7 @@ class Worker:
                 record_skipped(self.plan, self.study, pc, "over_budget", problem)
                 log.info("cell %s over budget: %s", pc.cell_id, problem)
             return True
-        devices = self.slots.take(needs(pc), pc.cell_id)
+        devices = self.slots.take(needs(pc, self.plan.settings), pc.cell_id)
         if devices is None:
             return False
         if not self.claims.cas(
@@ -192,7 +193,7 @@ class Worker:
             write_results_csv(self.plan.dir)
             log.info("cell %s failed: %s", pc.cell_id, rec.reason)
             return True
-        devices = self.slots.take(needs(pc), pc.cell_id)
+        devices = self.slots.take(needs(pc, self.plan.settings), pc.cell_id)
         if devices is None:
             return False
         if not self.claims.cas(
@@ -235,8 +236,14 @@ class Worker:
     def _run_cell(self, pc: PlannedCell, devices: list[str]) -> None:
         from sweep.attempts import run_attempts
 
+        lay = layout(pc.cfg.gpu.count, self.plan.settings) if pc.cfg is not None else None
         owner = CellOwner(
-            self.plan, {**(self.env or {}), **cell_env(devices)}, self.claims, self.study, self.host, self.pid
+            self.plan,
+            {**(self.env or {}), **cell_env(devices, lay)},
+            self.claims,
+            self.study,
+            self.host,
+            self.pid,
         )
         log.info("cell %s on device slot(s) %s", pc.cell_id, ",".join(devices))
         try:

@@ -12,6 +12,9 @@ from runners.result import CellResult, write_json
 ENV_LINK = "TUNEWISE_LINK"  # host:port of the leader's event link (rank 0 connects)
 ENV_LEADER = "TUNEWISE_LEADER_PID"  # the leader's pid: a rank whose parent is gone exits
 RANKS = "ranks"  # OUT_DIR/ranks/: rank results, progress files, error logs, the config the ranks read
+# a cell spanning nodes (sweep/devices.py sets them for its runner): how many, and how their agents start
+ENV_NODES = "TUNEWISE_NODES"
+ENV_NODE_LAUNCHER = "TUNEWISE_NODE_LAUNCHER"  # srun | local
 
 
 def in_group() -> bool:
@@ -41,3 +44,8 @@ def write_result(out_dir: Path, result: CellResult) -> None:
     path = result_path(out_dir, env_rank())
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, {"rank": env_rank(), "t": time.time(), **result.to_dict()})
+
+
+def node_path(out_dir: Path, node: int) -> Path:
+    """What node `node`'s agent reports when its ranks end (runners.parallel.agent)."""
+    return Path(out_dir) / RANKS / f"node-{node}.json"

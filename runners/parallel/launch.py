@@ -24,16 +24,24 @@ import os
 import socket
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from advisor.config.schema import RunConfig
 from runners.hooks import Hooks
-from runners.parallel.files import ENV_LEADER, ENV_LINK, RANKS, beat_path, result_path
+from runners.parallel.agent import Failure, run_group
+from runners.parallel.files import (
+    ENV_LEADER,
+    ENV_LINK,
+    ENV_NODE_LAUNCHER,
+    ENV_NODES,
+    RANKS,
+    beat_path,
+    result_path,
+)
 from runners.parallel.group import PEER_FAILED
+from runners.parallel.nodes import NodesRun, link_host, run_nodes
 from runners.result import CellResult, Measured, Progress, Provenance, Status
 
 WATCH_S = 0.5  # how often the leader reads the ranks' progress files
@@ -45,56 +53,42 @@ MEMORY_KEYS = ("allocated_gib", "reserved_gib", "device_gib", "rss_gib")
 def launch(cfg: RunConfig, out_dir: Path, hooks: Hooks, *, resume: bool, baseline: bool) -> CellResult:
     """Run the cell on cfg.gpu.count processes; write OUT_DIR/result.json; never raises for a failed run."""
     world = cfg.gpu.count
+    nodes, launcher = node_layout()
     ranks = out_dir / RANKS
     ranks.mkdir(parents=True, exist_ok=True)
-    for old in [*ranks.glob("rank*.json"), *ranks.glob("beat-*.json")]:
+    for old in [*ranks.glob("rank*.json"), *ranks.glob("beat-*.json"), *ranks.glob("node-*.json")]:
         old.unlink()
     config = ranks / "config.json"
     config.write_text(json.dumps(cfg.to_dict()))
     args = ["-m", "runners.parallel.rank", str(config), str(out_dir)]
     args += ["--baseline"] if baseline else []
     args += [] if resume else ["--fresh"]
-    with socket.create_server(("127.0.0.1", 0)) as server:
+    multi: NodesRun | None = None
+    bind, host = link_host(launcher) if nodes > 1 else ("127.0.0.1", "127.0.0.1")
+    with socket.create_server((bind, 0)) as server:
         relay = Relay(server, hooks, out_dir, world)
-        with (
-            relay,
-            _environ({ENV_LINK: f"127.0.0.1:{server.getsockname()[1]}", ENV_LEADER: str(os.getpid())}),
-        ):
-            failures = run_group(world, args)
-    result = combine(out_dir, world, failures, relay.progress)
+        link = f"{host}:{server.getsockname()[1]}"
+        with relay, _environ({ENV_LINK: link, ENV_LEADER: str(os.getpid())}):
+            if nodes == 1:
+                failures = run_group(world, args)
+            elif world % nodes:
+                failures, multi = {}, NodesRun(nodes, problem=f"gpu.count={world} is not {nodes} equal nodes")
+            else:
+                multi = run_nodes(nodes, world // nodes, launcher, args, out_dir)
+                failures = multi.failures
+    result = combine(out_dir, world, failures, relay.progress, multi)
     result.write(out_dir)
     hooks.send({"type": "end", "status": result.status, "reason": result.reason})
     return result
 
 
-@dataclass(frozen=True)
-class Failure:
-    """How a rank process ended, as the elastic agent saw it."""
-
-    exitcode: int
-    signal: str | None  # e.g. SIGKILL when a signal ended it
-
-
-def run_group(world: int, args: list[str]) -> dict[int, Failure]:
-    """torch.distributed.run on this node: `world` ranks of `python <args>`; the ranks that failed."""
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import elastic_launch
-    from torch.distributed.run import config_from_args, get_args_parser
-
-    parsed = get_args_parser().parse_args(
-        [f"--nproc-per-node={world}", "--max-restarts=0", "--monitor-interval=0.1", *args]
-    )
-    # what torch.distributed.run.run does for --standalone: a rendezvous on a free local port
-    parsed.rdzv_backend, parsed.rdzv_endpoint, parsed.rdzv_id = "c10d", "localhost:0", str(uuid.uuid4())
-    config, cmd, cmd_args = config_from_args(parsed)
-    try:
-        elastic_launch(config, cmd)(*cmd_args)
-    except ChildFailedError as e:
-        return {
-            rank: Failure(f.exitcode, f.signal_name() if f.exitcode < 0 else None)
-            for rank, f in e.failures.items()
-        }
-    return {}
+def node_layout() -> tuple[int, str]:
+    """(nodes, how their agents start) of this cell, as the sweep's worker set them (sweep/devices.py);
+    (1, "local") when unset: one node."""
+    nodes = os.environ.get(ENV_NODES) or "1"
+    return (int(nodes) if nodes.isdigit() and int(nodes) > 1 else 1), os.environ.get(
+        ENV_NODE_LAUNCHER
+    ) or "local"
 
 
 @contextlib.contextmanager
@@ -190,9 +184,9 @@ def _collateral(reason: str | None) -> bool:
 
 def culprit(
     world: int, docs: dict[int, dict[str, Any]], failures: dict[int, Failure]
-) -> tuple[int, Status, str] | None:
-    """(rank, status, what happened to it) of the rank that ended the group, or None when every rank
-    ended well.
+) -> tuple[int, int, Status, str] | None:
+    """(kind, rank, status, what happened to it) of the rank that ended the group, or None when every
+    rank ended well (kind: 0–5 in the order below).
 
     In order: a rank that failed on its own (its result names the error), a rank ended by a signal
     other than the agent's SIGTERM (kill -9, the kernel's OOM killer), a rank that exited without a
@@ -224,12 +218,20 @@ def culprit(
             candidates.append((5, 0.0, r, "failed", "runner exited with code 0 without writing its result"))
     if not candidates:
         return None
-    _, _, rank, status, reason = min(candidates)
-    return rank, status, reason
+    kind, _, rank, status, reason = min(candidates)
+    return kind, rank, status, reason
 
 
-def combine(out_dir: Path, world: int, failures: dict[int, Failure], progress: Progress) -> CellResult:
-    """The cell's result from the ranks' (see the module docstring)."""
+def combine(
+    out_dir: Path,
+    world: int,
+    failures: dict[int, Failure],
+    progress: Progress,
+    multi: NodesRun | None = None,
+) -> CellResult:
+    """The cell's result from the ranks' (see the module docstring). A cell on several nodes: the
+    failed rank's node in its reason; a node that left no report (or an agent's own error) is the
+    reason unless a rank failed on its own, by a signal or a crash."""
     docs: dict[int, dict[str, Any]] = {}
     for r in range(world):
         with contextlib.suppress(OSError, ValueError):
@@ -238,15 +240,28 @@ def combine(out_dir: Path, world: int, failures: dict[int, Failure], progress: P
     status: Status = first.get("status") or "failed"
     reason: str | None = first.get("reason")
     blame = culprit(world, docs, failures)
-    if blame is not None:
-        rank, status, why = blame
+    problem = multi.problem if multi is not None else None
+    if blame is not None and not (problem and blame[0] >= 3):
+        _, rank, status, why = blame
         others = [str(r) for r in range(world) if r != rank]
-        where = f"rank {rank} of {world}" + (
-            f"; rank{'s' if len(others) > 1 else ''} {', '.join(others)} stopped with it" if others else ""
+        node = multi.node_of(rank) if multi is not None else None
+        where = (
+            f"rank {rank} of {world}"
+            + (f" on {node}" if node else "")
+            + (
+                f"; rank{'s' if len(others) > 1 else ''} {', '.join(others)} stopped with it"
+                if others
+                else ""
+            )
         )
         reason = f"{why} ({where})"
+    elif problem:
+        status, reason = "failed", problem
+    if reason and status not in ("complete", "pruned"):
         print(f"tunewise cell failed: {reason}", file=sys.stderr)
     measured = _measured(docs, world, progress)
+    if multi is not None:
+        measured.devices = multi.devices() or measured.devices
     prov = first.get("provenance")
     return CellResult(
         status=status,
