@@ -7,7 +7,11 @@ its GPU group: with `hydra/launcher=submitit_slurm` and none of `hydra.launcher.
 `gpus_per_node` or `gres` given, `python -m sweep.slurm` plans the matrix first and adds
 `hydra.launcher.gpus_per_task=N` (`#SBATCH --gpus-per-task=N`), N = the largest `gpu.count` of a cell
 the plan runs (`gpu.count=auto` sized as the plan sizes it), and says so; a job given fewer GPUs leaves
-the cells that need more to a job that has them. Like `tunewise sweep`, each job hands `offline` and
+the cells that need more to a job that has them. A cell larger than a node (`gpu.count` >
+`sweep.gpus_per_node` = P) takes K = gpu.count / P whole nodes: the job then asks for
+`hydra.launcher.nodes=K tasks_per_node=1 gpus_per_task=P`; its first task is the worker (the others
+return at once) and starts the cell's agents on all K nodes with `srun --overlap` (runners.parallel.nodes).
+The sweep folder, the repository and its environment must be on a file system every node sees. Like `tunewise sweep`, each job hands `offline` and
 `tracking` to its runners. Submit N workers with a multirun over `+worker`:
 
     python -m sweep.slurm --multirun hydra/launcher=submitit_slurm +worker='range(8)' \\

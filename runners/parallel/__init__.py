@@ -10,4 +10,7 @@ launcher (torch.distributed.run's elastic agent; NCCL on GPUs, gloo on CPU).
 - `rank`: what a rank process runs (`python -m runners.parallel.rank CONFIG_JSON OUT_DIR`), its link to
   the leader and its progress file.
 - `files`: where a rank's files live (results, progress, error logs) and whether this process is a rank.
+- `agent`: a node's torch.distributed.run agent (`run_group`; `python -m runners.parallel.agent` for
+  one node of a cell spanning nodes) and `nodes`: the leader's side of such a cell (the c10d
+  rendezvous store, one agent per node started here or with srun, their reports).
 """

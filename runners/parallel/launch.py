@@ -3,7 +3,9 @@ caller's hooks, and turns their results into the cell's one result.json.
 
 - Start: torch.distributed.run's own argument parser and elastic agent (`--standalone
   --nproc-per-node N --max-restarts 0`, rank entry point `python -m runners.parallel.rank`), in this
-  process. Each rank inherits the environment (CUDA_VISIBLE_DEVICES: the worker's device slice; rank r
+  process; a cell spanning K nodes (TUNEWISE_NODES, set by the sweep's worker) instead starts one agent
+  per node against a rendezvous store this process hosts (runners.parallel.nodes), and the link listens
+  on this host's name. Each rank inherits the environment (CUDA_VISIBLE_DEVICES: the worker's device slice; rank r
   takes its r-th device) plus the link address and this process's pid.
 - Relay: rank 0's events (start, eval, steps) arrive on a TCP link; each goes to `hooks.emit`, an eval
   also to `hooks.control`, whose answer goes back to rank 0 (which broadcasts it). Progress comes from

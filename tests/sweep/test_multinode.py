@@ -58,7 +58,7 @@ def test_cells_larger_than_a_node_are_whole_nodes_started_where_the_launch_mode_
     tiny_assets, tmp_path, monkeypatch
 ):
     from sweep import slurm
-    from sweep.devices import cell_env, layout
+    from sweep.devices import Layout, cell_env, layout
     from sweep.worker import needs
 
     for k in ("SLURM_JOB_ID", "SLURM_JOB_NUM_NODES", "SLURM_NNODES", "SLURM_PROCID"):
@@ -84,7 +84,7 @@ def test_cells_larger_than_a_node_are_whole_nodes_started_where_the_launch_mode_
     monkeypatch.setenv("SLURM_JOB_NUM_NODES", "2")
     s, pc, _ = _plan(tiny_assets, tmp_path, monkeypatch, "sweep.gpus_per_node=1", "gpu.count=2")
     assert pc.status == "run", pc.reason
-    assert needs(pc, s) == 1 and layout(2, s) == layout(2, s).__class__(2, 1, "srun")
+    assert needs(pc, s) == 1 and layout(2, s) == Layout(2, 1, "srun")
     env = cell_env(["0"], layout(2, s))
     assert env["TUNEWISE_NODES"] == "2" and env["TUNEWISE_NODE_LAUNCHER"] == "srun"
     # a job of 1 node cannot
