@@ -56,9 +56,18 @@ class Regime:
 class Saved(dict):
     """name → bytes per token; `put` keeps the first size for a name (shared tensors count once).
     `before_o_proj`: the bytes saved before the attention output projection (forward order) — what is
-    still alive of a layer's saved tensors when its backward reaches the attention core."""
+    still alive of a layer's saved tensors when its backward reaches the attention core.
+    `first_adapter`: how many entries were put before the first LoRA adapter's (forward order), and
+    `adapter_inputs` the names adapters saved as their input — what `first_layer_unsaved` needs.
+    `mlp_out`: the bytes the MLP's output projection saved (freed once its backward has run)."""
 
     before_o_proj: float = 0.0
+    first_adapter: int | None = None
+    mlp_out: float = 0.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.adapter_inputs: set[str] = set()
 
     def put(self, name: str, nbytes: float) -> str:
         self.setdefault(name, nbytes)
@@ -87,6 +96,10 @@ def _linear(s: Saved, g: Regime, x: str, x_bytes: int, name: str, in_f: int, r: 
             s.put(x, x_bytes * in_f)
     elif g.q4_saves_input:  # bitsandbytes < 0.43.2: MatMul4Bit saved its (16-bit) input regardless
         s.put(x if x_bytes == 2 else f"{name}.in16", 2 * in_f)
+    if lora and s.first_adapter is None:
+        s.first_adapter = len(s)
+    if lora and not g.amp and not g.dropout and g.adapter == x_bytes:
+        s.adapter_inputs.add(x)  # lora_A saves the input itself (no cast, no dropout)
     if lora and g.amp:  # autocast casts the adapter's input to 16-bit per call: lora_A saves that copy
         if g.dropout:
             s.put(f"{name}.lora_mask", (g.mask if g.mask == 1 else g.adapter) * in_f)
@@ -201,7 +214,9 @@ def _mlp(s: Saved, g: Regime, t, d, x: str, hit: set[str], r: int) -> None:
         s.put("fc_out", c * d.i)
         for name in ("gelu.tanh", "gelu.half_x", "gelu.one_plus"):
             s.put(name, c * d.i)
+        n = float(sum(s.values()))
         _linear(s, g, "act", c, "c_proj@mlp", d.i, r, "c_proj@mlp" in hit)
+        s.mlp_out = float(sum(s.values())) - n
         s.put("resid_drop2", g.mask * d.h)
         return
     if t.fused_gate_up:
@@ -212,7 +227,9 @@ def _mlp(s: Saved, g: Regime, t, d, x: str, hit: set[str], r: int) -> None:
     s.put("gate", c * d.i)  # activation input
     s.put("up", c * d.i)  # saved by act(gate) * up
     s.put("act", c * d.i)
+    n = float(sum(s.values()))
     _linear(s, g, "prod", c, "down_proj", d.i, r, "down_proj@mlp" in hit)
+    s.mlp_out = float(sum(s.values())) - n
 
 
 def layer_constant_bytes(model: ModelConfig, g: Regime, targets: str | tuple[str, ...]) -> float:
@@ -304,3 +321,43 @@ def attn_grad_bytes_per_token_per_pos(model: ModelConfig, g: Regime) -> float:
         return 0.0
     c = g.cmp
     return float(dims(model).heads * (4 + 4 - (c if c != 4 else 0)))
+
+
+def first_layer_unsaved(model: ModelConfig, g: Regime, targets: str | tuple[str, ...], r: int) -> float:
+    """Bytes per token that the first decoder layer does not save, with adapters on a frozen embedding
+    and no gradient checkpointing: its input (the embedding output) does not require grad, so autograd
+    records nothing — and saves nothing — until the first adapter's output joins the computation.
+    What the layer puts before its first adapter (the input norm's fp32 copy and rsqrt; with adapters on
+    the MLP only, the whole attention block and the residual after it) is not saved in layer 0, except
+    what that adapter saves as its own input. (Checkpointing makes the embedding output require grad:
+    `enable_input_require_grads`; full fine-tuning trains the embedding: neither applies there.)"""
+    if g.full or not g.adapter:
+        return 0.0
+    s = layer_bytes_per_token(model, g, targets, r)
+    if s.first_adapter is None:  # no adapter in the layers: nothing of them is saved
+        return float(sum(s.values()))
+    return float(sum(v for k, v in list(s.items())[: s.first_adapter] if k not in s.adapter_inputs))
+
+
+def head_freed_bytes_per_token(model: ModelConfig, g: Regime, lm_head_trains: bool) -> tuple[float, float]:
+    """Of the head's saved bytes per token (head_bytes_per_token), what the backward has freed
+    (before the final norm's backward: the lm_head's input and the norm's weighted input; before it enters
+    the last decoder layer: those and the norm's input copy and statistics). The token ids and labels
+    stay (the batch holds them)."""
+    t, d = traits(model), dims(model)
+    s = Saved()
+    ln = _norm(s, "norm_f", "xL", d.h, t, g, g.full)
+    norm_in = float(sum(s.values())) - s.get("norm_f.normed", 0.0)
+    if lm_head_trains:
+        s.put(ln, g.res * d.h)
+    total = float(sum(s.values()))
+    return total - norm_in, total
+
+
+def norm_backward_bytes_per_token(model: ModelConfig, g: Regime) -> float:
+    """Transient bytes per token of the final norm's backward (its input gradient being formed), on top
+    of the incoming gradient's consumers. RMSNorm (measured op by op on CPU, fp32): the gradient through
+    `x * rsqrt(mean(x²))` holds five fp32 hidden-sized tensors at once (the product rule's term, the
+    mean's gradient, pow's and its two scalings). LayerNorm's fused backward: input and output gradient."""
+    t, d = traits(model), dims(model)
+    return float(2 * g.res * d.h) if t.layernorm else float(5 * 4 * d.h)

@@ -27,11 +27,14 @@ from advisor.config.schema import RunConfig
 from advisor.estimator.activations import (
     Regime,
     attn_grad_bytes_per_token_per_pos,
+    first_layer_unsaved,
     head_bytes_per_token,
+    head_freed_bytes_per_token,
     input_leaf_bytes_per_token,
     layer_bytes_per_token,
     layer_constant_bytes,
     mask_bytes_per_token_per_pos,
+    norm_backward_bytes_per_token,
     pos_bytes_per_token,
     position_bytes_per_pos,
 )
@@ -138,6 +141,12 @@ class _Fixed(NamedTuple):
     position: float  # RoPE cos/sin or position ids, bytes per sequence position (shared by the batch)
     head: float  # saved bytes per token outside the layers (final norm, lm_head input, ids)
     leaf: float  # checkpointing: the embedding output kept as a leaf beside layer 0's input (GPT-2)
+    first_unsaved: float  # adapters: what layer 0 does not save before its first adapter, per token
+    head_freed: tuple[float, float]  # the head's saved bytes freed before the final norm's / layers' backward
+    norm_bwd: float  # the final norm's backward transients, per token
+    mlp_out: float  # saved by the MLP's output projection (freed by its backward), per token
+    mlp_out_grads: float  # full fine-tuning: the MLP output projection's weight gradient (bytes)
+    pending_grads: float  # full fine-tuning: gradients not yet formed at the first layer's MLP backward
     attn_grad: float  # eager attention's backward over its scores, bytes per token per key position
     amp_cache: float  # autocast's 16-bit weight copies
     const: float  # saved bytes per layer independent of tokens (MoE LoRA)
@@ -180,6 +189,15 @@ def _fixed(cfg: RunConfig, stack: Stack) -> _Fixed:
     pbytes = (4 if wide else 2) if g.full else g.adapter  # trainable params' dtype
     opt, paged = optimizer_bytes(cfg, pbytes)
     n_train = n_trainable(cfg)
+    d = dims(model)
+    mlp_out_grads = pending = 0.0
+    if g.full and d.experts == 1:  # (MoE: the fused experts' gradients are not split out: all counted)
+        ps = param_split(model)
+        final_norm = d.h * (2 if traits(model).layernorm else 1)
+        per_layer = (ps.total - ps.embedding - ps.lm_head - final_norm) / d.layers
+        tied_emb = d.vocab * d.h if d.tied else 0  # the tied embedding's gradient comes with the lm_head's
+        mlp_out_grads = float(d.h * d.i * pbytes)
+        pending = (per_layer - d.h * d.i + ps.embedding - tied_emb) * pbytes
     f = _Fixed(
         g=g,
         pbytes=pbytes,
@@ -194,6 +212,12 @@ def _fixed(cfg: RunConfig, stack: Stack) -> _Fixed:
         position=position_bytes_per_pos(model, g),
         head=_head_total(model, g, g.full),
         leaf=input_leaf_bytes_per_token(model, g),
+        first_unsaved=first_layer_unsaved(model, g, m.target_modules, m.r or 0),
+        head_freed=head_freed_bytes_per_token(model, g, g.full),
+        norm_bwd=norm_backward_bytes_per_token(model, g),
+        mlp_out=layer_bytes_per_token(model, g, m.target_modules, m.r or 0).mlp_out,
+        mlp_out_grads=mlp_out_grads,
+        pending_grads=pending,
         attn_grad=attn_grad_bytes_per_token_per_pos(model, g),
         amp_cache=2.0 * (param_split(model).linear_weights + (n_train if g.adapter else 0)) if g.amp else 0.0,
         const=_layer_const(model, g, m.target_modules),
@@ -216,8 +240,9 @@ def memory(cfg: RunConfig, padded_len: int, stack: Stack = Stack()) -> Memory:
     pbytes, weights, grads, opt, paged = f.pbytes, f.weights, f.grads, f.opt, f.paged
     # ---- activations (per token) -----------------------------------------------------------------
     layer = f.layer + f.pos * padded_len
-    # + per position: RoPE cos/sin or position ids (shared by the batch); the mask kept by checkpoints
-    head = f.head + f.position / train.micro_batch_size
+    # + per position: RoPE cos/sin or position ids, shared by the batch ((1, s) position ids) — except
+    # for packed rows, whose restarting position ids are (b, s): one cos/sin row per token
+    head = f.head + (f.position if train.packing else f.position / train.micro_batch_size)
     if train.gradient_checkpointing:  # + the embedding output made a leaf by enable_input_require_grads
         head += f.mask_pos * padded_len + f.leaf
     const, amp_cache = f.const, f.amp_cache
@@ -226,23 +251,30 @@ def memory(cfg: RunConfig, padded_len: int, stack: Stack = Stack()) -> Memory:
         saved = tokens * (d.layers * g.res * d.h + head)  # each layer's input (+ head)
         recompute = tokens * layer + const  # one layer's full activations while it is recomputed
     else:
-        saved = tokens * (d.layers * layer + head) + d.layers * const
+        # adapters on a frozen embedding: layer 0 saves nothing before its first adapter
+        saved = tokens * (d.layers * layer + head - f.first_unsaved) + d.layers * const
         recompute = 0.0
     lm_head_q4 = cfg.method.name == "qlora" and stack.lm_head_4bit and not d.tied
     if lm_head_q4 and g.q4_saves_input:  # the 4-bit lm_head saves its input (the final norm's output)
         saved += tokens * g.res * d.h
     acts = saved + amp_cache
-    # backward transients at the MLP: grads of the product, gate and up, plus two residual grads
+    # backward transients at the last layer's MLP, once the backward has freed the head's saved tensors
+    # and the output projection's input (its backward has run): the gradients of the product, gate and
+    # up beside the residual stream's gradient (measured op by op on CPU: tests/sweep/test_multigpu_peaks.py)
     i_eff = d.i * (2 if d.experts == 1 else 2 * d.active_experts)
-    transient = tokens * (3 * g.cmp * i_eff / 2 + 2 * g.res * d.h)
+    transient = tokens * (3 * g.cmp * i_eff / 2 + g.res * d.h)
     # QLoRA: a 4-bit matmul dequantizes its weight for the forward and again for the backward; the
-    # largest layer weight's copy is live beside the layer's backward transients (and the 4-bit lm_head's
-    # beside everything saved, when its backward runs first)
+    # largest layer weight's copy is live in the output projection's backward, beside its input gradient
+    # and the adapter's (and the 4-bit lm_head's beside everything saved, when its backward runs first)
     deq = deq_head = 0.0
     if cfg.method.name == "qlora":
         deq = stack.dequant_bytes * f.q4_largest
         deq_head = stack.dequant_bytes * d.vocab * d.h if lm_head_q4 else 0.0
-        transient += deq
+        transient = max(transient, tokens * (g.cmp * i_eff + g.res * d.h) + deq)
+    # the final norm's backward: everything saved but the lm_head's input, the kept logits, the norm's
+    # backward transients
+    head_acts = acts - tokens * f.head_freed[0]
+    norm_t = tokens * f.norm_bwd
     # ---- logits and loss (estimator-notes §4) ----------------------------------------------------
     lb = 4 if (g.cmp == 4 or stack.lm_head_fp32 or cfg.precision == "fp32") else 2
     kept = lb * d.vocab * tokens if stack.logits_kept else 0.0
@@ -262,13 +294,16 @@ def memory(cfg: RunConfig, padded_len: int, stack: Stack = Stack()) -> Memory:
     # the parameters this process updates (its shard under FSDP)
     # (the runner's CPU AdamW is the fused kernel: no temporaries)
     foreach = train.optimizer == "adamw" and not cfg.gpu.is_cpu
-    last = recompute or tokens * layer + const  # the first layer's activations, its backward last
-    drop, layer_t = 0.0, transient
+    unsaved0 = 0.0 if train.gradient_checkpointing else tokens * f.first_unsaved
+    last = recompute or tokens * layer + const - unsaved0  # the first layer's activations, its backward last
+    # in a layer's backward, at its MLP: its output projection's input is freed (that backward has run)
+    layer_drop, layer_t = tokens * f.mlp_out, transient
     if f.attn_grad:  # eager attention: a layer's backward at its softmax, once the MLP, the norms after
         # attention and o_proj have run theirs (their saved tensors freed), holds O(s²) fp32 gradients
         attn_t = tokens * (f.attn_grad * padded_len + 2 * g.res * d.h)
-        if attn_t - tokens * f.layer_after_attn > transient:  # the layer's peak is there, not at the MLP
-            drop, layer_t = tokens * f.layer_after_attn, attn_t
+        if attn_t - tokens * f.layer_after_attn > transient - layer_drop:  # the layer's peak is there
+            layer_drop, layer_t = tokens * f.layer_after_attn, attn_t
+    drop = tokens * f.head_freed[1] + layer_drop  # and the head's saved tensors are freed by then
     # (gathered parameters, gradients, activations, logits, temporaries) live in each phase
     parts: dict[str, tuple[float, float, float, float, float]]
     if sharded(cfg):  # FSDP2 (fsdp, zero3; zero2 keeps every layer gathered to its backward)
@@ -284,6 +319,7 @@ def memory(cfg: RunConfig, padded_len: int, stack: Stack = Stack()) -> Memory:
             "forward_end": (held, g_acc, acts, logits_fwd, deq_head),
             # the last layer is gathered as the backward begins (FSDP prefetches it)
             "backward_start": (held + one, g_acc + head, acts, logits_bwd, deq_head),
+            "backward_head": (held + one, g_acc + head, head_acts, kept_layers, norm_t),
             # the first layer's backward (most activations alive): it and the next one gathered, its
             # whole gradients (their reduce-scatter copy comes once its activations are freed)
             "backward_layers": (
@@ -294,7 +330,7 @@ def memory(cfg: RunConfig, padded_len: int, stack: Stack = Stack()) -> Memory:
                 layer_t,
             ),
             # the last layer's backward: every shard of the gradients, the root's whole (and their copy)
-            "backward_end": (held + one, grads + 2 * gat.root_grads, last - drop, 0.0, layer_t),
+            "backward_end": (held + one, grads + 2 * gat.root_grads, last - layer_drop, 0.0, layer_t),
             "optimizer_step": (0.0, grads, 0.0, 0.0, step_tmp),
         }
     else:
@@ -306,8 +342,24 @@ def memory(cfg: RunConfig, padded_len: int, stack: Stack = Stack()) -> Memory:
         parts = {
             "forward_end": (0.0, g0, acts, logits_fwd, deq_head),
             "backward_start": (0.0, max(g0, g_head), acts, logits_bwd, deq_head),
-            "backward_layers": (0.0, max(g0, g_head), acts + recompute - drop, kept_layers, layer_t),
-            "backward_end": (0.0, grads, last - drop, 0.0, layer_t),
+            "backward_head": (0.0, max(g0, g_head), head_acts, kept_layers, norm_t),
+            # the last layer's MLP backward: the head's and its output projection's gradients so far
+            "backward_layers": (
+                0.0,
+                max(g0, g_head + f.mlp_out_grads),
+                acts + recompute - drop,
+                kept_layers,
+                layer_t,
+            ),
+            # the first layer's MLP backward: the gradients of the rest of it (and of an untied
+            # embedding) are not formed yet — unless they live all along (DDP buckets, accumulation)
+            "backward_end": (
+                0.0,
+                grads if g0 == grads else grads - f.pending_grads,
+                last - layer_drop,
+                0.0,
+                layer_t,
+            ),
             "optimizer_step": (0.0, grads, 0.0, 0.0, step_tmp),
         }
     phases = {k: sum(v) for k, v in parts.items()}

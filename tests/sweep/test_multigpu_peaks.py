@@ -1,13 +1,22 @@
 """The advisor's per-GPU memory against what each of 2 real ranks held (full / LoRA / QLoRA × DDP / FSDP2,
 through `tunewise sweep` on CPU, a 2-layer Llama of hidden size 256 so that activations and weights,
-not fixed costs, make the peak; packed 64-token sequences, so the peak length is known).
+not fixed costs, make the peak; packed sequences, predicted at each rank's own micro-batch shapes).
 
-Static bytes (weights, gradients, optimizer state) are exact on every rank. The peak is over-predicted:
-measured here (2026-12-05) +12 % (full, DDP) to +37 % (QLoRA, FSDP2). The same model in 1 process (the
-twins at the same global batch) is over-predicted by as much, +22 % (full) to +36 % (QLoRA): the
-activations and temporaries on this CPU at this size, not the per-rank phases, make the difference.
-The issue's target, the peak within 5 %, is the strict xfail below: it fails loudly (XPASS) once the
-model meets it."""
+Static bytes (weights, gradients, optimizer state) are exact on every rank. The peak, measured here
+(2026-12-05, three runs): DDP within 1.5 % on every rank (full −0.7 … −0.1 %, LoRA 0.0 … +1.1 %, QLoRA
+0.0 … +1.5 %), the same model in 1 process within 0.1 %. FSDP2: LoRA −5.7 … +2.2 %, QLoRA +0.9 … +2.3 %,
+full +4 … +13 %. FSDP's measured peak moves by up to 1.7 MiB (8 %) between identical runs (rank 0 of
+full FSDP: 23.07, 21.35, 22.24 MiB), with the timing of its gathers, frees and reduce-scatters against
+the backward: one number cannot sit within 5 % of every run; its band is held here and the 5 % target
+for FSDP stays a (non-strict) xfail.
+
+What closed the gap (it was +12 … +37 %): the packed rows are 50 tokens, not seq_len (first-fit
+packing never splits an example — the estimate's `peak_seq_len` is a bound); adapters on a frozen
+embedding save nothing in layer 0 before its first adapter; packed rows' position ids are (b, s), so
+RoPE's cos/sin are per token; and the backward's moments as the op-by-op trace shows them — the final
+norm's backward with everything saved alive, then each layer's MLP backward once the head's saved
+tensors and the output projection's input are freed, with one residual gradient and (full fine-tuning)
+the gradients formed so far."""
 
 from __future__ import annotations
 
@@ -21,7 +30,32 @@ from advisor.estimator.memory import memory
 from advisor.estimator.static import per_rank_static
 from tests.sweep.conftest import base_overrides, load_records, tunewise
 
-OVER_NOW = 0.45  # the largest over-prediction today (+37 %), with room for other CPUs' allocators
+DDP_WITHIN = 0.05  # the issue's target, met by every DDP rank (today within 1.5 %)
+FSDP_BAND = (-0.10, 0.18)  # FSDP2 ranks today: −5.7 … +13 % over runs whose measured peak moves by 8 %
+
+
+def micro_batch_shapes(cfg: RunConfig) -> dict[int, set[tuple[int, int]]]:
+    """Per rank, the (rows, padded length) of every micro-batch it trained on — the runner's own rows
+    and stream. First-fit packing never splits an example, so packed rows end short of seq_len (50 of
+    64 tokens here): the estimate's `peak_seq_len` (seq_len for packing) is a bound, not the shape."""
+    from advisor.data import dataset
+    from runners import data as data_mod
+    from runners import model as model_mod
+
+    t, world = cfg.train, cfg.gpu.count
+    split = dataset.split(cfg.data, cfg.seed)
+    tok = model_mod.load_tokenizer(cfg)
+    encoded = [data_mod.encode(tok, e, t.seq_len) for e in split.train]
+    rows = data_mod.build_rows(encoded, t.seq_len, t.packing, cfg.seed)
+    stream = data_mod.Stream(rows, t.micro_batch_size, cfg.seed)
+    steps = data_mod.planned_steps(len(rows), t.micro_batch_size, t.grad_accum * world, t.epochs, t.max_steps)
+    shapes: dict[int, set[tuple[int, int]]] = {r: set() for r in range(world)}
+    for step in range(steps):
+        for r in range(world):
+            for k in range(t.grad_accum):
+                mb = stream.micro_batch((step * world + r) * t.grad_accum + k)
+                shapes[r].add((len(mb), max(len(row.input_ids) for row in mb)))
+    return shapes
 
 
 @pytest.fixture(scope="module")
@@ -62,19 +96,24 @@ def peaks(tiny_assets, tmp_path_factory) -> list[dict]:
     for rec in load_records(d).values():
         assert rec["status"] == "complete", rec["reason"]
         c = RunConfig.from_dict(rec["config"])
-        mem = memory(c, rec["estimate"]["peak_seq_len"])
         static = per_rank_static(c)
+        shapes = micro_batch_shapes(c)
         for r in rec["measured"]["ranks"]:
             assert r["static_bytes"] == {k: static[k] for k in r["static_bytes"]}  # exact, every rank
             measured = sum(r["live_bytes"].values())  # the categories at the peak: the peak itself
+            predicted = max(
+                memory(c.replace(train={"micro_batch_size": n}), width).allocated
+                for n, width in shapes[r["rank"]]
+            )
             rows.append(
                 {
                     "method": c.method.name,
                     "parallel": c.parallel,
                     "rank": r["rank"],
-                    "predicted": int(mem.allocated),
+                    "shapes": sorted(shapes[r["rank"]]),
+                    "predicted": int(predicted),
                     "measured": measured,
-                    "error": mem.allocated / measured - 1,
+                    "error": predicted / measured - 1,
                 }
             )
     for row in sorted(rows, key=lambda r: (r["method"], r["parallel"], r["rank"])):
@@ -84,13 +123,25 @@ def peaks(tiny_assets, tmp_path_factory) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_per_rank_peaks_are_over_predicted_by_at_most_what_they_are_today(peaks):
-    for row in peaks:
-        assert 0 <= row["error"] <= OVER_NOW, row
+def test_per_rank_ddp_peaks_within_5_percent(peaks):
+    rows = [r for r in peaks if r["parallel"] == "ddp"]
+    assert len(rows) == 6
+    for row in rows:
+        assert abs(row["error"]) <= DDP_WITHIN, row
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="per-rank peak over-predicted by 12-37 % (see the module docstring)")
-def test_per_rank_peaks_within_5_percent(peaks):
+def test_per_rank_fsdp_peaks_within_todays_band(peaks):
+    rows = [r for r in peaks if r["parallel"] == "fsdp"]
+    assert len(rows) == 6
+    for row in rows:
+        assert FSDP_BAND[0] <= row["error"] <= FSDP_BAND[1], row
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=False, reason="FSDP2 peaks −6 … +13 %, and move 8 % between runs (module docstring)"
+)
+def test_per_rank_fsdp_peaks_within_5_percent(peaks):
     for row in peaks:
         assert abs(row["error"]) <= 0.05, row
