@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 
+from advisor.config.schema import RunConfig
 from advisor.trials.record import Attempt, RecordError, TrialRecord
 from advisor.trials.store import BASELINE, load_record, now_iso, record_path, save_record, set_aside
 from sweep.attempts import INTERRUPTED, give_back
@@ -22,6 +23,15 @@ from sweep.plan import Plan
 from sweep.retry import cause_of
 
 log = logging.getLogger("tunewise.sweep")
+
+
+def baseline_config(plan: Plan) -> RunConfig:
+    """The config the untrained base is evaluated with: the sweep's base config, on at most one node
+    (sweep.gpus_per_node devices): an eval holds no gradients or optimizer state, and the baseline runs
+    where the worker runs, without a multi-node launch."""
+    cfg = plan.base_cfg
+    per_node = plan.settings.gpus_per_node
+    return cfg.replace(gpu={"count": per_node}) if cfg.gpu.count > per_node else cfg
 
 
 def measure_baseline(plan: Plan, claims: Claims, env: dict[str, str] | None = None) -> TrialRecord | None:
@@ -55,13 +65,14 @@ def measure_baseline(plan: Plan, claims: Claims, env: dict[str, str] | None = No
     except RecordError:  # neither readable nor rebuildable: measured again, the old file set aside
         set_aside(record_path(plan.dir, BASELINE))
         doc = None
-    doc = doc or TrialRecord(cell_id=BASELINE, coords={}, config=plan.base_cfg.to_dict())
+    cfg = baseline_config(plan)
+    doc = doc or TrialRecord(cell_id=BASELINE, coords={}, config=cfg.to_dict())
     out = plan.dir / "cells" / BASELINE
     if (out / "result.json").exists():  # an earlier attempt's: never read as this one's
         (out / "result.json").replace(out / "result.previous.json")
     try:
         outcome = run_runner(
-            plan.base_cfg,
+            cfg,
             out,
             baseline=True,
             env=env,
@@ -80,7 +91,7 @@ def measure_baseline(plan: Plan, claims: Claims, env: dict[str, str] | None = No
     res = outcome.result
     status = str(res.get("status")) if res.get("status") in ("complete", "failed", "oom") else "failed"
     reason = res.get("reason")
-    doc.config = plan.base_cfg.to_dict()
+    doc.config = cfg.to_dict()
     doc.status, doc.reason = status, reason
     doc.measured, doc.provenance = res.get("measured"), res.get("provenance")
     doc.attempts.append(

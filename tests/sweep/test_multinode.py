@@ -243,3 +243,18 @@ def test_a_node_that_never_joins_is_named(tmp_path, monkeypatch):
     assert "node 0 of 2 (" in result.reason and "RendezvousTimeoutError" in result.reason
     assert f"did not all join the rendezvous at {endpoint} within 5 s" in result.reason
     assert took < 60
+
+
+def test_the_baseline_of_a_multi_node_sweep_is_evaluated_on_one_node(tiny_assets, tmp_path, monkeypatch):
+    """The untrained base is an eval (no gradients, no optimizer state), run where the worker runs: a
+    base config spanning nodes is measured on one node's devices, never launched across nodes."""
+    from types import SimpleNamespace
+
+    from sweep.baseline import baseline_config
+
+    settings, pc, _ = _plan(tiny_assets, tmp_path, monkeypatch, *NODES)
+    assert pc.cfg is not None and pc.cfg.gpu.count == 2 and settings.gpus_per_node == 1
+    plan = SimpleNamespace(base_cfg=pc.cfg, settings=settings)
+    assert baseline_config(plan).gpu.count == 1  # type: ignore[arg-type]
+    one_node = dataclasses.replace(settings, gpus_per_node=2)
+    assert baseline_config(SimpleNamespace(base_cfg=pc.cfg, settings=one_node)) is pc.cfg  # type: ignore[arg-type]
