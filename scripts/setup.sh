@@ -47,8 +47,10 @@ elif ! fresh "$stamp_dev"; then
   quiet "${pip[@]}" install --no-compile -e ".[dev]"
   installed="$stamp_dev"
 fi
-if [ "$installed" != 0 ]; then
+stamp_pyc=.venv/.tunewise-compiled  # also compiles a .venv set up before the set-up compiled
+if [ "$installed" != 0 ] || [ ! -f "$stamp_pyc" ]; then
   echo "[setup] byte-compiling .venv" >&2
   compiled
-  [ "$installed" = 1 ] || touch "$installed"  # stamped once compiled: a set-up cut short reruns
+  case "$installed" in 0 | 1) ;; *) touch "$installed" ;; esac # stamped once compiled: a set-up cut short reruns
+  touch "$stamp_pyc"
 fi
