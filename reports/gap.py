@@ -10,13 +10,14 @@ the axis that would measure it.
 
 from __future__ import annotations
 
+from advisor.config.methods import METHOD_NAMES
 from reports.context import Cell, Context
 from reports.doc import Block, Bullets, Heading, Para
 from reports.fmt import label, pct
 from reports.recommend import CellResult, gain_fraction
 
 CLOSE = 0.9  # an adapter reaching this share of full fine-tuning's gain does not trail
-ADAPTERS = ("lora", "qlora", "dora")
+ADAPTERS = tuple(m for m in METHOD_NAMES if m != "full")
 
 
 def late_drop(ctx: Context, cell: Cell) -> tuple[float, float, float, float] | None:
@@ -59,15 +60,15 @@ def _rank_points(rows: list[tuple[Cell, CellResult, float]]) -> list[str]:
         if recovered >= 0.5:
             verdict = f"rank limits {name} here: a larger r is worth a cell"
         else:
-            verdict = f"a larger rank alone would not close the gap ({r_hi // r_lo}× the rank recovered {pct(max(recovered, 0), 0)} of it)"
+            verdict = f"a larger rank alone would not close the gap ({r_hi / r_lo:g}× the rank recovered {pct(max(recovered, 0), 0)} of it)"
         out.append(f"Rank: {name} reaches {steps} of full fine-tuning's gain — {verdict}.")
     return out
 
 
 def _curve_points(ctx: Context, ref: Cell, rows: list[tuple[Cell, CellResult, float]]) -> list[str]:
     """Were the adapters still improving when training stopped, and at that pace how many more steps
-    would reach full fine-tuning's loss (a straight line through the last two evals: a lower bound,
-    since loss curves flatten)."""
+    would reach full fine-tuning's loss (a straight line through the eval nearest half-way and the last:
+    a lower bound, since loss curves flatten)."""
     full = late_drop(ctx, ref)
     if full is None:
         return []
