@@ -13,6 +13,7 @@ from typing import Any
 
 from advisor.config import catalog, fieldtypes
 from advisor.errors import Problems
+from runners.parallel.files import NODE_LAUNCHERS
 from runners.protocol import HEARTBEAT_S
 from sweep.study import PRUNERS
 
@@ -67,7 +68,6 @@ class SweepSettings:
 # failed = run every failed cell again, whatever its cause and tries (sweep.retry)
 RERUN = (None, "changed", "failed")
 # how a cell larger than a node starts its other nodes' agents (sweep/devices.py)
-NODE_LAUNCHERS = ("srun", "local")
 DERIVED = ("study_name", "matrix_name")  # SweepSettings fields that are no `sweep.` key
 NULL_DERIVED = ("dir", "storage")  # `sweep.` keys whose null means: derive (default_dir, sqlite)
 

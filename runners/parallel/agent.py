@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
-import json
 import os
-import signal
 import socket
 import sys
 import time
@@ -30,7 +27,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from runners.parallel.files import ENV_LEADER, node_path
+from runners.parallel.files import ENV_LEADER, die_with, node_path
+from runners.result import write_json
 
 JOIN_TIMEOUT_S = 300.0  # every node's agent must join the rendezvous within this (seconds)
 
@@ -86,14 +84,6 @@ def run_group(nproc: int, args: list[str], rdzv: Rendezvous | None = None) -> di
     return {}
 
 
-def _die_with(leader: int) -> None:
-    """SIGKILL when the process that started this one dies (its ranks then die with it)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
-    if os.getppid() != leader:  # the leader died before the line above
-        os._exit(1)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m runners.parallel.agent", description="One node of a cell.")
     ap.add_argument("out_dir", type=Path)
@@ -107,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     cut = argv.index("--") if "--" in argv else len(argv)
     a, rank_args = ap.parse_args(argv[:cut]), argv[cut + 1 :]
     if a.leader_pid is not None and sys.platform.startswith("linux"):
-        _die_with(a.leader_pid)
+        die_with(a.leader_pid)  # (its ranks then die with it)
     node = a.node if a.node is not None else int(os.environ.get("SLURM_PROCID") or 0)
     os.environ[ENV_LEADER] = str(os.getpid())  # the ranks' parent
     cvd = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -132,9 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     path = node_path(a.out_dir, node)
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(report))
-        tmp.replace(path)
+        write_json(path, report)
     if error:
         print(f"tunewise node {node}: {error}", file=sys.stderr)
     return 0 if not failures and error is None else 1

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -15,6 +18,7 @@ RANKS = "ranks"  # OUT_DIR/ranks/: rank results, progress files, error logs, the
 # a cell spanning nodes (sweep/devices.py sets them for its runner): how many, and how their agents start
 ENV_NODES = "TUNEWISE_NODES"
 ENV_NODE_LAUNCHER = "TUNEWISE_NODE_LAUNCHER"  # srun | local
+NODE_LAUNCHERS = ("srun", "local")  # how the agents of a cell spanning nodes start (runners.parallel.nodes)
 
 
 def in_group() -> bool:
@@ -49,3 +53,12 @@ def write_result(out_dir: Path, result: CellResult) -> None:
 def node_path(out_dir: Path, node: int) -> Path:
     """What node `node`'s agent reports when its ranks end (runners.parallel.agent)."""
     return Path(out_dir) / RANKS / f"node-{node}.json"
+
+
+def die_with(leader: int | None) -> None:
+    """SIGKILL this process when the one that started it dies (PR_SET_PDEATHSIG, Linux); exit at once
+    when `leader`, that process's pid, is already gone."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    if leader is not None and os.getppid() != leader:  # the leader died before the line above
+        os._exit(1)

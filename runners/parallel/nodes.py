@@ -31,10 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from runners.parallel.agent import Failure, join_timeout_s
-from runners.parallel.files import RANKS, node_path
+from runners.parallel.files import NODE_LAUNCHERS, RANKS, node_path
 
 GRACE_S = 15.0  # after an agent fails, how long the other agents get to end on their own
-LAUNCHERS = ("srun", "local")
 
 
 @dataclass
@@ -90,15 +89,13 @@ def run_nodes(nodes: int, per_node: int, launcher: str, args: list[str], out_dir
     from torch.distributed import TCPStore
 
     run = NodesRun(nodes)
-    if launcher not in LAUNCHERS:
-        run.problem = f"sweep.node_launcher={launcher!r}: unknown (allowed: {LAUNCHERS})"
+    if launcher not in NODE_LAUNCHERS:
+        run.problem = f"sweep.node_launcher={launcher!r}: unknown (allowed: {NODE_LAUNCHERS})"
         return run
     if launcher == "srun":
         run.problem = slurm_problem(nodes)
         if run.problem:
             return run
-    for old in Path(out_dir, RANKS).glob("node-*.json"):
-        old.unlink()
     bind, host = link_host(launcher)
     store = TCPStore(
         bind or "0.0.0.0",

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import os
-import signal
 import socket
 import sys
 import threading
@@ -32,6 +30,7 @@ from runners.parallel.files import (
     ENV_LEADER,
     ENV_LINK,
     beat_path,
+    die_with,
     env_rank,
 )
 from runners.protocol import stack_signature
@@ -134,18 +133,10 @@ class Link:
             self._sock.close()
 
 
-def _die_with_leader() -> None:
-    """SIGKILL when the process that started this one (the leader's elastic agent) dies."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
-    leader = os.environ.get(ENV_LEADER)
-    if leader and os.getppid() != int(leader):  # the leader died before the line above
-        os._exit(1)
-
-
 def main(argv: list[str] | None = None) -> int:
-    if sys.platform.startswith("linux"):
-        _die_with_leader()
+    if sys.platform.startswith("linux"):  # dies with the elastic agent that started it
+        leader = os.environ.get(ENV_LEADER)
+        die_with(int(leader) if leader else None)
     ap = argparse.ArgumentParser(prog="python -m runners.parallel.rank", description="One rank of a cell.")
     ap.add_argument("config_json", type=Path)
     ap.add_argument("out_dir", type=Path)
