@@ -52,10 +52,6 @@ class Layout:
     per_node: int
     launcher: str = "local"
 
-    @property
-    def world(self) -> int:
-        return self.nodes * self.per_node
-
 
 def layout(count: int, settings: SweepSettings) -> Layout | None:
     """The layout of a cell with gpu.count = `count` (None when it does not split into whole nodes)."""
@@ -70,14 +66,6 @@ def local_slots(count: int, settings: SweepSettings) -> int:
     """The slots of this machine a cell takes: all of them, except under srun only its first node's."""
     lay = layout(count, settings)
     return lay.per_node if lay is not None and lay.nodes > 1 and lay.launcher == "srun" else count
-
-
-def slurm_nodes() -> int:
-    """The nodes of the SLURM job this process runs in (0 outside SLURM)."""
-    if not os.environ.get("SLURM_JOB_ID"):
-        return 0
-    n = os.environ.get("SLURM_JOB_NUM_NODES") or os.environ.get("SLURM_NNODES") or "1"
-    return int(n) if n.isdigit() else 1
 
 
 def visible_gpus() -> list[str]:

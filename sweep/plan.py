@@ -291,7 +291,8 @@ def _check_devices(plan: Plan) -> None:
     slots than a worker owns; a gpu.count that is no whole number of nodes (sweep.gpus_per_node); a
     cell spanning nodes where sweep.node_launcher cannot start them (srun outside a SLURM job of enough
     nodes). A reason that starts `needs ` is one a machine with more devices or nodes lifts (sweep.slurm)."""
-    from sweep.devices import layout, local_slots, machine_slots, share, slurm_nodes
+    from runners.parallel.files import slurm_nodes
+    from sweep.devices import layout, local_slots, machine_slots, share
 
     s = plan.settings
     run = [pc for pc in plan.cells if pc.status == "run" and pc.cfg is not None]

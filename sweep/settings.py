@@ -67,7 +67,6 @@ class SweepSettings:
 # changed = re-run the cells whose config changed (old results move to sweep.dir/replaced/);
 # failed = run every failed cell again, whatever its cause and tries (sweep.retry)
 RERUN = (None, "changed", "failed")
-# how a cell larger than a node starts its other nodes' agents (sweep/devices.py)
 DERIVED = ("study_name", "matrix_name")  # SweepSettings fields that are no `sweep.` key
 NULL_DERIVED = ("dir", "storage")  # `sweep.` keys whose null means: derive (default_dir, sqlite)
 

@@ -62,3 +62,11 @@ def die_with(leader: int | None) -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
     if leader is not None and os.getppid() != leader:  # the leader died before the line above
         os._exit(1)
+
+
+def slurm_nodes() -> int:
+    """The nodes of the SLURM job this process runs in (0 outside SLURM)."""
+    if not os.environ.get("SLURM_JOB_ID"):
+        return 0
+    n = os.environ.get("SLURM_JOB_NUM_NODES") or os.environ.get("SLURM_NNODES") or "1"
+    return int(n) if n.isdigit() else 1

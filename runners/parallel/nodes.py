@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from runners.parallel.agent import Failure, join_timeout_s
-from runners.parallel.files import NODE_LAUNCHERS, RANKS, node_path
+from runners.parallel.files import NODE_LAUNCHERS, RANKS, node_path, slurm_nodes
 
 GRACE_S = 15.0  # after an agent fails, how long the other agents get to end on their own
 
@@ -73,7 +73,7 @@ def slurm_problem(nodes: int) -> str | None:
     from shutil import which
 
     job = os.environ.get("SLURM_JOB_ID")
-    have = int(os.environ.get("SLURM_JOB_NUM_NODES") or os.environ.get("SLURM_NNODES") or 0)
+    have = slurm_nodes()
     if not job or which("srun") is None:
         return (
             f"sweep.node_launcher=srun: this cell spans {nodes} nodes, but this runner is not inside a "
