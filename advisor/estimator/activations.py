@@ -323,9 +323,9 @@ def attn_grad_bytes_per_token_per_pos(model: ModelConfig, g: Regime) -> float:
     return float(dims(model).heads * (4 + 4 - (c if c != 4 else 0)))
 
 
-def first_layer_unsaved(model: ModelConfig, g: Regime, targets: str | tuple[str, ...], r: int) -> float:
-    """Bytes per token that the first decoder layer does not save, with adapters on a frozen embedding
-    and no gradient checkpointing: its input (the embedding output) does not require grad, so autograd
+def first_layer_unsaved(s: Saved, g: Regime) -> float:
+    """Of a layer's saved tensors `s` (layer_bytes_per_token), the bytes per token that the first decoder
+    layer does not save, with adapters on a frozen embedding and no gradient checkpointing: its input (the embedding output) does not require grad, so autograd
     records nothing — and saves nothing — until the first adapter's output joins the computation.
     What the layer puts before its first adapter (the input norm's fp32 copy and rsqrt; with adapters on
     the MLP only, the whole attention block and the residual after it) is not saved in layer 0, except
@@ -333,7 +333,6 @@ def first_layer_unsaved(model: ModelConfig, g: Regime, targets: str | tuple[str,
     `enable_input_require_grads`; full fine-tuning trains the embedding: neither applies there.)"""
     if g.full or not g.adapter:
         return 0.0
-    s = layer_bytes_per_token(model, g, targets, r)
     if s.first_adapter is None:  # no adapter in the layers: nothing of them is saved
         return float(sum(s.values()))
     return float(sum(v for k, v in list(s.items())[: s.first_adapter] if k not in s.adapter_inputs))

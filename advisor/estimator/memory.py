@@ -106,11 +106,6 @@ class Memory:
 
 
 @by_identity()
-def _layer_total(model, g: Regime, targets, r: int) -> float:
-    return float(sum(layer_bytes_per_token(model, g, targets, r).values()))
-
-
-@by_identity()
 def _layer_const(model, g: Regime, targets) -> float:
     return layer_constant_bytes(model, g, targets)
 
@@ -184,7 +179,8 @@ def _fixed(cfg: RunConfig, stack: Stack) -> _Fixed:
     if len(_FIXED) > 8192:
         _FIXED.clear()
     model, g = cfg.model, regime(cfg, stack)
-    layer = _layer_total(model, g, m.target_modules, m.r or 0)
+    saved = layer_bytes_per_token(model, g, m.target_modules, m.r or 0)  # one layer's, per token
+    layer = float(sum(saved.values()))
     wide = cfg.precision == "fp32" or g.amp
     pbytes = (4 if wide else 2) if g.full else g.adapter  # trainable params' dtype
     opt, paged = optimizer_bytes(cfg, pbytes)
@@ -206,16 +202,16 @@ def _fixed(cfg: RunConfig, stack: Stack) -> _Fixed:
         opt=opt,
         paged=paged,
         layer=layer,
-        layer_after_attn=layer - layer_bytes_per_token(model, g, m.target_modules, m.r or 0).before_o_proj,
+        layer_after_attn=layer - saved.before_o_proj,
         pos=pos_bytes_per_token(model, g),
         mask_pos=mask_bytes_per_token_per_pos(model, g),
         position=position_bytes_per_pos(model, g),
         head=_head_total(model, g, g.full),
         leaf=input_leaf_bytes_per_token(model, g),
-        first_unsaved=first_layer_unsaved(model, g, m.target_modules, m.r or 0),
+        first_unsaved=first_layer_unsaved(saved, g),
         head_freed=head_freed_bytes_per_token(model, g, g.full),
         norm_bwd=norm_backward_bytes_per_token(model, g),
-        mlp_out=layer_bytes_per_token(model, g, m.target_modules, m.r or 0).mlp_out,
+        mlp_out=saved.mlp_out,
         mlp_out_grads=mlp_out_grads,
         pending_grads=pending,
         attn_grad=attn_grad_bytes_per_token_per_pos(model, g),
