@@ -24,8 +24,9 @@ def late_drop(ctx: Context, cell: Cell) -> tuple[float, float, float, float] | N
     """(fraction a, fraction b, loss at a, loss at b) averaged over the configuration's chosen records:
     b the last eval, a the eval nearest half of b. None without two evals."""
     points = []
+    by_id = ctx.sweep.by_id  # (a dict built per access)
     for cid in cell.chosen_ids:
-        rec = ctx.sweep.by_id.get(cid)
+        rec = by_id.get(cid)
         curve = [p for p in ((rec.measured or {}).get("eval_curve") or []) if len(p) >= 3] if rec else []
         if len(curve) < 2:
             continue
@@ -34,13 +35,8 @@ def late_drop(ctx: Context, cell: Cell) -> tuple[float, float, float, float] | N
         points.append((float(mid[1]), float(end[1]), float(mid[2]), float(end[2])))
     if not points:
         return None
-    n = len(points)
-    return (
-        sum(p[0] for p in points) / n,
-        sum(p[1] for p in points) / n,
-        sum(p[2] for p in points) / n,
-        sum(p[3] for p in points) / n,
-    )
+    fa, fb, la, lb = (sum(col) / len(points) for col in zip(*points, strict=True))
+    return fa, fb, la, lb
 
 
 def _rank_points(rows: list[tuple[Cell, CellResult, float]]) -> list[str]:
