@@ -62,6 +62,13 @@ def targets(rows: list[Row]) -> int:
     return sum(sum(1 for x in r.labels[1:] if x != IGNORE) for r in rows)
 
 
+def rank_micro_batches(stream: Stream, step: int, rank: int, world: int, accum: int) -> list[list[Row]]:
+    """Rank `rank`'s micro-batches of optimizer step `step`: the stream's micro-batches are dealt out
+    step by step, rank by rank, `accum` consecutive ones to each."""
+    first = (step * world + rank) * accum
+    return [stream.micro_batch(first + k) for k in range(accum)]
+
+
 def padded_tokens(rows: list[Row]) -> int:
     """Tokens of the padded micro-batch (rows × the longest row)."""
     return len(rows) * max(len(r.input_ids) for r in rows)
@@ -197,9 +204,7 @@ class Loop:
 
     def micro_batches(self, step: int, rank: int) -> list[list[Row]]:
         """Rank `rank`'s micro-batches of optimizer step `step` (see the module docstring)."""
-        accum, stream = self.schedule.grad_accum, self.batches.stream
-        first = (step * self.group.world + rank) * accum
-        return [stream.micro_batch(first + k) for k in range(accum)]
+        return rank_micro_batches(self.batches.stream, step, rank, self.group.world, self.schedule.grad_accum)
 
     def _step(self, step: int) -> None:
         model, optimizer, scaler = self.parts.model, self.parts.optimizer, self.parts.scaler

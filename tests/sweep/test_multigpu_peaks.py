@@ -41,6 +41,7 @@ def micro_batch_shapes(cfg: RunConfig) -> dict[int, set[tuple[int, int]]]:
     from advisor.data import dataset
     from runners import data as data_mod
     from runners import model as model_mod
+    from runners.train import rank_micro_batches
 
     t, world = cfg.train, cfg.gpu.count
     split = dataset.split(cfg.data, cfg.seed)
@@ -52,8 +53,7 @@ def micro_batch_shapes(cfg: RunConfig) -> dict[int, set[tuple[int, int]]]:
     shapes: dict[int, set[tuple[int, int]]] = {r: set() for r in range(world)}
     for step in range(steps):
         for r in range(world):
-            for k in range(t.grad_accum):
-                mb = stream.micro_batch((step * world + r) * t.grad_accum + k)
+            for mb in rank_micro_batches(stream, step, r, world, t.grad_accum):
                 shapes[r].add((len(mb), max(len(row.input_ids) for row in mb)))
     return shapes
 
