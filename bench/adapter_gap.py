@@ -30,17 +30,24 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from advisor.config.schema import RunConfig
+from advisor.trials.record import TrialRecord
+from advisor.trials.store import read_records
 
 VARIANTS = ("as-is", "embeddings", "epochs×3")
 
 
-def _cell(sweep: Path, method: str, r: int | None, rows: int) -> dict[str, Any]:
-    for f in sorted((sweep / "trials").glob("*.json")):
-        rec = json.loads(f.read_text())
-        c = rec.get("coords") or {}
-        if c.get("method") == method and c.get("method.r") == r and c.get("data.rows") == rows:
-            return rec
-    raise SystemExit(f"{sweep}: no {method} r={r} {rows}-row cell (run `bash scripts/main.sh` first)")
+def _cells(sweep: Path, method: str, r: int | None, rows: int) -> list[TrialRecord]:
+    """The sweep's records of one configuration (every seed)."""
+    records, _ = read_records(sweep)
+    found = [
+        rec
+        for rec in records
+        if (rec.coords.get("method"), rec.coords.get("method.r"), rec.coords.get("data.rows"))
+        == (method, r, rows)
+    ]
+    if not found:
+        raise SystemExit(f"{sweep}: no {method} r={r} {rows}-row cell (run `bash scripts/main.sh` first)")
+    return found
 
 
 @contextlib.contextmanager
@@ -93,22 +100,18 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    lora = _cell(args.sweep, "lora", 16, 400)
-    full = _cell(args.sweep, "full", None, 400)
+    lora = _cells(args.sweep, "lora", 16, 400)[0]
+    full = _cells(args.sweep, "full", None, 400)
     rows = []
     for variant in args.variants:
         for seed in args.seeds:
-            row = run(lora["config"], variant, seed)
+            row = run(lora.config or {}, variant, seed)
             print(json.dumps(row), flush=True)
             rows.append(row)
     print(
         f"\nLoRA r=16 · 400 rows, eval loss by variant (seeds {args.seeds}); full fine-tuning in the sweep:"
     )
-    full_losses = [
-        json.loads(p.read_text())["measured"]["eval_loss"]
-        for p in (args.sweep / "trials").glob("*.json")
-        if json.loads(p.read_text()).get("coords", {}) | {"seed": None} == full["coords"] | {"seed": None}
-    ]
+    full_losses = [rec.measured["eval_loss"] for rec in full if rec.measured]
     print(f"  full fine-tuning: {statistics.mean(full_losses):.3f} (n={len(full_losses)})")
     for variant in args.variants:
         losses = [r["eval_loss"] for r in rows if r["variant"] == variant and r["eval_loss"] is not None]
