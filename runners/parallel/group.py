@@ -19,6 +19,7 @@ QLoRA gather in the compute dtype (PEFT's fp32 adapters with the 16-bit base: on
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -169,11 +170,78 @@ def wrap(model: Model, cfg: RunConfig, group: Group) -> Model:
 
     base = model.get_base_model() if is_peft(model) else model
     reshard, mp = RESHARD_AFTER_FORWARD[group.parallel], mixed_precision(cfg)
-    for layer in decoder_layers(base):
-        fully_shard(layer, reshard_after_forward=reshard, mp_policy=mp)
-    # the root is the module whose forward runs (generate calls it; PEFT's wrapper forwards to it)
-    fully_shard(base, reshard_after_forward=reshard, mp_policy=mp)
+    comms = _gloo_comms() if group._device().type == "cpu" else None
+    for module in [*decoder_layers(base), base]:
+        # the root last: it is the module whose forward runs (generate calls it; PEFT's wrapper
+        # forwards to it)
+        fully_shard(module, reshard_after_forward=reshard, mp_policy=mp)
+        if comms is not None:
+            module.set_custom_all_gather(comms[0])  # type: ignore[operator]
+            module.set_custom_reduce_scatter(comms[1])  # type: ignore[operator]
     return model
+
+
+RELEASE_WAIT_S = 0.5  # longest wait for gloo's worker thread to let go of a finished collective's tensors
+
+
+def _refs(t: torch.Tensor) -> tuple[int, int]:
+    """C++ references to a tensor and to its storage (what a collective's views and copies hold)."""
+    return t._use_count(), torch._C._storage_Use_Count(t.untyped_storage()._cdata)
+
+
+def _released(tensors: tuple[torch.Tensor, ...], before: list[tuple[int, int]], wait: list[bool]) -> None:
+    """Return once gloo's worker thread holds no reference to `tensors` any more (their references are
+    back to `before`), yielding the GIL meanwhile; give up after RELEASE_WAIT_S, and from then on don't
+    wait (wait[0] = False)."""
+    deadline = time.perf_counter() + RELEASE_WAIT_S
+    while any(
+        now > then
+        for t, n in zip(tensors, before, strict=True)
+        for now, then in zip(_refs(t), n, strict=True)
+    ):
+        if time.perf_counter() > deadline:
+            wait[0] = False
+            return
+        time.sleep(0)  # releases the GIL, which the worker may need to free what it held
+
+
+def _gloo_comms() -> tuple[object, object]:
+    """FSDP2's all-gather and reduce-scatter on gloo, each returning only once gloo's worker thread has
+    let go of the collective's tensors.
+
+    gloo runs a collective on its own thread, which keeps its references to the tensors (views of
+    FSDP's flat buffers) a moment after the caller's wait has returned, and then needs the GIL to drop
+    them. When FSDP frees a buffer in that moment (the all-gather output, right after copying the
+    layer's parameters out of it), the buffer lives on for as long as the main thread keeps the GIL —
+    into the next layer's ops: the same run peaked one layer's parameters higher some times and not
+    others (18.13 vs 16.72 MiB for a rank of the same LoRA cell). Waiting here makes FSDP's frees happen
+    where it makes them, as on CUDA, where memory follows the program order. The collectives were
+    synchronous on CPU already (FSDP2's default unshard); the wait is microseconds, rarely ~10 ms."""
+    from torch.distributed.fsdp._fully_shard._fsdp_collectives import DefaultAllGather, DefaultReduceScatter
+
+    wait = [True]
+
+    class AllGather(DefaultAllGather):
+        def __call__(self, output_tensor, input_tensor, group, async_op=False):  # noqa: ARG002
+            before = [_refs(output_tensor), _refs(input_tensor)]
+            super().__call__(output_tensor, input_tensor, group, async_op=False)
+            if wait[0]:
+                _released((output_tensor, input_tensor), before, wait)
+
+    class ReduceScatter(DefaultReduceScatter):
+        """gloo's reduce-scatter is an all-reduce of its own copy of the input, then a copy of this
+        rank's chunk: here the all-reduce runs in place on FSDP's input (a scratch buffer FSDP only
+        keeps alive, never reads again) — the same sums, without a copy that gloo's thread frees."""
+
+        def __call__(self, output_tensor, input_tensor, group, op, async_op=False):  # noqa: ARG002
+            before = [_refs(input_tensor)]
+            dist.all_reduce(input_tensor, op=op, group=group)
+            if wait[0]:
+                _released((input_tensor,), before, wait)
+            n = output_tensor.numel()
+            output_tensor.view(-1).copy_(input_tensor.view(-1).narrow(0, dist.get_rank(group) * n, n))
+
+    return AllGather(), ReduceScatter()
 
 
 def unwrap(model: Model) -> Model:
