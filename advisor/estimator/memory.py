@@ -10,9 +10,11 @@ One rank of a cell on N processes (the runner's runners.parallel), phase by phas
 - FSDP2 (fsdp, zero3): each rank holds 1/N of the parameters, gradients and optimizer states
   (static.per_rank_static, exact). The root's parameters (embeddings, final norm, lm_head) are gathered
   at the first forward and kept to the end of the backward; a decoder layer is gathered for its forward
-  and freed after it, gathered again (and the next one prefetched) for its backward, where its whole
-  gradients and their reduce-scatter copy live until they are scattered into the shards; the root's
-  gradients stay whole until the backward ends. Mixed precision gathers in the compute dtype, one layer
+  and freed after it, gathered again (and the next one prefetched) for its backward; its gradients form
+  during that backward (at the MLP, where most activations are alive, only the output projection's
+  exists), and once it is done the layer is resharded and its whole gradients and their reduce-scatter
+  copy live until they are scattered into the shards; the root's gradients stay whole until the
+  backward ends. Mixed precision gathers in the compute dtype, one layer
   at a time — no autocast copy of all weights on every GPU (static.gathers_16bit).
 - zero2: FSDP2 keeping every gathered layer from its forward to its backward.
 Checked against the runner's per-rank live bytes on CPU (tests/sweep/test_multigpu_memory.py).
@@ -311,22 +313,65 @@ def memory(cfg: RunConfig, padded_len: int, stack: Stack = Stack()) -> Memory:
         # the lm_head's whole gradient (in the compute dtype), from the backward's start
         head = d.vocab * d.h * (2 if gathers_16bit(cfg) else pbytes) if lm_head_trains else 0.0
         step_tmp = grads if foreach else 0.0
+        # the MLP output projection's whole gradient, the first a layer's backward forms (in the
+        # gathered dtype)
+        mlp_g = f.mlp_out_grads * (2 / pbytes if gathers_16bit(cfg) else 1.0)
+        # once a layer's backward is done: its activations freed (recomputed ones, or its saved ones)
+        layer_freed = recompute if train.gradient_checkpointing else tokens * layer + const
+        # a layer's reduce-scatter copy, kept until the next layer's reduce; the gradient shards once
+        # one layer is reduced
+        prev_rs = gat.layer_grads if d.layers > 1 else 0.0
+        shards_one = g_acc or gat.layer_grads / n_gpu
         parts = {
             "forward_end": (held, g_acc, acts, logits_fwd, deq_head),
             # the last layer is gathered as the backward begins (FSDP prefetches it)
             "backward_start": (held + one, g_acc + head, acts, logits_bwd, deq_head),
             "backward_head": (held + one, g_acc + head, head_acts, kept_layers, norm_t),
-            # the first layer's backward (most activations alive): it and the next one gathered, its
-            # whole gradients (their reduce-scatter copy comes once its activations are freed)
+            # the last layer's MLP backward (most activations alive): it and the next one gathered
+            # (the backward prefetch), the gradients formed so far
             "backward_layers": (
                 held + 2 * one,
-                g_acc + head + gat.layer_grads,
+                g_acc + head + mlp_g,
                 acts + recompute - drop,
                 kept_layers,
                 layer_t,
             ),
-            # the last layer's backward: every shard of the gradients, the root's whole (and their copy)
-            "backward_end": (held + one, grads + 2 * gat.root_grads, last - layer_drop, 0.0, layer_t),
+            # the last layer's backward done: resharded, the next one gathered; its whole gradients
+            # and their reduce-scatter copy, the residual stream's gradient
+            "backward_reduce": (
+                held + one,
+                g_acc + head + 2 * gat.layer_grads,
+                acts + recompute - tokens * f.head_freed[1] - layer_freed,
+                kept_layers,
+                tokens * g.res * d.h,
+            ),
+            # the next layer gathered as its backward begins (copied out of the all-gather's buffer):
+            # the last one's activations freed, its reduce-scatter copy kept until this layer's reduce
+            # and its shards formed, the residual stream's gradient
+            "backward_next_gather": (
+                held + 2 * one,
+                shards_one + head + prev_rs,
+                acts + recompute - tokens * f.head_freed[1] - layer_freed,
+                kept_layers,
+                tokens * g.res * d.h,
+            ),
+            # that layer's MLP backward (no layer before it to prefetch when it is layer 0)
+            "backward_next": (
+                held + (2 if d.layers > 2 else 1) * one,
+                shards_one + head + mlp_g + prev_rs,
+                acts + recompute - drop - layer_freed,
+                kept_layers,
+                layer_t,
+            ),
+            # the first layer's backward: every shard of the gradients, the root's whole (and their
+            # copy), the previous layer's reduce-scatter copy
+            "backward_end": (
+                held + one,
+                grads + 2 * gat.root_grads + prev_rs,
+                last - layer_drop,
+                0.0,
+                layer_t,
+            ),
             "optimizer_step": (0.0, grads, 0.0, 0.0, step_tmp),
         }
     else:
