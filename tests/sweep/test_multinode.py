@@ -2,7 +2,8 @@
 with a c10d rendezvous at the leader. Planned as whole nodes and refused where the launch mode cannot
 start them; run for real here as two agents on this machine (`sweep.node_launcher=local`, gloo, 1 process
 per "node"), whose losses equal the same cell on 1 node × 2 processes; a rank killed on one node ends the
-whole cell in bounded time, recorded with its rank and node; a node that never joins is named."""
+whole cell in bounded time, recorded with its rank and node, and the same command resumes both nodes
+from the sharded checkpoint to the uninterrupted run's losses; a node that never joins is named."""
 
 from __future__ import annotations
 
@@ -181,13 +182,24 @@ def _procs(cell_dir: Path, module: str) -> list[int]:
 
 
 @pytest.mark.slow
-def test_a_rank_killed_on_one_node_ends_the_whole_cell(tiny_assets, tmp_path):
+def test_a_rank_killed_on_one_node_ends_the_whole_cell_and_the_rerun_resumes(
+    tiny_assets, tmp_path, monkeypatch
+):
     from tests.sweep.test_multigpu_faults import _ranks, _step, _wait
 
     d = tmp_path / "kill"
     matrix = _matrix(tiny_assets, "t_node_kill", {"method.r": [8]})
     args = base_overrides(
-        tiny_assets, d, matrix, *NODES, "parallel=fsdp", "data.rows=96", "train.epochs=3", "sweep.pruner=none"
+        tiny_assets,
+        d,
+        matrix,
+        *NODES,
+        "parallel=fsdp",
+        "method.dropout=0.0",
+        "data.rows=96",
+        "train.epochs=3",
+        "train.checkpoint_every_steps=5",
+        "sweep.pruner=none",
     )
     cmd = [sys.executable, "-m", "sweep.cli", "sweep", *args]
     proc = subprocess.Popen(
@@ -196,7 +208,12 @@ def test_a_rank_killed_on_one_node_ends_the_whole_cell(tiny_assets, tmp_path):
     _wait(lambda: (d / "plan.json").exists(), "the plan", proc=proc)
     (cell_id,) = [c["cell_id"] for c in json.loads((d / "plan.json").read_text())["cells"]]
     cell = d / "cells" / cell_id
-    _wait(lambda: _step(cell, 1) >= 2, "the 2-node cell training", proc=proc)
+    # kill -9 rank 1 once a sharded checkpoint is in force
+    _wait(
+        lambda: (cell / "checkpoint" / "sharded.json").exists() and _step(cell, 1) >= 6,
+        "a sharded checkpoint of the 2-node cell",
+        proc=proc,
+    )
     ranks = _ranks(cell)
     assert sorted(ranks) == [0, 1] and len(_procs(cell, "runners.parallel.agent")) == 2, ranks
     os.kill(ranks[1], signal.SIGKILL)
@@ -209,6 +226,27 @@ def test_a_rank_killed_on_one_node_ends_the_whole_cell(tiny_assets, tmp_path):
     assert rec["status"] == "failed" and rec["reason"].startswith("runner killed by SIGKILL"), rec["reason"]
     assert re.search(r"\(rank 1 of 2 on node [01] of 2 \([^)]+\); rank 0 stopped with it\)$", rec["reason"])
     assert rec["attempts"][-1]["cause"] == "signal" and rec["measured"]["world_size"] == 2
+
+    # the same command again: both nodes resume from the sharded checkpoint
+    out = subprocess.run(cmd, cwd=ROOT, env=env_for(tiny_assets), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rec = load_records(d)[cell_id]
+    assert rec["status"] == "complete", rec["reason"]
+    assert [a["status"] for a in rec["attempts"]] == ["failed", "complete"]
+    m = rec["measured"]
+    resumed = m["resumed_from_step"]
+    assert resumed > 0 and resumed % 5 == 0 and m["world_size"] == 2
+    # the same cell uninterrupted on 1 node × 2 processes: the same losses after the resume
+    monkeypatch.delenv("TUNEWISE_NODES", raising=False)
+    ref = run_cell(RunConfig.from_dict(rec["config"]), tmp_path / "uninterrupted", resume=False)
+    assert ref.status == "complete" and ref.measured is not None, ref.reason
+    m1 = ref.measured.to_dict()
+    assert m["steps"] == m1["steps"] and [e[0] for e in m["eval_curve"]] == [e[0] for e in m1["eval_curve"]]
+    diff = max(abs(a[2] - b[2]) for a, b in zip(m["eval_curve"], m1["eval_curve"], strict=True))
+    print(
+        f"resumed from step {resumed}: final eval loss {m['eval_loss']} vs {m1['eval_loss']} (max diff {diff:.2e})"
+    )
+    assert diff <= LOSS_TOL
 
 
 @pytest.mark.slow
