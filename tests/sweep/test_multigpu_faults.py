@@ -27,6 +27,15 @@ def _fault(*_):
 signal.signal(signal.SIGUSR1, _fault)
 """
 BOUND_S = 60  # a failing rank ends its group within this (measured: a few seconds)
+# an FSDP cell long enough to be killed after a sharded checkpoint (every 5 steps), never pruned
+RESUMABLE = (
+    "parallel=fsdp",
+    "method.dropout=0.0",
+    "data.rows=96",
+    "train.epochs=3",
+    "train.checkpoint_every_steps=5",
+    "sweep.pruner=none",
+)
 
 
 def _ranks(cell_dir: Path) -> dict[int, int]:
@@ -77,12 +86,7 @@ def test_a_rank_killed_or_raising_ends_its_group_and_the_rerun_resumes(tiny_asse
         d,
         "matrix=t_fault",
         "gpu.count=2",
-        "parallel=fsdp",
-        "method.dropout=0.0",
-        "data.rows=96",
-        "train.epochs=3",
-        "train.checkpoint_every_steps=5",
-        "sweep.pruner=none",
+        *RESUMABLE,
     )
     site = tmp_path / "site"
     site.mkdir()

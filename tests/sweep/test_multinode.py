@@ -185,7 +185,7 @@ def _procs(cell_dir: Path, module: str) -> list[int]:
 def test_a_rank_killed_on_one_node_ends_the_whole_cell_and_the_rerun_resumes(
     tiny_assets, tmp_path, monkeypatch
 ):
-    from tests.sweep.test_multigpu_faults import _ranks, _step, _wait
+    from tests.sweep.test_multigpu_faults import RESUMABLE, _ranks, _step, _wait
 
     d = tmp_path / "kill"
     matrix = _matrix(tiny_assets, "t_node_kill", {"method.r": [8]})
@@ -194,12 +194,7 @@ def test_a_rank_killed_on_one_node_ends_the_whole_cell_and_the_rerun_resumes(
         d,
         matrix,
         *NODES,
-        "parallel=fsdp",
-        "method.dropout=0.0",
-        "data.rows=96",
-        "train.epochs=3",
-        "train.checkpoint_every_steps=5",
-        "sweep.pruner=none",
+        *RESUMABLE,
     )
     cmd = [sys.executable, "-m", "sweep.cli", "sweep", *args]
     proc = subprocess.Popen(
