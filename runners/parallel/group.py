@@ -186,7 +186,7 @@ RELEASE_WAIT_S = 0.5  # longest wait for gloo's worker thread to let go of a fin
 
 def _refs(t: torch.Tensor) -> tuple[int, int]:
     """C++ references to a tensor and to its storage (what a collective's views and copies hold)."""
-    return t._use_count(), torch._C._storage_Use_Count(t.untyped_storage()._cdata)
+    return t._use_count(), torch._C._storage_Use_Count(t.untyped_storage()._cdata)  # type: ignore[attr-defined]
 
 
 def _released(tensors: tuple[torch.Tensor, ...], before: list[tuple[int, int]], wait: list[bool]) -> None:
