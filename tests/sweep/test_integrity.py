@@ -241,8 +241,7 @@ def _wait(cond, timeout_s: float = 300, what: str = "") -> None:
 
 def _long_cell(assets, d: Path) -> list[str]:
     """One cell long enough to be killed mid-training, checkpointing every 10 steps: 1,152 steps, ~8 s
-    of training here (at 288 steps the whole run took 2.1 s, and a Ctrl-C sent once its first eval was
-    seen could come after the end)."""
+    of training here (at 288 steps the whole training took 2.1 s: a narrow window for a kill)."""
     return base_overrides(
         assets,
         d,
@@ -252,6 +251,10 @@ def _long_cell(assets, d: Path) -> list[str]:
         "train.checkpoint_every_steps=10",
         "sweep.pruner=none",
     )
+
+
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _evals(d: Path) -> int:
@@ -312,6 +315,9 @@ def test_ctrl_c_during_a_cell_is_no_failure(tiny_assets, tmp_path):
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,  # its own process group, as a terminal's foreground job
+            # with SIGINT at its default, as a terminal starts it: a shell without job control starts
+            # background commands (`pytest … &`) with SIGINT ignored, and the sweep would inherit that
+            preexec_fn=_sigint_default,
         )
         _wait(lambda: _evals(d) >= 1, what="an eval of the running cell")
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does
