@@ -56,8 +56,8 @@ def collector_between_steps() -> Any:
     a collection of the whole heap (~450,000 objects once torch, transformers and a model are loaded)
     costs ~0.25 s where it lands. Here: one full collection, then everything alive is frozen (moved out
     of the collector's view, so later collections only walk what the loop made: ~0.1 ms), automatic
-    collection off, and `collect()` after every optimizer step and eval frees what cycles held then —
-    never later than the automatic collector would."""
+    collection off, and `collect()` after every optimizer step and eval frees what the step's cycles
+    held, at the same point of every step."""
     was_enabled = gc.isenabled()
     gc.collect()
     gc.freeze()

@@ -13,11 +13,12 @@ One rank of a cell on N processes (the runner's runners.parallel), phase by phas
   and freed after it, gathered again (and the next one prefetched) for its backward; its gradients form
   during that backward (at the MLP, where most activations are alive, only the output projection's
   exists), and once it is done the layer is resharded and its whole gradients and their reduce-scatter
-  copy live until they are scattered into the shards; the root's gradients stay whole until the
-  backward ends. Mixed precision gathers in the compute dtype, one layer
-  at a time — no autocast copy of all weights on every GPU (static.gathers_16bit).
+  copy live until they are scattered into the shards (the copy is kept until the next layer's
+  reduce); the root's gradients stay whole until the backward ends. Mixed precision gathers in the
+  compute dtype, one layer at a time — no autocast copy of all weights on every GPU
+  (static.gathers_16bit).
 - zero2: FSDP2 keeping every gathered layer from its forward to its backward.
-Checked against the runner's per-rank live bytes on CPU (tests/sweep/test_multigpu_memory.py).
+Checked against the runner's per-rank live bytes on CPU (tests/sweep/test_multigpu_peaks.py).
 """
 
 from __future__ import annotations
