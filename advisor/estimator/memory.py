@@ -323,6 +323,10 @@ def memory(cfg: RunConfig, padded_len: int, stack: Stack = Stack()) -> Memory:
         # one layer is reduced
         prev_rs = gat.layer_grads if d.layers > 1 else 0.0
         shards_one = g_acc or gat.layer_grads / n_gpu
+        # between two layers' backward: the last one's and the head's saved tensors freed; the residual
+        # stream's gradient
+        between = acts + recompute - tokens * f.head_freed[1] - layer_freed
+        resid_grad = tokens * g.res * d.h
         parts = {
             "forward_end": (held, g_acc, acts, logits_fwd, deq_head),
             # the last layer is gathered as the backward begins (FSDP prefetches it)
@@ -342,9 +346,9 @@ def memory(cfg: RunConfig, padded_len: int, stack: Stack = Stack()) -> Memory:
             "backward_reduce": (
                 held + one,
                 g_acc + head + 2 * gat.layer_grads,
-                acts + recompute - tokens * f.head_freed[1] - layer_freed,
+                between,
                 kept_layers,
-                tokens * g.res * d.h,
+                resid_grad,
             ),
             # the next layer gathered as its backward begins (copied out of the all-gather's buffer):
             # the last one's activations freed, its reduce-scatter copy kept until this layer's reduce
@@ -352,9 +356,9 @@ def memory(cfg: RunConfig, padded_len: int, stack: Stack = Stack()) -> Memory:
             "backward_next_gather": (
                 held + 2 * one,
                 shards_one + head + prev_rs,
-                acts + recompute - tokens * f.head_freed[1] - layer_freed,
+                between,
                 kept_layers,
-                tokens * g.res * d.h,
+                resid_grad,
             ),
             # that layer's MLP backward (no layer before it to prefetch when it is layer 0)
             "backward_next": (
