@@ -189,10 +189,9 @@ def _refs(t: torch.Tensor) -> tuple[int, int]:
     return t._use_count(), torch._C._storage_Use_Count(t.untyped_storage()._cdata)  # type: ignore[attr-defined]
 
 
-def _released(tensors: tuple[torch.Tensor, ...], before: list[tuple[int, int]], wait: list[bool]) -> None:
+def _released(tensors: tuple[torch.Tensor, ...], before: list[tuple[int, int]]) -> bool:
     """Return once gloo's worker thread holds no reference to `tensors` any more (their references are
-    back to `before`), yielding the GIL meanwhile; give up after RELEASE_WAIT_S, and from then on don't
-    wait (wait[0] = False)."""
+    back to `before`), yielding the GIL meanwhile: True; False when it still did after RELEASE_WAIT_S."""
     deadline = time.perf_counter() + RELEASE_WAIT_S
     while any(
         now > then
@@ -200,9 +199,9 @@ def _released(tensors: tuple[torch.Tensor, ...], before: list[tuple[int, int]], 
         for now, then in zip(_refs(t), n, strict=True)
     ):
         if time.perf_counter() > deadline:
-            wait[0] = False
-            return
+            return False
         time.sleep(0)  # releases the GIL, which the worker may need to free what it held
+    return True
 
 
 def _gloo_comms() -> tuple[object, object]:
@@ -219,16 +218,20 @@ def _gloo_comms() -> tuple[object, object]:
     synchronous on CPU already (FSDP2's default unshard); the wait is microseconds, rarely ~10 ms."""
     from torch.distributed.fsdp._fully_shard._fsdp_collectives import DefaultAllGather, DefaultReduceScatter
 
-    wait = [True]
+    class Settled:
+        waiting = True  # both comms': once gloo held a tensor past RELEASE_WAIT_S, neither waits again
 
-    class AllGather(DefaultAllGather):
+        def settle(self, tensors: tuple[torch.Tensor, ...], before: list[tuple[int, int]]) -> None:
+            if Settled.waiting:
+                Settled.waiting = _released(tensors, before)
+
+    class AllGather(Settled, DefaultAllGather):
         def __call__(self, output_tensor, input_tensor, group, async_op=False):  # noqa: ARG002
             before = [_refs(output_tensor), _refs(input_tensor)]
             super().__call__(output_tensor, input_tensor, group, async_op=False)
-            if wait[0]:
-                _released((output_tensor, input_tensor), before, wait)
+            self.settle((output_tensor, input_tensor), before)
 
-    class ReduceScatter(DefaultReduceScatter):
+    class ReduceScatter(Settled, DefaultReduceScatter):
         """gloo's reduce-scatter is an all-reduce of its own copy of the input, then a copy of this
         rank's chunk: here the all-reduce runs in place on FSDP's input (a scratch buffer FSDP only
         keeps alive, never reads again) — the same sums, without a copy that gloo's thread frees."""
@@ -236,8 +239,7 @@ def _gloo_comms() -> tuple[object, object]:
         def __call__(self, output_tensor, input_tensor, group, op, async_op=False):  # noqa: ARG002
             before = [_refs(input_tensor)]
             dist.all_reduce(input_tensor, op=op, group=group)
-            if wait[0]:
-                _released((input_tensor,), before, wait)
+            self.settle((input_tensor,), before)
             n = output_tensor.numel()
             output_tensor.view(-1).copy_(input_tensor.view(-1).narrow(0, dist.get_rank(group) * n, n))
 
