@@ -100,11 +100,9 @@ def peaks(tiny_assets, tmp_path_factory) -> list[dict]:
     rows = []
     # the matrix at 4 rows per micro-batch (activations make the peak: the last layer's MLP backward),
     # and full FSDP at 1 (the gradients' reduce-scatter copy and the next layer's gather make it)
-    for name, extra in (("sweep", []), ("mb1", ["method=full", "parallel=fsdp"])):
+    for name, extra in (("sweep", []), ("mb1", ["method=full", "parallel=fsdp", "train.micro_batch_size=1"])):
         d = root / name
         args = base_overrides(tiny_assets, d, "matrix=t_multi", *extra, *common)
-        if name == "mb1":
-            args.append("train.micro_batch_size=1")
         out = tunewise(tiny_assets, args)
         assert out.returncode == 0, out.stderr[-3000:]
         rows += _rows(load_records(d).values())
